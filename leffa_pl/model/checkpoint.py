@@ -1,0 +1,90 @@
+"""Reading and writing flat state dicts (.pth/.pt/.bin via weights-only torch.load, .safetensors).
+
+Nothing here executes code from a file: pickles are read with ``weights_only=True`` and any
+failure is reported as a ``CheckpointError`` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+SAFETENSORS_SUFFIX = ".safetensors"
+MAX_LISTED_KEYS = 8
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be used, with the file and the reason in the message."""
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a flat ``{name: tensor}`` dict without executing any code from the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(f"{path}: refused to load: the pickle holds more than tensors "
+                              f"(weights-only loading): {error}") from None
+    except (SafetensorError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a dict of tensors")
+    not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path}: not a flat state dict; non-tensor entries: {_listing(not_tensors)}")
+    return dict(state)
+
+
+def check_state_dict(path: str | os.PathLike, state: Mapping[str, torch.Tensor],
+                     expected: Mapping[str, torch.Tensor]) -> None:
+    """Raise a ``CheckpointError`` listing missing keys, unexpected keys and shape mismatches."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_listing(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatches: {_listing(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match the model ({'; '.join(problems)})")
+
+
+def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write atomically (temporary file, then rename); the format follows the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        if path.suffix == SAFETENSORS_SUFFIX:
+            save_file(tensors, temporary)
+        else:
+            torch.save(tensors, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:MAX_LISTED_KEYS])
+    return shown + (f", ... ({len(items) - MAX_LISTED_KEYS} more)" if len(items) > MAX_LISTED_KEYS else "")

@@ -111,7 +111,6 @@ class LeffaModel(nn.Module):
                                      _read_json(folder / "scheduler" / "scheduler_config.json"))
         check_state_dict(checkpoint, state, model.state_dict())
         model.load_state_dict(state, strict=True, assign=True)
-        model.vae.requires_grad_(False)  # assign=True replaced the parameters
         return model
 
     def load_checkpoint(self, checkpoint: str | os.PathLike) -> None:

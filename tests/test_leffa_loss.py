@@ -1,7 +1,6 @@
 """The Leffa loss: the published formula, a known attention shift recovered in the warp, the timestep
 gate, layer selection, and gradients reaching both UNets of the tiny model."""
 
-
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,0 +1,170 @@
+"""The Leffa loss: attention flow fields of the generative UNet must warp the reference onto the target.
+
+Per selected self-attention layer (attention grid height / image height >= ``theta_resolution``):
+flow from the layer's queries and reference keys at temperature ``tau`` (``attention_flow``),
+bilinear upsampling to the target size, clamp to [-1, 1], ``grid_sample`` of the reference image,
+masked distance to the target averaged over C, H, W. Then: mean over layers, zero for samples
+with timestep >= ``theta_timestep``, mean over the batch, times ``weight``.
+
+Only samples below the timestep threshold are computed at all; the others contribute zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from leffa_pl.losses.attention_flow import attention_flow, token_grid
+from leffa_pl.model.reference_attention import AttentionRecord
+
+DISTANCES = ("smooth_l1", "l2")
+PAPER_TRAIN_TIMESTEPS = 1000  # theta_timestep is given on the paper's 1000-step scale
+
+
+@dataclass
+class LeffaLayerOutput:
+    """One selected layer. ``flow`` and ``warped`` are detached, for logging, and cover only the
+    samples in ``LeffaLossOutput.active`` (in batch order)."""
+
+    name: str
+    grid: tuple[int, int]  # attention token grid (h, w)
+    loss: torch.Tensor  # unweighted: batch mean of the masked distance (gated samples count as 0)
+    flow: torch.Tensor  # [B_active, h, w, 2], (x, y) in [-1, 1] before upsampling
+    warped: torch.Tensor | None  # [B_active, C, H, W] the warped reference; None unless kept
+
+
+@dataclass
+class LeffaLossOutput:
+    loss: torch.Tensor  # weight * mean over layers of LeffaLayerOutput.loss
+    layers: list[LeffaLayerOutput]
+    active: torch.Tensor  # [B] bool, the samples below the timestep threshold
+
+
+class LeffaLoss(nn.Module):
+    """Leffa's flow-field loss on the generative UNet's attention records (see module docstring).
+
+    Args:
+        tau: softmax temperature (the logits are divided by it).
+        weight: lambda, the factor applied to the loss before it is added to the diffusion loss.
+        theta_resolution: a layer is used when its attention grid height / image height >= this.
+        theta_timestep: samples with timestep >= this (on a 1000-step schedule) get no loss.
+        distance: ``"smooth_l1"`` (beta 1, the authors' code) or ``"l2"`` (squared error, the paper).
+    """
+
+    def __init__(self, tau: float = 2.0, weight: float = 1e-3, theta_resolution: float = 1 / 32,
+                 theta_timestep: float = 500, distance: str = "smooth_l1"):
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        self.tau = tau
+        self.weight = weight
+        self.theta_resolution = theta_resolution
+        self.theta_timestep = theta_timestep
+        self.distance = distance
+
+    def extra_repr(self) -> str:
+        return (f"tau={self.tau}, weight={self.weight}, theta_resolution={self.theta_resolution}, "
+                f"theta_timestep={self.theta_timestep}, distance={self.distance!r}")
+
+    def select_layers(self, records: Sequence[AttentionRecord], image_size: tuple[int, int]
+                      ) -> list[tuple[AttentionRecord, tuple[int, int]]]:
+        """The records whose attention grid is fine enough, each with its (h, w) query grid."""
+        selected = []
+        for record in records:
+            grid = token_grid(record.query.shape[2], image_size)
+            # The tolerance keeps exact ratios such as 8/256 >= 1/32 from failing on float rounding.
+            if grid[0] / image_size[0] >= self.theta_resolution * (1 - 1e-9):
+                selected.append((record, grid))
+        return selected
+
+    def active_samples(self, timesteps: torch.Tensor, num_train_timesteps: int) -> torch.Tensor:
+        """[B] bool: the samples whose timestep is below theta_timestep (rescaled to the schedule)."""
+        return timesteps * PAPER_TRAIN_TIMESTEPS < self.theta_timestep * num_train_timesteps
+
+    def forward(self, records: Sequence[AttentionRecord], reference: torch.Tensor, target: torch.Tensor,
+                loss_region: torch.Tensor, timesteps: torch.Tensor, num_train_timesteps: int = 1000,
+                keep_warped: bool = True) -> LeffaLossOutput:
+        """Args:
+            records: the generative UNet's attention records of one forward pass.
+            reference: reference image [B, C, H', W'] (garment / person in another pose).
+            target: target image [B, C, H, W], the size the model was run on.
+            loss_region: M, [B, 1, H, W] (or [B, C, H, W]), where the reference should explain the target.
+            timesteps: [B] diffusion timesteps of the forward pass.
+            num_train_timesteps: length of the noise schedule the timesteps come from.
+            keep_warped: keep detached warped references in the output (for logging).
+        """
+        self._check_inputs(records, reference, target, loss_region, timesteps)
+        layers = self.select_layers(records, tuple(target.shape[-2:]))
+        if not layers:
+            raise ValueError(f"no attention layer has a grid of at least theta_resolution="
+                             f"{self.theta_resolution} of the {tuple(target.shape[-2:])} image")
+        active = self.active_samples(timesteps, num_train_timesteps)
+        batch, size = target.shape[0], tuple(target.shape[-2:])
+        index = None if active.all() else active.nonzero().squeeze(1)  # no copies when every sample counts
+
+        def pick(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if index is None else tensor[index]
+
+        reference, target, region = pick(reference).float(), pick(target).float(), pick(loss_region).float()
+        reference_size = tuple(reference.shape[-2:])
+
+        outputs = []
+        for record, grid in layers:
+            query, key = pick(record.query), pick(record.key)
+            if query.shape[0] == 0:  # every sample is past the timestep threshold
+                outputs.append(LeffaLayerOutput(
+                    name=record.name, grid=grid, loss=target.new_zeros(()), flow=target.new_zeros(0, *grid, 2),
+                    warped=target.new_zeros(target.shape) if keep_warped else None))
+                continue
+            # The flow is computed in float32 at least: bf16 coordinates would be off by pixels.
+            dtype = torch.promote_types(query.dtype, torch.float32)
+            flow = attention_flow(query.to(dtype), key.to(dtype), record.scale / self.tau,
+                                  token_grid(key.shape[2], reference_size))
+            flow = flow.float().reshape(-1, *grid, 2)
+            warped = self._warp(reference, flow, size)
+            per_sample = self._distance(warped * region, target * region).mean(dim=(1, 2, 3))
+            outputs.append(LeffaLayerOutput(
+                name=record.name, grid=grid, loss=per_sample.sum() / batch, flow=flow.detach(),
+                warped=warped.detach() if keep_warped else None))
+        loss = self.weight * torch.stack([layer.loss for layer in outputs]).mean()
+        return LeffaLossOutput(loss=loss, layers=outputs, active=active)
+
+    @staticmethod
+    def _warp(reference: torch.Tensor, flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        grid = F.interpolate(flow.permute(0, 3, 1, 2), size=size, mode="bilinear", align_corners=False)
+        grid = grid.permute(0, 2, 3, 1).clamp(-1, 1)
+        return F.grid_sample(reference, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _distance(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.distance == "smooth_l1":
+            return F.smooth_l1_loss(prediction, target, reduction="none", beta=1.0)
+        return F.mse_loss(prediction, target, reduction="none")
+
+    @staticmethod
+    def _check_inputs(records: Sequence[AttentionRecord], reference: torch.Tensor, target: torch.Tensor,
+                      loss_region: torch.Tensor, timesteps: torch.Tensor) -> None:
+        if not records:
+            raise ValueError("no attention records: pass attention_records=[] to LeffaModel.forward")
+        names = [record.name for record in records]
+        if len(set(names)) != len(names):
+            raise ValueError("attention records repeat a layer; use a fresh list for every forward pass")
+        batch = target.shape[0]
+        if target.dim() != 4 or reference.dim() != 4 or reference.shape[:2] != target.shape[:2]:
+            raise ValueError(f"reference {tuple(reference.shape)} and target {tuple(target.shape)} must be "
+                             "[B, C, H, W] with the same batch and channels")
+        if (loss_region.dim() != 4 or loss_region.shape[0] != batch
+                or loss_region.shape[1] not in (1, target.shape[1]) or loss_region.shape[-2:] != target.shape[-2:]):
+            raise ValueError(f"loss_region {tuple(loss_region.shape)} does not match "
+                             f"target {tuple(target.shape)}")
+        if timesteps.shape != (batch,):
+            raise ValueError(f"timesteps {tuple(timesteps.shape)} must be [{batch}]")
+        for record in records:
+            if record.query.shape[0] != batch or record.key.shape[0] != batch:
+                raise ValueError(f"{record.name}: record batch {record.query.shape[0]} != "
+                                 f"image batch {batch}")

@@ -34,11 +34,13 @@ class LeffaLayerOutput:
     grid: tuple[int, int]  # attention token grid (h, w)
     loss: torch.Tensor  # unweighted: batch mean of the masked distance (gated samples count as 0)
     flow: torch.Tensor  # [B_active, h, w, 2], (x, y) in [-1, 1] before upsampling
-    warped: torch.Tensor | None  # [B_active, C, H, W] the warped reference; None unless kept
+    warped: torch.Tensor | None  # [B_active, C, H, W] warped reference; None if keep_warped=False
 
 
 @dataclass
 class LeffaLossOutput:
+    """What ``LeffaLoss`` returns: the loss to add, and per selected layer what explains it."""
+
     loss: torch.Tensor  # weight * mean over layers of LeffaLayerOutput.loss
     layers: list[LeffaLayerOutput]
     active: torch.Tensor  # [B] bool, the samples below the timestep threshold

@@ -91,7 +91,7 @@ class LeffaLoss(nn.Module):
 
     def forward(self, records: Sequence[AttentionRecord], reference: torch.Tensor, target: torch.Tensor,
                 loss_region: torch.Tensor, timesteps: torch.Tensor, num_train_timesteps: int = 1000,
-                keep_warped: bool = True) -> LeffaLossOutput:
+                keep_warped: bool = True, sample_mask: torch.Tensor | None = None) -> LeffaLossOutput:
         """Args:
             records: the generative UNet's attention records of one forward pass.
             reference: reference image [B, C, H', W'] (garment / person in another pose).
@@ -100,6 +100,7 @@ class LeffaLoss(nn.Module):
             timesteps: [B] diffusion timesteps of the forward pass.
             num_train_timesteps: length of the noise schedule the timesteps come from.
             keep_warped: keep detached warped references in the output (for logging).
+            sample_mask: [B] bool, False excludes a sample (e.g. its reference was dropped for CFG).
         """
         self._check_inputs(records, reference, target, loss_region, timesteps)
         layers = self.select_layers(records, tuple(target.shape[-2:]))
@@ -107,6 +108,8 @@ class LeffaLoss(nn.Module):
             raise ValueError(f"no attention layer has a grid of at least theta_resolution="
                              f"{self.theta_resolution} of the {tuple(target.shape[-2:])} image")
         active = self.active_samples(timesteps, num_train_timesteps)
+        if sample_mask is not None:
+            active = active & sample_mask.to(active.device, torch.bool)
         batch, size = target.shape[0], tuple(target.shape[-2:])
         index = None if active.all() else active.nonzero().squeeze(1)  # no copies when every sample counts
 

@@ -1,0 +1,104 @@
+"""Training stages (resolution, batch size, accumulation, Leffa loss on/off) switched by optimizer step.
+
+Each stage lasts ``steps`` optimizer steps. The callback makes every epoch end at a stage boundary
+(``trainer.limit_train_batches``) and has dataloaders rebuilt each epoch, so a new stage starts
+with freshly built loaders (DistributedSampler included) at its own resolution and batch size.
+The stage is always derived from the global step, so a resumed run lands in the right stage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_info
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    name: str
+    steps: int  # optimizer steps
+    resolution: tuple[int, int]  # (height, width) of the images
+    batch_size: int  # per device
+    accumulate_grad_batches: int = 1
+    leffa_loss: bool = False
+
+    def __post_init__(self):
+        self.resolution = tuple(self.resolution)
+        if self.steps <= 0 or self.batch_size <= 0 or self.accumulate_grad_batches <= 0:
+            raise ValueError(f"stage {self.name!r}: steps, batch_size and accumulate_grad_batches must be > 0")
+        if len(self.resolution) != 2 or any(side % 8 for side in self.resolution):
+            raise ValueError(f"stage {self.name!r}: resolution {self.resolution} must be (height, width), "
+                             "multiples of 8 (the VAE's downsampling)")
+
+
+class StageSchedule(pl.Callback):
+    """Applies ``stages`` in order. The data module must offer ``set_stage(resolution, batch_size)``;
+    the LightningModule must have a boolean ``leffa_loss_enabled``."""
+
+    def __init__(self, stages: list[Stage]):
+        if not stages:
+            raise ValueError("StageSchedule needs at least one stage")
+        self.stages = [s if isinstance(s, Stage) else Stage(**s) for s in stages]
+        self.ends = [sum(s.steps for s in self.stages[: i + 1]) for i in range(len(self.stages))]
+        self.current: int | None = None
+        self._trainer: pl.Trainer | None = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.ends[-1]
+
+    def index_at(self, step: int) -> int:
+        """The stage that optimizer step ``step`` (0-based) belongs to; the last stage goes on past its end."""
+        return next((i for i, end in enumerate(self.ends) if step < end), len(self.stages) - 1)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not hasattr(trainer.datamodule, "set_stage"):
+            raise TypeError(f"StageSchedule needs a data module with set_stage(); got {type(trainer.datamodule)}")
+        self._trainer = trainer
+        trainer.reload_dataloaders_every_n_epochs = 1
+        # Stages count optimizer steps; epochs end at every stage boundary, so they must not limit training.
+        trainer.fit_loop.max_epochs = -1
+        if trainer.max_steps == -1:
+            trainer.fit_loop.epoch_loop.max_steps = self.total_steps
+        elif trainer.max_steps > self.total_steps:
+            rank_zero_info(f"max_steps {trainer.max_steps} > the stages' {self.total_steps}: "
+                           f"the last stage ({self.stages[-1].name}) continues")
+        self._enter(trainer, pl_module, step=0)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Called while resuming, after setup() and before the first dataloader is built.
+        if self._trainer is not None:
+            self._enter(self._trainer, self._trainer.lightning_module, step=state_dict["global_step"])
+
+    def state_dict(self) -> dict:
+        trainer = self._trainer
+        return {"global_step": trainer.global_step if trainer else 0, "stage": self.current}
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._enter(trainer, pl_module, step=trainer.global_step)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        stage = self.stages[self.current]
+        pl_module.log_dict({"stage": float(self.current), "resolution/height": float(stage.resolution[0]),
+                            "resolution/width": float(stage.resolution[1])}, on_step=True, on_epoch=False)
+
+    def _enter(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
+        index = self.index_at(step)
+        stage = self.stages[index]
+        if index != self.current:
+            rank_zero_info(f"[stage {index + 1}/{len(self.stages)}] {stage.name} from step {step}: "
+                           f"{asdict(stage)}")
+        self.current = index
+        trainer.datamodule.set_stage(stage.resolution, stage.batch_size)
+        trainer.accumulate_grad_batches = stage.accumulate_grad_batches
+        pl_module.leffa_loss_enabled = stage.leffa_loss
+        # End the coming epoch at this stage's last step (or run whole epochs in an open-ended last stage).
+        remaining = self.ends[index] - step
+        last_stage_overrun = index == len(self.stages) - 1 and remaining <= 0
+        trainer.limit_train_batches = 1.0 if last_stage_overrun else remaining * stage.accumulate_grad_batches

@@ -1,0 +1,75 @@
+"""TensorBoard images: warped references and attention flows in training, generated samples in validation."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchvision.utils import flow_to_image, make_grid
+
+from leffa_pl.metrics.flow_error import end_point_error, upsample_flow
+
+
+def _to_unit(image: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images (or [0, 1] masks) -> [0, 1], 3 channels."""
+    image = image.float().cpu()
+    if image.shape[0] == 1:
+        return image.expand(3, -1, -1)
+    return (image.clamp(-1, 1) + 1) / 2
+
+
+def flow_colour(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """[h, w, 2] normalised sampling positions -> displacement colour image [3, H, W] in [0, 1]."""
+    height, width = size
+    positions = upsample_flow(flow[None].float(), size)[0]
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    displacement = (positions.cpu() - torch.stack([xs, ys])) * torch.tensor([width / 2, height / 2]).view(2, 1, 1)
+    return flow_to_image(displacement).float() / 255
+
+
+class LeffaImageLogger(pl.Callback):
+    """Logs, at the LightningModule's image steps, for the first sample that the Leffa loss covers:
+    reference | target | loss region | per selected layer: warped reference, flow colour.
+    Also the attention-flow end-point error when the batch carries a ground-truth ``flow``.
+    At validation: target | reference | generated for the first batch of each validation loader."""
+
+    def __init__(self, max_layers: int = 16):
+        self.max_layers = max_layers
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
+        leffa = outputs.get("leffa") if isinstance(outputs, dict) else None
+        if leffa is None or not outputs.get("log_images"):
+            return
+        active = leffa.active.nonzero().squeeze(1)
+        if "flow" in batch and len(active):
+            errors = {f"flow_epe/{layer.name}": end_point_error(layer.flow, batch["flow"][active]).nanmean()
+                      for layer in leffa.layers}
+            pl_module.log_dict(errors, on_step=True, on_epoch=False)
+            pl_module.log("flow_epe/mean", torch.stack(list(errors.values())).nanmean(), on_step=True, on_epoch=False)
+        logger = _tensorboard(trainer)
+        if logger is None or not len(active) or not trainer.is_global_zero:
+            return
+        first = int(active[0])
+        size = tuple(batch["person"].shape[-2:])
+        tiles = [_to_unit(batch["reference"][first]), _to_unit(batch["person"][first]),
+                 _to_unit(batch["loss_region"][first])]
+        for layer in leffa.layers[: self.max_layers]:
+            tiles += [_to_unit(layer.warped[0]), flow_colour(layer.flow[0], size)]
+        names = ", ".join(f"{layer.name} ({layer.grid[0]}x{layer.grid[1]})" for layer in leffa.layers[: self.max_layers])
+        logger.experiment.add_image("train/leffa_warped_references", make_grid(tiles, nrow=3 + 2 * 4, padding=2),
+                                    trainer.global_step)
+        logger.experiment.add_text("train/leffa_layers", f"reference, target, region, then per layer "
+                                   f"(warped, flow): {names}", trainer.global_step)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        logger = _tensorboard(trainer)
+        if logger is None or batch_idx != 0 or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        rows = [torch.stack([_to_unit(batch["person"][i]), _to_unit(batch["reference"][i]),
+                             _to_unit(outputs["generated"][i])]) for i in range(len(outputs["generated"]))]
+        tag = f"val/{getattr(trainer.datamodule, 'val_names', ['paired', 'unpaired'])[dataloader_idx]}"
+        logger.experiment.add_image(tag, make_grid(torch.cat(rows), nrow=3, padding=2), trainer.global_step)
+
+
+def _tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)

@@ -1,0 +1,162 @@
+"""LightningModule wiring the Leffa model, the diffusion objective and the Leffa loss.
+
+Randomness of a training sample (VAE posterior sample, noise, timestep, reference dropout) comes
+from a generator seeded by (seed, optimizer step, micro-batch, sample ids): a resumed run, and a
+DDP run that shards the same global batch, draw exactly what an uninterrupted single process would.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from typing import Any, Mapping
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+from lightning.pytorch.utilities import rank_zero_info
+
+from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
+from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/Inf; raised on every rank so that DDP stops cleanly."""
+
+
+def build_model(base_model: str | None, init_checkpoint: str | None) -> LeffaModel:
+    """``base_model`` (diffusers folder) or the tiny demo model; optionally Leffa weights on top."""
+    if base_model is None:
+        rank_zero_info("model: the tiny demo model (no base_model given)")
+        model = LeffaModel.tiny()
+        if init_checkpoint:
+            model.load_checkpoint(init_checkpoint)
+    elif init_checkpoint:
+        rank_zero_info(f"model: Leffa weights {init_checkpoint} on the configs of {base_model}")
+        model = LeffaModel.from_checkpoint(init_checkpoint, base_model)
+    else:
+        rank_zero_info(f"model: initialised from the inpainting base model {base_model}")
+        model = LeffaModel.from_base_model(base_model)
+    return model
+
+
+class LeffaModule(pl.LightningModule):
+    def __init__(
+        self,
+        base_model: str | None = None,
+        init_checkpoint: str | None = None,
+        learning_rate: float = 1e-5,
+        weight_decay: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        reference_dropout: float = 0.1,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+        leffa_tau: float = 2.0,
+        leffa_weight: float = 1e-3,
+        leffa_theta_resolution: float = 1 / 32,
+        leffa_theta_timestep: int = 500,
+        leffa_distance: str = "smooth_l1",
+        log_images_every_n_steps: int = 100,
+        validation_scheduler: str = "ddpm",
+        validation_steps: int = 10,
+        validation_guidance_scale: float = 2.5,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(base_model, init_checkpoint)
+        if gradient_checkpointing:
+            self.model.unet.enable_gradient_checkpointing()
+            self.model.unet_encoder.enable_gradient_checkpointing()
+        self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
+        self.leffa_loss = LeffaLoss(tau=leffa_tau, weight=leffa_weight, theta_resolution=leffa_theta_resolution,
+                                    theta_timestep=leffa_theta_timestep, distance=leffa_distance)
+        self.validation_sampler = SamplerSettings(scheduler=validation_scheduler, num_inference_steps=validation_steps,
+                                                  guidance_scale=validation_guidance_scale)
+        self.leffa_loss_enabled = False  # switched by the StageSchedule callback
+        self._last_step_time: float | None = None
+
+    # ------------------------------------------------------------------------------------ training
+    def sample_generators(self, batch: Mapping[str, Any], micro_batch: int) -> list[torch.Generator]:
+        generators = []
+        for person_id, reference_id in zip(batch["person_id"], batch["reference_id"]):
+            key = f"{self.hparams.seed}:{self.global_step}:{micro_batch}:{person_id}:{reference_id}"
+            generators.append(torch.Generator().manual_seed(zlib.crc32(key.encode())))
+        return generators
+
+    def diffusion_inputs(self, batch: Mapping[str, Any], generators: list[torch.Generator]):
+        """Latents, noise, timesteps and conditioning of a batch (VAE in its own dtype, no grad)."""
+        model = self.model
+        with torch.autocast(self.device.type, enabled=False), torch.no_grad():
+            latents = model.encode_image(batch["person"], generators)
+            conditioning = model.encode_conditioning(batch["agnostic"], batch["inpaint_mask"], batch["densepose"],
+                                                     batch["reference"], generators)
+        num_train = self.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.cat([torch.randint(0, num_train, (1,), generator=g) for g in generators]).to(self.device)
+        keep = torch.cat([torch.rand(1, generator=g) >= self.hparams.reference_dropout for g in generators])
+        conditioning.reference = conditioning.reference * keep.to(self.device, latents.dtype).view(-1, 1, 1, 1)
+        noise = randn_tensor(latents.shape, generator=generators, device=self.device, dtype=latents.dtype)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        return noisy, noise, timesteps, conditioning, keep.to(self.device)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+        micro_batch = batch_idx % self.trainer.accumulate_grad_batches
+        noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
+            batch, self.sample_generators(batch, micro_batch))
+        log_images = self._is_image_step(micro_batch)
+        records = [] if (self.leffa_loss_enabled or log_images) else None
+        prediction = self.model(noisy, timesteps, conditioning, attention_records=records)
+        mse = F.mse_loss(prediction.float(), noise.float())
+        total, leffa = mse, None
+        if records is not None:
+            with torch.set_grad_enabled(self.leffa_loss_enabled):
+                leffa = self.leffa_loss(records, batch["reference"], batch["person"], batch["loss_region"],
+                                        timesteps, self.noise_scheduler.config.num_train_timesteps,
+                                        sample_mask=keep, keep_warped=log_images)
+            if self.leffa_loss_enabled:
+                total = mse + leffa.loss
+        self._stop_if_not_finite(total, mse, leffa)
+        values = {"loss/total": total, "loss/mse": mse}
+        if self.leffa_loss_enabled:
+            values["loss/leffa"] = leffa.loss
+        batch_size = noisy.shape[0]
+        self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
+        return {"loss": total, "leffa": leffa, "log_images": log_images}
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        if self._last_step_time is not None:
+            samples = len(batch["person_id"]) * self.trainer.world_size
+            self.log("samples_per_second", samples / (now - self._last_step_time), on_step=True, on_epoch=False)
+        self._last_step_time = now
+
+    def _is_image_step(self, micro_batch: int) -> bool:
+        every = self.hparams.log_images_every_n_steps
+        return bool(every) and micro_batch == 0 and self.global_step % every == 0
+
+    def _stop_if_not_finite(self, total: torch.Tensor, mse: torch.Tensor, leffa: LeffaLossOutput | None) -> None:
+        finite = bool(torch.isfinite(total))
+        if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
+            return
+        leffa_value = f"{leffa.loss.item():.6g}" if leffa is not None else "off"
+        raise NonFiniteLossError(
+            f"non-finite loss at step {self.global_step} (rank {self.global_rank}: total {total.item():.6g}, "
+            f"mse {mse.item():.6g}, leffa {leffa_value}). Lower the learning rate, check the data "
+            "(leffa-pl-check-data), or use bf16-mixed instead of 16-mixed precision.")
+
+    def configure_optimizers(self):
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=self.hparams.learning_rate, betas=tuple(self.hparams.betas),
+                                 weight_decay=self.hparams.weight_decay)
+
+    # ---------------------------------------------------------------------------------- validation
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict:
+        """Generated samples (for the image logger) and, where ground truth exists, attention-flow EPE."""
+        generator = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
+        images = LeffaSampler(self.model, self.validation_sampler)(batch, generator)
+        return {"generated": images}

@@ -15,3 +15,12 @@ install: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
+
+.PHONY: sample-data bench-data
+
+# Generated VITON-HD + DressCode sample (256x192) under data/sample/; existing folders are left alone.
+sample-data: $(INSTALLED)
+	$(PY) -m leffa_pl.data.sample_vton --out data/sample
+
+bench-data: $(INSTALLED)
+	$(PY) benchmarks/bench_data.py

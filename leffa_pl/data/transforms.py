@@ -38,7 +38,7 @@ DENSEPOSE_FLIP_LUT = _swap_lut([(3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 
 
 @dataclass
 class Views:
-    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] aligned with
+    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] (or [H, W, C]) aligned with
     the person; ``flow`` float32 [H, W, 2] (person -> reference, grid_sample coordinates, NaN undefined)."""
 
     person: np.ndarray

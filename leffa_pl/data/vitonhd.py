@@ -83,22 +83,29 @@ def parula_colors() -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _parula_lookup() -> np.ndarray:
-    """Part index for every RGB colour quantised to 6 bits per channel (nearest palette colour)."""
+    """Part index for every RGB colour quantised to 6 bits per channel (nearest palette colour), flat."""
     centres = (np.arange(64, dtype=np.float32) * 4 + 2)
     grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(-1, 1, 3)
     distances = ((grid - parula_colors()[None].astype(np.float32)) ** 2).sum(-1)
-    return distances.argmin(1).astype(np.uint8).reshape(64, 64, 64)
+    return distances.argmin(1).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _parula_table() -> np.ndarray:
+    table = np.zeros((256, 1, 3), np.uint8)
+    table[: DENSEPOSE_PARTS + 1, 0] = parula_colors()
+    return table
 
 
 def encode_densepose(parts: np.ndarray) -> np.ndarray:
     """Part index map [H, W] (0..24) -> ``image-densepose`` RGB rendering [H, W, 3]."""
-    return parula_colors()[parts]
+    return cv2.LUT(cv2.merge([parts, parts, parts]), _parula_table())
 
 
 def decode_densepose(rendering: np.ndarray) -> np.ndarray:
     """``image-densepose`` RGB rendering -> part index map (nearest palette colour; robust to JPEG noise)."""
-    q = rendering >> 2
-    return _parula_lookup()[q[..., 0], q[..., 1], q[..., 2]]
+    q = (rendering >> 2).astype(np.uint32)
+    return _parula_lookup()[(q[..., 0] << 12) | (q[..., 1] << 6) | q[..., 2]]
 
 
 def read_openpose(path: Path) -> np.ndarray:
@@ -165,7 +172,7 @@ class VitonHDDataset(Dataset):
         if parse.shape != person.shape[:2]:
             raise DataFileError(files["parse"].path, f"size {parse.shape} differs from the image's {person.shape[:2]}")
         views = Views(person=person, reference=read_rgb(files["garment"].path),
-                      labels={"parse": parse, "densepose": decode_densepose(read_rgb(files["densepose"].path))})
+                      labels={"parse": parse, "densepose": read_rgb(files["densepose"].path)})
         if self.mask_source == "precomputed":
             views.labels["inpaint_mask"] = (read_gray(files["mask"].path) >= 128).astype(np.uint8)
         if self.with_flow:
@@ -174,6 +181,8 @@ class VitonHDDataset(Dataset):
         views = resize_views(views, self.resolution)
         height, width = self.resolution
         parse = views.labels.pop("parse")
+        # Decoding commutes with nearest resizing, so decode the (smaller) resized rendering.
+        views.labels["densepose"] = decode_densepose(views.labels["densepose"])
         if self.mask_source == "computed":
             keypoints = read_openpose(files["pose"].path) * np.array([width / native_width, height / native_height])
             views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)

@@ -19,3 +19,12 @@ test: $(INSTALLED)
 .PHONY: bench-leffa
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py
+
+.PHONY: sample-data bench-data
+
+# Generated VITON-HD + DressCode sample (256x192) under data/sample/; existing folders are left alone.
+sample-data: $(INSTALLED)
+	$(PY) -m leffa_pl.data.sample_vton --out data/sample
+
+bench-data: $(INSTALLED)
+	$(PY) benchmarks/bench_data.py

@@ -1,0 +1,250 @@
+"""LightningDataModules: a dataset-independent base and the VITON-HD and DressCode modules.
+
+The base owns what every dataset shares: the current stage (``resolution``, ``batch_size``, changed
+with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
+subsets, augmentation settings, and the file check in ``setup()`` that fails before training starts
+with the checker's report. A dataset plugs in by reading its pair lists (``_read_pairs``) and building
+a Dataset for a split (``_dataset``) that can list its files (``required_files()``).
+
+Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
+unpaired: ``dataloader_idx`` 0 and 1); ``test_dataloader``/``predict_dataloader`` serve the whole
+``test_split``. Under DDP Lightning injects the DistributedSampler. Shuffling and augmentation are
+reproducible under ``lightning.seed_everything(seed, workers=True)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Dataset
+
+from leffa_pl.data import dresscode, vitonhd
+from leffa_pl.data.check import CheckLevel, DatasetFilesError, FileProblem, FileReport, walk_files
+from leffa_pl.data.io import DataFileError, RequiredFile
+from leffa_pl.data.transforms import AugmentConfig
+
+
+class CheckableDataset(Protocol):
+    """What the base needs from a dataset: its length, samples, and the files it reads."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict: ...
+
+    def required_files(self) -> list[RequiredFile]: ...
+
+
+class PersonImageDataModule(LightningDataModule):
+    """Shared base; subclasses set ``name``, ``val_splits``, ``test_split`` and implement ``_read_pairs``
+    and ``_dataset``."""
+
+    name = "dataset"
+    train_split = "train"
+    val_splits: tuple[str, ...] = ()
+
+    def __init__(self, root: str, resolution: tuple[int, int] = (512, 384), batch_size: int = 8,
+                 num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = False,
+                 val_size: int = 8, augment: bool = True, flip_p: float = 0.5, affine_p: float = 0.5,
+                 color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
+        super().__init__()
+        self.root = Path(root)
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.batch_size = int(batch_size)
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.val_size = val_size
+        self.augment_config = AugmentConfig(flip_p=flip_p, affine_p=affine_p, color_p=color_p) if augment else None
+        self.file_check = file_check
+        self.check_workers = check_workers
+        self._pairs: dict[str, tuple[list, list[FileProblem]]] = {}
+        self._checked: set[str] = set()
+        self._announced = False
+
+    # -- what a dataset provides ------------------------------------------------------------------
+    @property
+    def test_split(self) -> str:
+        """The split served by ``test_dataloader``/``predict_dataloader``."""
+        raise NotImplementedError
+
+    def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
+        """Pairs of ``split`` and problems found while resolving them; may raise ``DataFileError``."""
+        raise NotImplementedError
+
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line saying which data is used and how (logged once)."""
+        return f"{self.name} at {self.root}"
+
+    # -- stage -----------------------------------------------------------------------------------
+    def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
+        """Use ``resolution`` (H, W) and ``batch_size`` from the next ``*_dataloader()`` call on."""
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.batch_size = int(batch_size)
+
+    # -- pairs and files -------------------------------------------------------------------------
+    def pairs(self, split: str) -> tuple[list, list[FileProblem]]:
+        """Cached pairs of ``split``; a missing or malformed pair file becomes a problem, not an exception."""
+        if split not in self._pairs:
+            try:
+                self._pairs[split] = self._read_pairs(split)
+            except DataFileError as error:
+                self._pairs[split] = ([], [FileProblem(error.path, error.problem)])
+        return self._pairs[split]
+
+    def _val_pairs(self, split: str) -> list:
+        pairs = self.pairs(split)[0]
+        if len(pairs) <= self.val_size:
+            return pairs
+        return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, self.val_size).round().astype(int))]
+
+    def _walk(self, selection: dict[str, list], level: CheckLevel, workers: int) -> FileReport:
+        files, problems, count = [], [], 0
+        for split, pairs in selection.items():
+            problems += self.pairs(split)[1]
+            files += self._dataset(split, pairs, self.resolution, augment=False).required_files()
+            count += len(pairs)
+        return walk_files(self.name, self.root, files, level=level, pairs=count,
+                          problems=list(dict.fromkeys(problems)), workers=workers)
+
+    def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
+        """Walk every file the pairs of ``splits`` need (the ``leffa-pl-check-data`` command)."""
+        return self._walk({split: self.pairs(split)[0] for split in splits}, level, workers)
+
+    # -- Lightning hooks -------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Check the files of the splits this stage uses; raise ``DatasetFilesError`` listing every problem."""
+        selection: dict[str, list] = {}
+        if stage in (None, "fit"):
+            selection[self.train_split] = self.pairs(self.train_split)[0]
+        if stage in (None, "fit", "validate"):
+            selection.update({split: self._val_pairs(split) for split in self.val_splits})
+        if stage in (None, "test", "predict"):
+            selection[self.test_split] = self.pairs(self.test_split)[0]
+        selection = {split: pairs for split, pairs in selection.items() if split not in self._checked}
+        if selection:
+            report = self._walk(selection, self.file_check, self.check_workers)
+            empty = [split for split, pairs in selection.items() if not pairs and not self.pairs(split)[1]]
+            if not report.ok:
+                raise DatasetFilesError(report)
+            if empty:
+                raise ValueError(f"{self.name} at {self.root}: no pairs in split(s) {empty}")
+            self._checked.update(selection)
+        if not self._announced:
+            rank_zero_info(f"[leffa_pl.data] {self.describe()}")
+            self._announced = True
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        # Pinned memory only helps (and only exists) with an accelerator.
+        pin_memory = self.pin_memory and torch.accelerator.is_available()
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          pin_memory=pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        pairs = self.pairs(self.train_split)[0]
+        dataset = self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
+        return self._loader(dataset, shuffle=True)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False), False)
+                for split in self.val_splits]
+
+    def test_dataloader(self) -> DataLoader:
+        pairs = self.pairs(self.test_split)[0]
+        return self._loader(self._dataset(self.test_split, pairs, self.resolution, augment=False), False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"resolution": list(self.resolution), "batch_size": self.batch_size}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.set_stage(tuple(state_dict["resolution"]), state_dict["batch_size"])
+
+
+class VitonHDDataModule(PersonImageDataModule):
+    """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
+    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+
+    name = "VITON-HD"
+    val_splits = ("test_paired", "test_unpaired")
+
+    def __init__(self, root: str = "data/zalando-hd-resized", resolution: tuple[int, int] = (512, 384),
+                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
+                 persistent_workers: bool = False, val_size: int = 8,
+                 test_pairing: Literal["paired", "unpaired"] = "paired",
+                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", augment: bool = True,
+                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
+                 file_check: CheckLevel = "open", check_workers: int = 8):
+        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
+                         augment, flip_p, affine_p, color_p, file_check, check_workers)
+        self.save_hyperparameters()
+        self.test_pairing = test_pairing
+        self.mask_source = mask_source
+
+    @property
+    def test_split(self) -> str:
+        return f"test_{self.test_pairing}"
+
+    def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
+        return vitonhd.read_pairs(self.root, split), []
+
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        return vitonhd.VitonHDDataset(
+            self.root, pairs, resolution, mask_source=vitonhd.resolve_mask_source(self.root, split, self.mask_source),
+            with_flow=vitonhd.has_flow(self.root, split),
+            augment=vitonhd.vitonhd_augment(self.augment_config) if augment and self.augment_config else None)
+
+    def describe(self) -> str:
+        sources = {split: vitonhd.resolve_mask_source(self.root, split, self.mask_source)
+                   for split in ("train", "test_paired")}
+        masks = ", ".join(f"{'train' if s == 'train' else 'test'}: {src}" for s, src in sources.items())
+        flow = " ground-truth flow: yes." if vitonhd.has_flow(self.root, "train") else ""
+        return (f"VITON-HD at {self.root}; inpaint masks ({masks}; precomputed = agnostic-mask/, "
+                f"computed = parsing + OpenPose recipe).{flow}")
+
+
+class DressCodeDataModule(PersonImageDataModule):
+    """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
+
+    name = "DressCode"
+    val_splits = ("test_paired", "test_unpaired")
+
+    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",
+                 resolution: tuple[int, int] = (512, 384), batch_size: int = 8, num_workers: int = 4,
+                 pin_memory: bool = True, persistent_workers: bool = False, val_size: int = 8,
+                 test_pairing: Literal["paired", "unpaired"] = "paired", augment: bool = True,
+                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
+                 file_check: CheckLevel = "open", check_workers: int = 8):
+        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
+                         augment, flip_p, affine_p, color_p, file_check, check_workers)
+        self.save_hyperparameters()
+        if category not in dresscode.CATEGORIES + ("all",):
+            raise ValueError(f"category must be one of {dresscode.CATEGORIES + ('all',)}, got {category!r}")
+        self.category = category
+        self.test_pairing = test_pairing
+
+    @property
+    def test_split(self) -> str:
+        return f"test_{self.test_pairing}"
+
+    def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
+        return dresscode.read_pairs(self.root, split, self.category)
+
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        return dresscode.DressCodeDataset(
+            self.root, pairs, resolution, with_flow=dresscode.has_flow(self.root, split, self.category),
+            augment=dresscode.dresscode_augment(self.augment_config) if augment and self.augment_config else None)
+
+    def describe(self) -> str:
+        flow = " ground-truth flow: yes." if dresscode.has_flow(self.root, "train", self.category) else ""
+        return (f"DressCode ({self.category}) at {self.root}; inpaint masks computed from label maps + keypoints "
+                f"(no precomputed masks in DressCode).{flow}")

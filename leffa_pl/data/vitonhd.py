@@ -1,0 +1,202 @@
+"""VITON-HD (``zalando-hd-resized``): pair lists, DensePose rendering codec, and the Dataset.
+
+Layout (datasets.md): ``{train,test}_pairs.txt`` and ``{train,test}/{image, cloth, image-parse-v3,
+openpose_json, image-densepose, agnostic-mask, ...}``. Training and paired testing use the person's
+own garment (same file name); unpaired testing uses ``test_pairs.txt`` as written.
+
+``image-densepose`` holds the part index I rendered with OpenCV's PARULA colormap on black. It is
+decoded back to I (nearest colour) so that it can be resized with nearest neighbour and flipped with
+its left/right parts swapped, then rendered again in the same encoding for the model.
+
+The generated sample data adds ``{split}/ground-truth-flow/{id}.npz`` (key ``flow``); when that folder
+exists the paired samples carry the contract's ``flow``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+
+from leffa_pl.data import masks
+from leffa_pl.data.io import (DataFileError, RequiredFile, read_gray, read_json, read_label, read_npz,
+                              read_pair_list, read_rgb)
+from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, Views, contract_sample, image_to_tensor,
+                                      resize_views, sample_rng)
+
+Split = Literal["train", "test_paired", "test_unpaired"]
+MaskSource = Literal["precomputed", "computed"]
+FLOW_FOLDER = "ground-truth-flow"
+DENSEPOSE_PARTS = 24
+
+
+@dataclass(frozen=True)
+class VitonHDPair:
+    """``folder`` is ``train`` or ``test``; ``person``/``garment`` are file names like ``00006_00.jpg``."""
+
+    folder: str
+    person: str
+    garment: str
+
+    @property
+    def stem(self) -> str:
+        return Path(self.person).stem
+
+
+def read_pairs(root: str | Path, split: Split) -> list[VitonHDPair]:
+    """The pairs of a split (raises ``DataFileError`` for a missing or malformed pair file)."""
+    root = Path(root)
+    folder = "train" if split == "train" else "test"
+    listed = read_pair_list(root / f"{folder}_pairs.txt")
+    if split == "test_unpaired":
+        return [VitonHDPair(folder, person, garment) for person, garment in listed]
+    return [VitonHDPair(folder, person, person) for person, _ in listed]  # own garment
+
+
+def resolve_mask_source(root: str | Path, split: Split, requested: str) -> MaskSource:
+    """``auto`` means precomputed when the split ships ``agnostic-mask/``, else computed."""
+    if requested != "auto":
+        return requested  # type: ignore[return-value]
+    folder = "train" if split == "train" else "test"
+    return "precomputed" if (Path(root) / folder / "agnostic-mask").is_dir() else "computed"
+
+
+def has_flow(root: str | Path, split: Split) -> bool:
+    """Whether ground-truth flow exists for the split (generated sample data; unpaired pairs have none)."""
+    folder = "train" if split == "train" else "test"
+    return split != "test_unpaired" and (Path(root) / folder / FLOW_FOLDER).is_dir()
+
+
+@lru_cache(maxsize=1)
+def parula_colors() -> np.ndarray:
+    """RGB colour of each part index 0..24 in ``image-densepose`` (0 = background, black)."""
+    levels = (np.arange(DENSEPOSE_PARTS + 1) * (255.0 / DENSEPOSE_PARTS)).astype(np.uint8)
+    colors = cv2.applyColorMap(levels.reshape(-1, 1), cv2.COLORMAP_PARULA)[:, 0, ::-1].copy()
+    colors[0] = 0
+    return colors
+
+
+@lru_cache(maxsize=1)
+def _parula_lookup() -> np.ndarray:
+    """Part index for every RGB colour quantised to 6 bits per channel (nearest palette colour), flat."""
+    centres = (np.arange(64, dtype=np.float32) * 4 + 2)
+    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(-1, 1, 3)
+    distances = ((grid - parula_colors()[None].astype(np.float32)) ** 2).sum(-1)
+    return distances.argmin(1).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _parula_table() -> np.ndarray:
+    table = np.zeros((256, 1, 3), np.uint8)
+    table[: DENSEPOSE_PARTS + 1, 0] = parula_colors()
+    return table
+
+
+def encode_densepose(parts: np.ndarray) -> np.ndarray:
+    """Part index map [H, W] (0..24) -> ``image-densepose`` RGB rendering [H, W, 3]."""
+    return cv2.LUT(cv2.merge([parts, parts, parts]), _parula_table())
+
+
+def decode_densepose(rendering: np.ndarray) -> np.ndarray:
+    """``image-densepose`` RGB rendering -> part index map (nearest palette colour; robust to JPEG noise)."""
+    q = (rendering >> 2).astype(np.uint32)
+    return _parula_lookup()[(q[..., 0] << 12) | (q[..., 1] << 6) | q[..., 2]]
+
+
+def read_openpose(path: Path) -> np.ndarray:
+    """BODY_25 keypoints of the first person as [25, 2] (x, y) pixels, NaN where missing."""
+    data = read_json(path)
+    try:
+        people = data["people"]
+        if not people:
+            return np.full((25, 2), np.nan, np.float32)
+        flat = np.asarray(people[0]["pose_keypoints_2d"], dtype=np.float32)
+    except (KeyError, TypeError, IndexError, ValueError) as error:
+        raise DataFileError(path, f"not an OpenPose keypoint file ({error!r})") from None
+    if flat.size % 3:
+        raise DataFileError(path, f"pose_keypoints_2d has {flat.size} values, not a multiple of 3")
+    points = flat.reshape(-1, 3)
+    xy = points[:, :2].copy()
+    xy[(points[:, 2] <= 0) | ((points[:, 0] == 0) & (points[:, 1] == 0))] = np.nan
+    return xy
+
+
+class VitonHDDataset(Dataset):
+    """Contract samples (see ``contract.py``) for a list of VITON-HD pairs at ``resolution`` (H, W)."""
+
+    def __init__(self, root: str | Path, pairs: list[VitonHDPair], resolution: tuple[int, int],
+                 mask_source: MaskSource, with_flow: bool = False, augment: JointAugment | None = None):
+        self.root = Path(root)
+        self.pairs = pairs
+        self.resolution = tuple(resolution)
+        self.mask_source = mask_source
+        self.with_flow = with_flow
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _path(self, pair: VitonHDPair, folder: str, name: str) -> Path:
+        return self.root / pair.folder / folder / name
+
+    def _files(self, pair: VitonHDPair) -> dict[str, RequiredFile]:
+        stem = pair.stem
+        files = {
+            "person": RequiredFile(self._path(pair, "image", pair.person), "rgb"),
+            "garment": RequiredFile(self._path(pair, "cloth", pair.garment), "rgb"),
+            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label"),
+            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb"),
+        }
+        if self.mask_source == "precomputed":
+            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray")
+        else:
+            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json")
+        if self.with_flow:
+            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz")
+        return files
+
+    def required_files(self) -> list[RequiredFile]:
+        """Every file the pairs need, for the checker."""
+        return [f for pair in self.pairs for f in self._files(pair).values()]
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        files = self._files(pair)
+        person = read_rgb(files["person"].path)
+        parse = read_label(files["parse"].path)
+        if parse.shape != person.shape[:2]:
+            raise DataFileError(files["parse"].path, f"size {parse.shape} differs from the image's {person.shape[:2]}")
+        views = Views(person=person, reference=read_rgb(files["garment"].path),
+                      labels={"parse": parse, "densepose": read_rgb(files["densepose"].path)})
+        if self.mask_source == "precomputed":
+            views.labels["inpaint_mask"] = (read_gray(files["mask"].path) >= 128).astype(np.uint8)
+        if self.with_flow:
+            views.flow = read_npz(files["flow"].path, "flow").transpose(1, 2, 0)
+        native_height, native_width = person.shape[:2]
+        views = resize_views(views, self.resolution)
+        height, width = self.resolution
+        parse = views.labels.pop("parse")
+        # Decoding commutes with nearest resizing, so decode the (smaller) resized rendering.
+        views.labels["densepose"] = decode_densepose(views.labels["densepose"])
+        if self.mask_source == "computed":
+            keypoints = read_openpose(files["pose"].path) * np.array([width / native_width, height / native_height])
+            views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)
+        views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
+        if self.augment is not None:
+            views = self.augment(views, sample_rng(index))
+        return contract_sample(person=views.person, reference=views.reference,
+                               inpaint_mask=views.labels["inpaint_mask"],
+                               densepose=image_to_tensor(encode_densepose(views.labels["densepose"])),
+                               loss_region=views.labels["loss_region"], person_id=pair.person,
+                               reference_id=pair.garment, flow=views.flow)
+
+
+def vitonhd_augment(config: AugmentConfig) -> JointAugment:
+    """Joint augmentation with the DensePose left/right parts swapped under flips."""
+    return JointAugment(config, flip_luts={"densepose": DENSEPOSE_FLIP_LUT})
+

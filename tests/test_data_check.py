@@ -1,0 +1,124 @@
+"""The dataset checker (``leffa-pl-check-data``), the data modules' file check, and the readers' errors."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leffa_pl.data import check, sample_vton
+from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data.datamodule import VitonHDDataModule
+from leffa_pl.data.io import DataFileError, read_json, read_label, read_pair_list, read_rgb
+
+SIZE = (64, 48)
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pristine")
+    return (sample_vton.make_vitonhd(base / "zalando-hd-resized", n_train=4, n_test=2, size=SIZE),
+            sample_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE))
+
+
+@pytest.fixture
+def broken(pristine, tmp_path):
+    """A VITON-HD copy with 2 + 1 deleted files, a truncated JPEG, a garbage PNG and invalid JSON."""
+    root = tmp_path / "zalando-hd-resized"
+    shutil.copytree(pristine[0], root)
+    (root / "train/image/00001_00.jpg").unlink()
+    (root / "train/image/00002_00.jpg").unlink()
+    (root / "test/cloth/00005_00.jpg").unlink()
+    cloth = root / "train/cloth/00003_00.jpg"
+    cloth.write_bytes(cloth.read_bytes()[:-400])
+    (root / "train/image-parse-v3/00000_00.png").write_bytes(b"not a png at all")
+    (root / "test/openpose_json/00004_00_keypoints.json").write_text("{\"people\": [")
+    return root
+
+
+def test_intact_datasets_pass(pristine, capsys):
+    assert check.main([str(pristine[0]), "--dataset", "vitonhd"]) == 0
+    out = capsys.readouterr().out
+    assert "VITON-HD" in out and ": OK" in out and "pairs" in out
+    assert check.main([str(pristine[1]), "--dataset", "dresscode", "--category", "dresses"]) == 0
+
+
+def test_report_lists_every_problem_with_counts_per_folder(broken, capsys):
+    assert check.main([str(broken), "--dataset", "vitonhd", "--mask-source", "computed"]) == 1
+    out = capsys.readouterr().out
+    assert "3 missing, 3 unreadable" in out
+    assert "  train/image/: 2 missing" in out
+    assert "  test/cloth/: 1 missing" in out
+    assert "  train/cloth/: 1 unreadable" in out
+    assert "  train/image-parse-v3/: 1 unreadable" in out
+    assert "  test/openpose_json/: 1 unreadable" in out
+    for name in ("train/image/00001_00.jpg", "train/image/00002_00.jpg", "test/cloth/00005_00.jpg",
+                 "train/cloth/00003_00.jpg", "train/image-parse-v3/00000_00.png",
+                 "test/openpose_json/00004_00_keypoints.json"):
+        assert str(broken / name) in out, name
+    assert "truncated" in out
+
+
+def test_levels(broken):
+    dm = VitonHDDataModule(str(broken), mask_source="computed")
+    splits = ["train", "test_paired", "test_unpaired"]
+    exists, opened, decoded = (dm.check_files(splits, level=level) for level in ("exists", "open", "decode"))
+    assert len(exists.problems) == 3  # only the deleted files
+    assert len(opened.problems) == 5  # + the garbage PNG and the invalid JSON (headers parse, JSON parses)
+    assert len(decoded.problems) == 6  # + the truncated JPEG, found only by decoding it
+
+
+def test_missing_pair_file_and_folder(pristine, tmp_path, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(pristine[0], root)
+    (root / "test_pairs.txt").unlink()
+    assert check.main([str(root), "--dataset", "vitonhd", "--level", "exists"]) == 1
+    assert f"{root / 'test_pairs.txt'}  (missing)" in capsys.readouterr().out
+    assert check.main([str(tmp_path / "nowhere"), "--dataset", "vitonhd"]) == 1
+
+
+def test_data_module_fails_in_setup_with_the_same_report(broken):
+    dm = VitonHDDataModule(str(broken), mask_source="computed", num_workers=0, file_check="decode")
+    with pytest.raises(DatasetFilesError) as caught:
+        dm.setup("fit")
+    message = str(caught.value)
+    assert "3 missing, 3 unreadable" in message and "train/image/: 2 missing" in message
+    assert str(broken / "train/cloth/00003_00.jpg") in message
+    # The default level ('open') reads headers only: a truncated JPEG passes setup, and reading it names it.
+    with pytest.raises(DatasetFilesError, match="3 missing, 2 unreadable"):
+        VitonHDDataModule(str(broken), mask_source="computed", num_workers=0).setup("fit")
+
+
+def test_truncated_image_names_its_file_when_read(pristine, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(pristine[0], root)
+    cloth = root / "train/cloth/00003_00.jpg"
+    cloth.write_bytes(cloth.read_bytes()[:-400])
+    dm = VitonHDDataModule(str(root), resolution=SIZE, num_workers=0, augment=False)
+    dm.setup("fit")
+    data = dm.train_dataloader().dataset
+    index = [p.person for p in data.pairs].index("00003_00.jpg")
+    with pytest.raises(DataFileError, match=r"train/cloth/00003_00.jpg: unreadable image \(image file is truncated"):
+        data[index]
+
+
+def test_readers_name_the_file(tmp_path):
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("a.jpg b.jpg\n\nc.jpg\n")
+    with pytest.raises(DataFileError, match=r"pairs.txt: line 3: expected 2 file names"):
+        read_pair_list(pairs)
+    rgb = tmp_path / "label.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(rgb)
+    with pytest.raises(DataFileError, match="label.png: expected a single-channel label map"):
+        read_label(rgb)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    with pytest.raises(DataFileError, match="bad.json: invalid JSON"):
+        read_json(bad)
+    with pytest.raises(DataFileError, match="nothing.jpg: file not found"):
+        read_rgb(tmp_path / "nothing.jpg")
+    palette = tmp_path / "palette.png"
+    image = Image.fromarray(np.array([[0, 5], [13, 19]], np.uint8), mode="P")
+    image.putpalette(sample_vton.palette())
+    image.save(palette)
+    assert read_label(palette).tolist() == [[0, 5], [13, 19]]  # indices, not colours

@@ -14,14 +14,12 @@ def upsample_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def end_point_error(flow: torch.Tensor, ground_truth: torch.Tensor) -> torch.Tensor:
     """Mean EPE in pixels per sample over the pixels where ``ground_truth`` is defined (not NaN).
 
-    ``flow`` is [B, h, w, 2] or [B, 2, H, W]; ``ground_truth`` is [B, 2, H, W]; both in grid_sample
-    coordinates of an H x W reference image. Samples without any defined pixel give NaN.
+    ``flow`` is an attention flow [B, h, w, 2] (upsampled as in the loss); ``ground_truth`` is
+    [B, 2, H, W]; both in grid_sample coordinates of an H x W reference image. Samples without any
+    defined pixel give NaN.
     """
     height, width = ground_truth.shape[-2:]
-    if flow.shape[-1] == 2 and flow.shape[1] != 2:
-        flow = upsample_flow(flow, (height, width))
-    elif flow.shape[-2:] != (height, width):
-        raise ValueError(f"flow {tuple(flow.shape)} and ground truth {tuple(ground_truth.shape)} differ in size")
+    flow = upsample_flow(flow, (height, width))
     to_pixels = torch.tensor([width / 2, height / 2], device=flow.device).view(1, 2, 1, 1)
     error = ((flow.float() - ground_truth.float()) * to_pixels).norm(dim=1)  # [B, H, W]
     valid = ~torch.isnan(ground_truth).any(dim=1)

@@ -117,9 +117,9 @@ def random_inception_state_dict(kind: str, seed: int = 0) -> dict[str, torch.Ten
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "tf-inception":
-            network = torchvision.models.Inception3(num_classes=1008, aux_logits=False, init_weights=True)
+            network = torchvision.models.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
         else:
-            network = torchvision.models.Inception3(aux_logits=True, init_weights=True)
+            network = torchvision.models.Inception3(aux_logits=True, init_weights=False)
     return network.state_dict()
 
 

@@ -157,7 +157,7 @@ class MetricSuite(nn.Module):
         if self.lpips is not None:
             self.lpips.update(self.lpips_network(preds * 2 - 1, truth * 2 - 1).flatten())
         if self.psnr is not None:
-            self.psnr.update(preds.double(), truth.double())
+            self.psnr.update(generated.double() / 255.0, target.double() / 255.0)
 
     def _paired_names(self) -> list[str]:
         return [name for name in PAIRED_METRICS if name in self.metric_names and name not in self.unavailable]

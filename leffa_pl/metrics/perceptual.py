@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Mapping
 
 import torch
-import torchvision
 from torch import nn
 from torchmetrics.functional.image.lpips import _NoTrainLpips
 from torchvision.models import AlexNet_Weights, SqueezeNet1_1_Weights
@@ -27,19 +27,18 @@ LPIPS_BACKBONES: dict[str, tuple[str, WeightsSource]] = {
                                                option="--lpips-weights")),
 }
 # LPIPS keeps torchvision's ``features[i]`` as ``slice<k>.<i>`` (lpips package, torchmetrics' AlexNet) or
-# ``slices.<k>.<i>`` (torchmetrics' SqueezeNet): dropping that prefix gives the key inside ``features``.
+# ``slices.<k>.<i>`` (torchmetrics' SqueezeNet): without that prefix, the key is ``features.<i>...``.
 _SLICE_PREFIX = re.compile(r"^(slices\.\d+|slice\d+)\.")
 
 
-def backbone_state_for_lpips(lpips_backbone: nn.Module, features: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict of an LPIPS backbone (sliced torchvision ``features``) taken from ``features``."""
-    source = features.state_dict()
+def backbone_state_for_lpips(lpips_backbone: nn.Module, classifier_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict of an LPIPS backbone (sliced torchvision ``features``) from a classifier's state dict."""
     state = {}
     for key, tensor in lpips_backbone.state_dict().items():
-        feature_key = _SLICE_PREFIX.sub("", key)
-        if feature_key not in source or source[feature_key].shape != tensor.shape:
-            raise ValueError(f"LPIPS backbone parameter {key} has no counterpart {feature_key} in the features")
-        state[key] = source[feature_key]
+        source_key = "features." + _SLICE_PREFIX.sub("", key)
+        if source_key not in classifier_state or classifier_state[source_key].shape != tensor.shape:
+            raise ValueError(f"no {source_key} of shape {tuple(tensor.shape)}")
+        state[key] = classifier_state[source_key]
     return state
 
 
@@ -54,12 +53,11 @@ def build_lpips_network(net: str = "alex", backbone_weights: str | os.PathLike |
         raise ValueError(f"LPIPS network {net!r}: expected one of {sorted(LPIPS_BACKBONES)}")
     architecture, source = LPIPS_BACKBONES[net]
     state, path = load_weights(source, backbone_weights, allow_download)
-    classifier = getattr(torchvision.models, architecture)(weights=None)
-    try:
-        classifier.load_state_dict(state)
-    except RuntimeError as error:
-        raise WeightsUnavailable(source.description, f"{path} does not fit torchvision's {architecture}: "
-                                 f"{str(error).splitlines()[0]}", f"Give the {source.url} file") from None
     network = _NoTrainLpips(net=net, pnet_rand=True)
-    network.net.load_state_dict(backbone_state_for_lpips(network.net, classifier.features))
+    try:
+        backbone_state = backbone_state_for_lpips(network.net, state)
+    except ValueError as error:
+        raise WeightsUnavailable(source.description, f"{path} is not torchvision's {architecture} ({error})",
+                                 f"Give the {source.url} file") from None
+    network.net.load_state_dict(backbone_state)
     return network

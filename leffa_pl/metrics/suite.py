@@ -7,6 +7,7 @@ is dropped); the counts come back with the results.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -122,9 +123,12 @@ class MetricSuite(nn.Module):
         if self.kid is not None and statistics.features is None:
             raise ValueError("KID needs the real features; compute the statistics with keep_features=True")
         self.n_real = statistics.count
-        if _is_secondary_rank():
-            return
         device = self.n_generated.device
+        if _is_secondary_rank():
+            if self.kid is not None:  # one (empty) tensor, as on rank 0: ranks gather list states item by item
+                self.kid.real_features = [torch.zeros(0, statistics.features.shape[1], dtype=torch.float64,
+                                                      device=device)]
+            return
         if self.fid is not None:
             self.fid.real_features_sum = statistics.feature_sum.to(device, torch.float64)
             self.fid.real_features_cov_sum = statistics.outer_sum.to(device, torch.float64)
@@ -163,8 +167,11 @@ class MetricSuite(nn.Module):
         return [name for name in PAIRED_METRICS if name in self.metric_names and name not in self.unavailable]
 
     @staticmethod
-    def _count(metric: Metric) -> int:
-        return int(metric.compute().item()) if metric.update_called else 0
+    def _count(metric: SumMetric) -> int:
+        # computed even without updates: under DDP every rank must join the sync
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*was called before the ``update``")
+            return int(metric.compute().item())
 
     def compute(self) -> MetricResults:
         """Values of all metrics; those that cannot be computed are listed with the reason."""
@@ -183,6 +190,11 @@ class MetricSuite(nn.Module):
                 if self.fid is not None:
                     values["fid"] = float(self.fid.compute())
                 if self.kid is not None:
+                    # one tensor per rank, whatever the number of updates: ranks gather list states item by item
+                    fake = self.kid.fake_features
+                    self.kid.fake_features = [torch.cat(fake) if fake else
+                                              torch.zeros(0, self.fid_features.num_features, dtype=torch.float64,
+                                                          device=self.n_generated.device)]
                     kid_subset_size = min(self.kid_subset_size, n_generated, self.n_real)
                     self.kid.subset_size = kid_subset_size
                     with torch.random.fork_rng(devices=[]):

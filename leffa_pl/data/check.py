@@ -67,7 +67,8 @@ class FileReport:
         """{folder relative to the root: Counter(missing=..., unreadable=...)}, folders sorted."""
         counts: dict[str, Counter] = {}
         for problem in self.problems:
-            counts.setdefault(self.folder_of(problem), Counter())["missing" if problem.missing else "unreadable"] += 1
+            kind = "missing" if problem.missing else "unreadable"
+            counts.setdefault(self.folder_of(problem), Counter())[kind] += 1
         return dict(sorted(counts.items()))
 
     def format(self) -> str:

@@ -38,8 +38,9 @@ DENSEPOSE_FLIP_LUT = _swap_lut([(3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 
 
 @dataclass
 class Views:
-    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] (or [H, W, C]) aligned with
-    the person; ``flow`` float32 [H, W, 2] (person -> reference, grid_sample coordinates, NaN undefined)."""
+    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] (or [H, W, C])
+    aligned with the person; ``flow`` float32 [H, W, 2] (person -> reference, grid_sample coordinates, NaN
+    where undefined)."""
 
     person: np.ndarray
     reference: np.ndarray
@@ -56,7 +57,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == tuple(size):
         return image
     shrink = size[0] < image.shape[0]
-    return A.Resize(*size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC, p=1.0)(image=image)["image"]
+    resize = A.Resize(*size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC, p=1.0)
+    return resize(image=image)["image"]
 
 
 def resize_label(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -151,7 +153,8 @@ def _py_random(rng: np.random.Generator) -> random.Random:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    writable = np.require(image, requirements=["C", "W"])  # torch wants writable memory
+    return torch.from_numpy(writable).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:

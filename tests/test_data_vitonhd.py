@@ -218,3 +218,14 @@ def test_lightning_fit_uses_train_and_both_validation_loaders(root, tmp_path):
     assert ("val0", [True, True]) in probe.seen and ("val1", [False, False]) in probe.seen
     checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
     assert checkpoint["VitonHDDataModule"] == {"resolution": [64, 48], "batch_size": 2}
+
+
+def test_persistent_workers_draw_new_augmentations_each_epoch(root):
+    dm = module(root, num_workers=1, persistent_workers=True, batch_size=6, affine_p=1.0)
+    dm.setup("fit")
+    lightning.seed_everything(5, workers=True)
+    loader = dm.train_dataloader()
+    first, second = ({pid: person for batch in loader for pid, person in zip(batch["person_id"], batch["person"])}
+                     for _epoch in range(2))
+    assert first.keys() == second.keys()
+    assert all(not torch.equal(first[pid], second[pid]) for pid in first)

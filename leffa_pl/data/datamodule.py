@@ -44,6 +44,7 @@ class PersonImageDataModule(LightningDataModule):
     and ``_dataset``."""
 
     name = "dataset"
+    splits: tuple[str, ...] = ()  # every split, walked by the checker
     train_split = "train"
     val_splits: tuple[str, ...] = ()
 
@@ -176,6 +177,7 @@ class VitonHDDataModule(PersonImageDataModule):
     has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
 
     name = "VITON-HD"
+    splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
     def __init__(self, root: str = "data/zalando-hd-resized", resolution: tuple[int, int] = (512, 384),
@@ -217,6 +219,7 @@ class DressCodeDataModule(PersonImageDataModule):
     """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
 
     name = "DressCode"
+    splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
     def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",

@@ -26,8 +26,8 @@ from leffa_pl.data import masks
 from leffa_pl.data.check import FileProblem
 from leffa_pl.data.io import (DataFileError, RequiredFile, read_json, read_label, read_npz, read_pair_list,
                               read_rgb)
-from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, Views, contract_sample,
-                                      resize_views, sample_rng)
+from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
+                                      contract_sample, resize_views)
 
 CATEGORIES = ("upper_body", "lower_body", "dresses")
 Category = Literal["upper_body", "lower_body", "dresses", "all"]
@@ -124,6 +124,7 @@ class DressCodeDataset(Dataset):
         self.resolution = tuple(resolution)
         self.with_flow = with_flow
         self.augment = augment
+        self._randomness = SampleRandomness()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -167,7 +168,7 @@ class DressCodeDataset(Dataset):
         views.labels["inpaint_mask"] = masks.dresscode_inpaint_mask(labels, keypoints, category).astype(np.uint8)
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
         if self.augment is not None:
-            views = self.augment(views, sample_rng(index))
+            views = self.augment(views, self._randomness(index))
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
                                densepose=encode_densepose(views.labels["densepose"]),

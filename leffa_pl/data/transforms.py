@@ -14,6 +14,7 @@ negated because the reference is mirrored too.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import albumentations as A
@@ -75,12 +76,23 @@ def resize_views(views: Views, size: tuple[int, int]) -> Views:
                  flow=None if views.flow is None else resize_label(views.flow, size))
 
 
-def sample_rng(index: int) -> np.random.Generator:
-    """Random generator for sample ``index``, reproducible under ``seed_everything`` and independent of
-    how many DataLoader workers there are (workers share one base seed per epoch: seed - worker id)."""
-    info = get_worker_info()
-    base = info.seed - info.id if info is not None else int(torch.randint(0, 2**62, ()).item())
-    return np.random.default_rng([base % 2**63, index])
+class SampleRandomness:
+    """Random generators per sample, reproducible under ``seed_everything``.
+
+    In a DataLoader worker the seed is (base seed of the loader iterator, sample index, visit number):
+    workers share the base seed (worker seed - worker id), so samples do not depend on how many workers
+    there are; the visit number keeps persistent workers, whose seeds never change, from repeating the
+    same augmentation every epoch. In the main process the base comes from torch's global generator.
+    """
+
+    def __init__(self):
+        self._visits: Counter[int] = Counter()
+
+    def __call__(self, index: int) -> np.random.Generator:
+        info = get_worker_info()
+        base = info.seed - info.id if info is not None else int(torch.randint(0, 2**62, ()).item())
+        self._visits[index] += 1
+        return np.random.default_rng([base % 2**63, index, self._visits[index]])
 
 
 @dataclass(frozen=True)

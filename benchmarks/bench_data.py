@@ -36,7 +36,8 @@ def throughput(dataset, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=12, help="training pairs per dataset (DressCode: per category)")
+    parser.add_argument("--pairs", type=int, default=12,
+                        help="VITON-HD training pairs (DressCode: a third per category)")
     parser.add_argument("--repeats", type=int, default=2, help="passes over the pairs per measurement")
     args = parser.parse_args()
     torch.set_num_threads(1)  # one worker = one core
@@ -53,13 +54,14 @@ def main() -> None:
         print(f"{'dataset':<22}{'masks':<14}{'resolution':<12}{'samples/s/worker':>18}")
         viton_pairs = vitonhd.read_pairs(viton_root, "train")
         dc_all, _ = dresscode.read_pairs(dc_root, "train", "all")
-        for height, width in RESOLUTIONS:
+        for size in RESOLUTIONS:
+            resolution = f"{size[0]}x{size[1]}"
             for source in ("precomputed", "computed"):
-                data = vitonhd.VitonHDDataset(viton_root, viton_pairs, (height, width), source,
+                data = vitonhd.VitonHDDataset(viton_root, viton_pairs, size, source,
                                               augment=vitonhd.vitonhd_augment(augment))
-                print(f"{'VITON-HD':<22}{source:<14}{f'{height}x{width}':<12}{throughput(data, args.repeats):>18.1f}")
-            data = dresscode.DressCodeDataset(dc_root, dc_all, (height, width), augment=dresscode.dresscode_augment(augment))
-            print(f"{'DressCode (all)':<22}{'computed':<14}{f'{height}x{width}':<12}{throughput(data, args.repeats):>18.1f}")
+                print(f"{'VITON-HD':<22}{source:<14}{resolution:<12}{throughput(data, args.repeats):>18.1f}")
+            data = dresscode.DressCodeDataset(dc_root, dc_all, size, augment=dresscode.dresscode_augment(augment))
+            print(f"{'DressCode (all)':<22}{'computed':<14}{resolution:<12}{throughput(data, args.repeats):>18.1f}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def test_mask_semantics(root):
 
 def test_precomputed_masks_are_preferred_and_agree_with_computed(root, tmp_path):
     assert vitonhd.resolve_mask_source(root, "train", "auto") == "precomputed"
-    precomputed, computed = dataset(root, "test_paired", (64, 48), "precomputed"), dataset(root, "test_paired", (64, 48))
+    precomputed = dataset(root, "test_paired", (64, 48), "precomputed")
+    computed = dataset(root, "test_paired", (64, 48))
     for index in range(len(precomputed)):
         a, b = precomputed[index]["inpaint_mask"], computed[index]["inpaint_mask"]
         assert iou(a, b) > 0.85  # same recipe, one computed at 128x96 and resized, one at 64x48
@@ -112,12 +113,14 @@ def test_resolution_switch_resizes_everything_consistently(root):
     a, b = data_small[0], data_large[0]
     down = {k: F.interpolate(b[k][None], size=(64, 48), mode="nearest")[0] for k in ("inpaint_mask", "loss_region")}
     assert iou(a["inpaint_mask"], down["inpaint_mask"]) > 0.95 and iou(a["loss_region"], down["loss_region"]) > 0.9
-    assert (a["densepose"] == F.interpolate(b["densepose"][None], size=(64, 48), mode="nearest")[0]).float().mean() > 0.9
+    densepose = F.interpolate(b["densepose"][None], size=(64, 48), mode="nearest")[0]
+    assert (a["densepose"] == densepose).float().mean() > 0.9
 
 
 def test_flip_keeps_densepose_sides_and_flow_right(root):
     plain = dataset(root, "train")
-    flipped = dataset(root, "train", augment=vitonhd.vitonhd_augment(AugmentConfig(flip_p=1, affine_p=0, color_p=0)))
+    flip_only = vitonhd.vitonhd_augment(AugmentConfig(flip_p=1, affine_p=0, color_p=0))
+    flipped = dataset(root, "train", augment=flip_only)
     a, b = plain[2], flipped[2]
     for key in ("person", "reference", "inpaint_mask", "loss_region", "agnostic"):
         assert torch.equal(b[key], a[key].flip(-1)), key
@@ -130,8 +133,8 @@ def test_flip_keeps_densepose_sides_and_flow_right(root):
     # The flipped flow still warps the (flipped) garment onto the (flipped) person.
     for sample in (a, b):
         defined = ~torch.isnan(sample["flow"][0])
-        warped = F.grid_sample(sample["reference"][None], torch.nan_to_num(sample["flow"], nan=-2.0).permute(1, 2, 0)[None],
-                               align_corners=False)[0]
+        grid = torch.nan_to_num(sample["flow"], nan=-2.0).permute(1, 2, 0)[None]
+        warped = F.grid_sample(sample["reference"][None], grid, align_corners=False)[0]
         assert (warped - sample["person"]).abs()[:, defined].mean() < 0.15
 
 
@@ -184,3 +187,45 @@ def test_validation_and_test_loaders(root):
     test = dm.test_dataloader()
     assert len(test.dataset) == 4 and "flow" not in test.dataset[0]
     assert [p.person for p in dm.predict_dataloader().dataset.pairs] == [p.person for p in test.dataset.pairs]
+
+
+class _Probe(lightning.LightningModule):
+    """Records what the trainer feeds it: the contract, from both validation loaders."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen.append(("train", tuple(batch["person"].shape)))
+        return (batch["person"].mean() - self.weight) ** 2
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        paired = [r == p for r, p in zip(batch["reference_id"], batch["person_id"])]
+        self.seen.append((f"val{dataloader_idx}", paired))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_fit_uses_train_and_both_validation_loaders(root, tmp_path):
+    dm, probe = module(root, resolution=(64, 48), batch_size=2, val_size=2), _Probe()
+    trainer = lightning.Trainer(max_steps=2, limit_val_batches=1, accelerator="cpu", logger=False,
+                                enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(probe, datamodule=dm)
+    assert ("train", (2, 3, 64, 48)) in probe.seen
+    assert ("val0", [True, True]) in probe.seen and ("val1", [False, False]) in probe.seen
+    checkpoint = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
+    assert checkpoint["VitonHDDataModule"] == {"resolution": [64, 48], "batch_size": 2}
+
+
+def test_persistent_workers_draw_new_augmentations_each_epoch(root):
+    dm = module(root, num_workers=1, persistent_workers=True, batch_size=6, affine_p=1.0)
+    dm.setup("fit")
+    lightning.seed_everything(5, workers=True)
+    loader = dm.train_dataloader()
+    first, second = ({pid: person for batch in loader for pid, person in zip(batch["person_id"], batch["person"])}
+                     for _epoch in range(2))
+    assert first.keys() == second.keys()
+    assert all(not torch.equal(first[pid], second[pid]) for pid in first)

@@ -67,7 +67,8 @@ class FileReport:
         """{folder relative to the root: Counter(missing=..., unreadable=...)}, folders sorted."""
         counts: dict[str, Counter] = {}
         for problem in self.problems:
-            counts.setdefault(self.folder_of(problem), Counter())["missing" if problem.missing else "unreadable"] += 1
+            kind = "missing" if problem.missing else "unreadable"
+            counts.setdefault(self.folder_of(problem), Counter())[kind] += 1
         return dict(sorted(counts.items()))
 
     def format(self) -> str:
@@ -109,7 +110,7 @@ def _dresscode(args: argparse.Namespace):
     return DressCodeDataModule(root=args.root, category=args.category)
 
 
-# Dataset name -> factory of a data module (anything with ``check_files(splits, level, workers)``).
+# Dataset name -> factory of a data module (it has ``splits`` and ``check_files(splits, level, workers)``).
 DATASETS: dict[str, Callable[[argparse.Namespace], object]] = {"vitonhd": _vitonhd, "dresscode": _dresscode}
 
 
@@ -118,8 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leffa-pl-check-data", description=__doc__.splitlines()[0])
     parser.add_argument("root", help="dataset root (e.g. data/zalando-hd-resized or data/DressCode)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--splits", nargs="+", default=["train", "test_paired", "test_unpaired"],
-                        choices=["train", "test_paired", "test_unpaired"])
+    parser.add_argument("--splits", nargs="+", help="splits to walk (default: all of the dataset's splits)")
     parser.add_argument("--level", default="decode", choices=["exists", "open", "decode"],
                         help="exists: present and non-empty; open: headers/JSON parse; decode: full decode")
     parser.add_argument("--workers", type=int, default=8, help="threads probing files")
@@ -132,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.root}: not a directory", file=sys.stderr)
         return 1
     module = DATASETS[args.dataset](args)
-    report = module.check_files(args.splits, level=args.level, workers=args.workers)
+    report = module.check_files(args.splits or module.splits, level=args.level, workers=args.workers)
     print(report.format())
     return 0 if report.ok else 1
 

@@ -44,6 +44,7 @@ class PersonImageDataModule(LightningDataModule):
     and ``_dataset``."""
 
     name = "dataset"
+    splits: tuple[str, ...] = ()  # every split, walked by the checker
     train_split = "train"
     val_splits: tuple[str, ...] = ()
 
@@ -144,8 +145,9 @@ class PersonImageDataModule(LightningDataModule):
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         # Pinned memory only helps (and only exists) with an accelerator.
         pin_memory = self.pin_memory and torch.accelerator.is_available()
+        persistent = self.persistent_workers and self.num_workers > 0
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=pin_memory, persistent_workers=self.persistent_workers and self.num_workers > 0)
+                          pin_memory=pin_memory, persistent_workers=persistent)
 
     def train_dataloader(self) -> DataLoader:
         pairs = self.pairs(self.train_split)[0]
@@ -175,6 +177,7 @@ class VitonHDDataModule(PersonImageDataModule):
     has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
 
     name = "VITON-HD"
+    splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
     def __init__(self, root: str = "data/zalando-hd-resized", resolution: tuple[int, int] = (512, 384),
@@ -198,9 +201,9 @@ class VitonHDDataModule(PersonImageDataModule):
         return vitonhd.read_pairs(self.root, split), []
 
     def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        mask_source = vitonhd.resolve_mask_source(self.root, split, self.mask_source)
         return vitonhd.VitonHDDataset(
-            self.root, pairs, resolution, mask_source=vitonhd.resolve_mask_source(self.root, split, self.mask_source),
-            with_flow=vitonhd.has_flow(self.root, split),
+            self.root, pairs, resolution, mask_source=mask_source, with_flow=vitonhd.has_flow(self.root, split),
             augment=vitonhd.vitonhd_augment(self.augment_config) if augment and self.augment_config else None)
 
     def describe(self) -> str:
@@ -216,6 +219,7 @@ class DressCodeDataModule(PersonImageDataModule):
     """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
 
     name = "DressCode"
+    splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
     def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",

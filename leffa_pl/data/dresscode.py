@@ -5,7 +5,8 @@ with ``{id}_0.jpg`` person, ``{id}_1.jpg`` garment, ``{id}_2.json`` keypoints, `
 labels, ``{id}_5.png`` DensePose part index. Pair files ``train_pairs.txt``,
 ``test_pairs_paired.txt`` and ``test_pairs_unpaired.txt`` exist per category and at the root (mixed
 categories; an id's category is the folder that holds its image). Training uses the person's own
-garment, and so does paired testing. Masks are always computed (DressCode ships none), for the garment's category.
+garment, and so does paired testing. Masks are always computed (DressCode ships none), for the
+garment's category.
 
 The DensePose input of Leffa's DressCode model is the part index I as pixel values, repeated on three
 channels, then scaled like any image to [-1, 1].
@@ -23,9 +24,10 @@ from torch.utils.data import Dataset
 
 from leffa_pl.data import masks
 from leffa_pl.data.check import FileProblem
-from leffa_pl.data.io import DataFileError, RequiredFile, read_json, read_label, read_npz, read_pair_list, read_rgb
-from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, Views, contract_sample,
-                                      resize_views, sample_rng)
+from leffa_pl.data.io import (DataFileError, RequiredFile, read_json, read_label, read_npz, read_pair_list,
+                              read_rgb)
+from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
+                                      contract_sample, resize_views)
 
 CATEGORIES = ("upper_body", "lower_body", "dresses")
 Category = Literal["upper_body", "lower_body", "dresses", "all"]
@@ -55,7 +57,8 @@ def _image_id(name: str, path: Path, line_hint: str) -> str:
     return identifier
 
 
-def read_pairs(root: str | Path, split: Split, category: Category) -> tuple[list[DressCodePair], list[FileProblem]]:
+def read_pairs(root: str | Path, split: Split,
+               category: Category) -> tuple[list[DressCodePair], list[FileProblem]]:
     """Pairs of a split for one category or all; ids found in no category folder are returned as problems.
 
     Raises ``DataFileError`` for a missing or malformed pair file.
@@ -121,6 +124,7 @@ class DressCodeDataset(Dataset):
         self.resolution = tuple(resolution)
         self.with_flow = with_flow
         self.augment = augment
+        self._randomness = SampleRandomness()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -150,7 +154,8 @@ class DressCodeDataset(Dataset):
         densepose = read_label(files["densepose"].path)
         for key, value in (("labels", labels), ("densepose", densepose)):
             if value.shape != person.shape[:2]:
-                raise DataFileError(files[key].path, f"size {value.shape} differs from the image's {person.shape[:2]}")
+                raise DataFileError(files[key].path,
+                                    f"size {value.shape} differs from the image's {person.shape[:2]}")
         if densepose.max() > DENSEPOSE_PARTS:
             raise DataFileError(files["densepose"].path, f"part index {densepose.max()} > {DENSEPOSE_PARTS}")
         views = Views(person=person, reference=read_rgb(files["garment"].path),
@@ -163,7 +168,7 @@ class DressCodeDataset(Dataset):
         views.labels["inpaint_mask"] = masks.dresscode_inpaint_mask(labels, keypoints, category).astype(np.uint8)
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
         if self.augment is not None:
-            views = self.augment(views, sample_rng(index))
+            views = self.augment(views, self._randomness(index))
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
                                densepose=encode_densepose(views.labels["densepose"]),

@@ -99,8 +99,10 @@ def random_pose(rng: np.random.Generator, height: int, width: int) -> Pose:
     for side, outward in (("r", -1.0), ("l", 1.0)):
         upper = np.deg2rad(rng.uniform(8, 35))
         lower = upper + np.deg2rad(rng.uniform(-25, 15))
-        j[f"{side}_elbow"] = j[f"{side}_shoulder"] + 0.17 * height * np.array([outward * np.sin(upper), np.cos(upper)])
-        j[f"{side}_wrist"] = j[f"{side}_elbow"] + 0.15 * height * np.array([outward * np.sin(lower), np.cos(lower)])
+        j[f"{side}_elbow"] = j[f"{side}_shoulder"] + 0.17 * height * np.array([outward * np.sin(upper),
+                                                                                np.cos(upper)])
+        j[f"{side}_wrist"] = j[f"{side}_elbow"] + 0.15 * height * np.array([outward * np.sin(lower),
+                                                                             np.cos(lower)])
         spread = rng.uniform(0.0, 0.025) * width
         j[f"{side}_knee"] = j[f"{side}_hip"] + [outward * spread, 0.19 * height]
         j[f"{side}_ankle"] = j[f"{side}_knee"] + [outward * spread * 0.5, 0.17 * height]
@@ -162,8 +164,9 @@ def body_parts(pose: Pose, height: int, width: int) -> dict[str, np.ndarray]:
 DENSEPOSE_PARTS = {"torso": 2, "r_hand": 3, "l_hand": 4, "l_foot": 5, "r_foot": 6, "r_upper_leg": 9,
                    "l_upper_leg": 10, "r_lower_leg": 13, "l_lower_leg": 14, "l_upper_arm": 15, "r_upper_arm": 16,
                    "l_lower_arm": 19, "r_lower_arm": 20, "r_head": 23, "l_head": 24, "neck": 2}
-DENSEPOSE_ORDER = ["r_upper_leg", "l_upper_leg", "r_lower_leg", "l_lower_leg", "r_foot", "l_foot", "torso", "neck",
-                   "r_upper_arm", "l_upper_arm", "r_lower_arm", "l_lower_arm", "r_hand", "l_hand", "r_head", "l_head"]
+DENSEPOSE_ORDER = ["r_upper_leg", "l_upper_leg", "r_lower_leg", "l_lower_leg", "r_foot", "l_foot", "torso",
+                   "neck", "r_upper_arm", "l_upper_arm", "r_lower_arm", "l_lower_arm", "r_hand", "l_hand",
+                   "r_head", "l_head"]
 
 
 def densepose_parts(parts: dict[str, np.ndarray]) -> np.ndarray:
@@ -223,7 +226,8 @@ def person_anchors(kind: int, pose: Pose, height: int, width: int) -> np.ndarray
         knees = (pose["r_knee"] + pose["l_knee"]) / 2
         return np.array([pose["r_shoulder"] + [0.05 * width, 0], pose["l_shoulder"] - [0.05 * width, 0],
                          knees + [0, 0.05 * height]], np.float32)
-    waist_r, waist_l = pose["r_hip"] + [-0.03 * width, -0.03 * height], pose["l_hip"] + [0.03 * width, -0.03 * height]
+    waist_r = pose["r_hip"] + [-0.03 * width, -0.03 * height]
+    waist_l = pose["l_hip"] + [0.03 * width, -0.03 * height]
     if kind == SKIRT:
         return np.array([waist_r, waist_l, (pose["r_knee"] + pose["l_knee"]) / 2 - [0, 0.02 * height]], np.float32)
     ankles = (pose["r_ankle"] + pose["l_ankle"]) / 2
@@ -306,8 +310,8 @@ def draw_person(rng: np.random.Generator, height: int, width: int, outfit: dict[
     flow = np.stack([(2 * garment.map_x + 1) / width - 1, (2 * garment.map_y + 1) / height - 1]).astype(np.float32)
     flow[:, ~visible] = np.nan
     body = semantic != BG
-    return Person(image=image, semantic=semantic, densepose=np.where(body, densepose_parts(parts), 0).astype(np.uint8),
-                  pose=pose, garment=garment, flow=flow)
+    densepose = np.where(body, densepose_parts(parts), 0).astype(np.uint8)
+    return Person(image=image, semantic=semantic, densepose=densepose, pose=pose, garment=garment, flow=flow)
 
 
 # -- writers ----------------------------------------------------------------------------------------
@@ -375,7 +379,8 @@ def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tup
     """
     root, (height, width) = Path(root), size
     folders = ["image", "cloth", "cloth-mask", "image-parse-v3", "image-parse-agnostic-v3.2", "agnostic-v3.2",
-               "openpose_img", "openpose_json", "image-densepose", FLOW_FOLDER] + (["agnostic-mask"] * agnostic_mask)
+               "openpose_img", "openpose_json", "image-densepose", FLOW_FOLDER]
+    folders += ["agnostic-mask"] if agnostic_mask else []
     for split, count, first in (("train", n_train, 0), ("test", n_test, n_train)):
         split_dir = root / split
         for folder in folders:
@@ -385,20 +390,23 @@ def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tup
             rng = _pair_seed(seed, 0, 0, first + index)
             person = draw_person(rng, height, width, {UPPER: True, PANTS if rng.random() < 0.7 else SKIRT: False})
             parse = np.vectorize(CIHP.get, otypes=[np.uint8])(person.semantic)
-            keypoints = np.array([person.pose[BODY_25[i]] if i in BODY_25 else (np.nan, np.nan) for i in range(25)])
+            keypoints = np.array([person.pose[BODY_25[i]] if i in BODY_25 else (np.nan, np.nan)
+                                  for i in range(25)])
             inpaint = masks.vitonhd_inpaint_mask(parse, keypoints)
             garment_only = np.isin(parse, masks.CIHP_UPPER_GARMENT + (masks.CIHP_NECK, 14, 15))
             _save_jpeg(split_dir / "image" / f"{stem}.jpg", person.image)
             _save_jpeg(split_dir / "cloth" / f"{stem}.jpg", person.garment.flat)
             _save_jpeg(split_dir / "cloth-mask" / f"{stem}.jpg", person.garment.silhouette.astype(np.uint8) * 255)
             _save_palette_png(split_dir / "image-parse-v3" / f"{stem}.png", parse)
-            _save_palette_png(split_dir / "image-parse-agnostic-v3.2" / f"{stem}.png", np.where(garment_only, 0, parse))
+            _save_palette_png(split_dir / "image-parse-agnostic-v3.2" / f"{stem}.png",
+                              np.where(garment_only, 0, parse))
             _save_jpeg(split_dir / "agnostic-v3.2" / f"{stem}.jpg",
                        np.where(inpaint[..., None], np.uint8(128), person.image))
             if agnostic_mask:
                 Image.fromarray(inpaint.astype(np.uint8) * 255, mode="L").save(
                     split_dir / "agnostic-mask" / f"{stem}_mask.png")
-            (split_dir / "openpose_json" / f"{stem}_keypoints.json").write_text(json.dumps(openpose_json(person.pose, rng)))
+            (split_dir / "openpose_json" / f"{stem}_keypoints.json").write_text(
+                json.dumps(openpose_json(person.pose, rng)))
             Image.fromarray(render_skeleton(person.pose, height, width, BODY_25, SKELETON)).save(
                 split_dir / "openpose_img" / f"{stem}_rendered.png")
             _save_jpeg(split_dir / "image-densepose" / f"{stem}.jpg", vitonhd.encode_densepose(person.densepose))
@@ -455,7 +463,8 @@ def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tu
         per_file = {
             "train_pairs.txt": [f"{i}_0.jpg    {i}_1.jpg" for i in train],
             "test_pairs_paired.txt": [f"{i}_0.jpg    {i}_1.jpg" for i in test],
-            "test_pairs_unpaired.txt": [f"{i}_0.jpg    {test[(k + 1) % len(test)]}_1.jpg" for k, i in enumerate(test)],
+            "test_pairs_unpaired.txt": [f"{i}_0.jpg    {test[(k + 1) % len(test)]}_1.jpg"
+                                        for k, i in enumerate(test)],
         }
         for name, lines in per_file.items():
             (cat_dir / name).write_text("\n".join(lines) + "\n")
@@ -491,10 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leffa-pl-make-sample-data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/sample", help="folder receiving zalando-hd-resized/ and DressCode/")
     parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW, e.g. 256x192 (default)")
-    parser.add_argument("--train", type=int, default=24, help="VITON-HD train pairs (DressCode: a third per category)")
+    parser.add_argument("--train", type=int, default=24,
+                        help="VITON-HD train pairs (DressCode: a third per category)")
     parser.add_argument("--test", type=int, default=8, help="VITON-HD test pairs (DressCode: half per category)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", nargs="+", default=["vitonhd", "dresscode"], choices=["vitonhd", "dresscode"])
+    parser.add_argument("--datasets", nargs="+", default=["vitonhd", "dresscode"],
+                        choices=["vitonhd", "dresscode"])
     args = parser.parse_args(argv)
     out = Path(args.out)
     if "vitonhd" in args.datasets:

@@ -14,6 +14,7 @@ negated because the reference is mirrored too.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import albumentations as A
@@ -38,8 +39,9 @@ DENSEPOSE_FLIP_LUT = _swap_lut([(3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 
 
 @dataclass
 class Views:
-    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] (or [H, W, C]) aligned with
-    the person; ``flow`` float32 [H, W, 2] (person -> reference, grid_sample coordinates, NaN undefined)."""
+    """One sample's arrays: ``person``/``reference`` uint8 [H, W, 3]; ``labels`` uint8 [H, W] (or [H, W, C])
+    aligned with the person; ``flow`` float32 [H, W, 2] (person -> reference, grid_sample coordinates, NaN
+    where undefined)."""
 
     person: np.ndarray
     reference: np.ndarray
@@ -56,7 +58,8 @@ def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if image.shape[:2] == tuple(size):
         return image
     shrink = size[0] < image.shape[0]
-    return A.Resize(*size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC, p=1.0)(image=image)["image"]
+    resize = A.Resize(*size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC, p=1.0)
+    return resize(image=image)["image"]
 
 
 def resize_label(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -73,12 +76,23 @@ def resize_views(views: Views, size: tuple[int, int]) -> Views:
                  flow=None if views.flow is None else resize_label(views.flow, size))
 
 
-def sample_rng(index: int) -> np.random.Generator:
-    """Random generator for sample ``index``, reproducible under ``seed_everything`` and independent of
-    how many DataLoader workers there are (workers share one base seed per epoch: seed - worker id)."""
-    info = get_worker_info()
-    base = info.seed - info.id if info is not None else int(torch.randint(0, 2**62, ()).item())
-    return np.random.default_rng([base % 2**63, index])
+class SampleRandomness:
+    """Random generators per sample, reproducible under ``seed_everything``.
+
+    In a DataLoader worker the seed is (base seed of the loader iterator, sample index, visit number):
+    workers share the base seed (worker seed - worker id), so samples do not depend on how many workers
+    there are; the visit number keeps persistent workers, whose seeds never change, from repeating the
+    same augmentation every epoch. In the main process the base comes from torch's global generator.
+    """
+
+    def __init__(self):
+        self._visits: Counter[int] = Counter()
+
+    def __call__(self, index: int) -> np.random.Generator:
+        info = get_worker_info()
+        base = info.seed - info.id if info is not None else int(torch.randint(0, 2**62, ()).item())
+        self._visits[index] += 1
+        return np.random.default_rng([base % 2**63, index, self._visits[index]])
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,8 @@ def _py_random(rng: np.random.Generator) -> random.Random:
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1]."""
-    return torch.from_numpy(np.require(image, requirements=["C", "W"])).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    writable = np.require(image, requirements=["C", "W"])  # torch wants writable memory
+    return torch.from_numpy(writable).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def mask_to_tensor(mask: np.ndarray) -> torch.Tensor:

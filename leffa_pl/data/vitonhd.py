@@ -26,8 +26,8 @@ from torch.utils.data import Dataset
 from leffa_pl.data import masks
 from leffa_pl.data.io import (DataFileError, RequiredFile, read_gray, read_json, read_label, read_npz,
                               read_pair_list, read_rgb)
-from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, Views, contract_sample, image_to_tensor,
-                                      resize_views, sample_rng)
+from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
+                                      contract_sample, image_to_tensor, resize_views)
 
 Split = Literal["train", "test_paired", "test_unpaired"]
 MaskSource = Literal["precomputed", "computed"]
@@ -137,6 +137,7 @@ class VitonHDDataset(Dataset):
         self.mask_source = mask_source
         self.with_flow = with_flow
         self.augment = augment
+        self._randomness = SampleRandomness()
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -170,7 +171,8 @@ class VitonHDDataset(Dataset):
         person = read_rgb(files["person"].path)
         parse = read_label(files["parse"].path)
         if parse.shape != person.shape[:2]:
-            raise DataFileError(files["parse"].path, f"size {parse.shape} differs from the image's {person.shape[:2]}")
+            raise DataFileError(files["parse"].path,
+                                f"size {parse.shape} differs from the image's {person.shape[:2]}")
         views = Views(person=person, reference=read_rgb(files["garment"].path),
                       labels={"parse": parse, "densepose": read_rgb(files["densepose"].path)})
         if self.mask_source == "precomputed":
@@ -184,11 +186,12 @@ class VitonHDDataset(Dataset):
         # Decoding commutes with nearest resizing, so decode the (smaller) resized rendering.
         views.labels["densepose"] = decode_densepose(views.labels["densepose"])
         if self.mask_source == "computed":
-            keypoints = read_openpose(files["pose"].path) * np.array([width / native_width, height / native_height])
+            scale = np.array([width / native_width, height / native_height])
+            keypoints = read_openpose(files["pose"].path) * scale
             views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:
-            views = self.augment(views, sample_rng(index))
+            views = self.augment(views, self._randomness(index))
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
                                densepose=image_to_tensor(encode_densepose(views.labels["densepose"])),

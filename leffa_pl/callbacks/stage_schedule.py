@@ -8,13 +8,11 @@ The stage is always derived from the global step, so a resumed run lands in the 
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
-log = logging.getLogger(__name__)
 
 
 @dataclass

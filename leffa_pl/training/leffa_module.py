@@ -7,7 +7,6 @@ DDP run that shards the same global batch, draw exactly what an uninterrupted si
 
 from __future__ import annotations
 
-import logging
 import time
 import zlib
 from typing import Any, Mapping
@@ -23,7 +22,6 @@ from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
-log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):

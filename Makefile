@@ -15,3 +15,7 @@ install: $(INSTALLED)
 
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
+
+.PHONY: bench-eval
+bench-eval: $(INSTALLED)
+	$(PY) benchmarks/bench_eval.py

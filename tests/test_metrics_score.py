@@ -102,6 +102,9 @@ def test_bad_folders_are_reported_before_any_work(tmp_path, deepfashion, squeeze
     with pytest.raises(ScoreInputError, match="1 of 1 listed images are not in .*fashionMENTees_Tanksid0000999999"):
         score_folder(deepfashion / "generated", "deepfashion", deepfashion / "test_highres",
                      deepfashion / "train_highres", deepfashion / "train.lst")
+    (deepfashion / "test_highres" / DEEPFASHION_NAMES[0]).write_bytes(b"truncated")
+    with pytest.raises(ScoreInputError, match=f"{DEEPFASHION_NAMES[0]}: not a readable image"):
+        score_folder(deepfashion / "generated", "deepfashion", deepfashion / "test_highres")
     write_image(deepfashion / "generated" / "odd.png", np.zeros((3, 64, 64), np.uint8))
     with pytest.raises(ScoreInputError, match="generated images differ in size .*64x64: 1 files, e.g. odd.png"):
         score_folder(deepfashion / "generated", "vton-unpaired", real_dir=deepfashion / "train_highres")

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leffa_pl.evaluation.protocols import get_protocol
+from leffa_pl.metrics.suite import MetricResults
 
 LABELS = {
     "fid": "FID ↓",
@@ -33,6 +34,13 @@ class ScoreResult:
     values: dict[str, float]
     not_computed: dict[str, str]
     details: dict[str, object] = field(default_factory=dict)
+
+    @classmethod
+    def from_metrics(cls, protocol: str, resolution: tuple[int, int], results: MetricResults,
+                     details: dict[str, object] | None = None) -> "ScoreResult":
+        """Wrap a ``MetricSuite.compute()`` result (e.g. from an evaluation inside training)."""
+        return cls(protocol, tuple(resolution), results.n_generated, results.n_paired, results.n_real,
+                   results.values, results.not_computed, dict(details or {}))
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -166,12 +166,13 @@ def compute_real_statistics(paths: Sequence[Path], extractor: nn.Module, resolut
     return statistics
 
 
-def _real_statistics(paths: Sequence[Path], extractor: nn.Module, resolution: tuple[int, int], resize: str,
-                     keep_features: bool, options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
+def _real_statistics(paths: Sequence[Path], extractor: nn.Module, extractor_identity: str,
+                     resolution: tuple[int, int], resize: str, keep_features: bool,
+                     options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
     """Cached statistics when the key matches, else computed and cached; also the file and whether it was hit."""
     cache = RealStatisticsCache(options.cache_dir or default_cache_dir())
     try:
-        description = describe_real_set(paths, resolution, resize, feature_extractor_identity(extractor))
+        description = describe_real_set(paths, resolution, resize, extractor_identity)
     except FileNotFoundError as error:
         raise ScoreInputError(f"{error.filename}: real image vanished") from None
     cached = cache.load(description, need_features=keep_features)
@@ -194,6 +195,11 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
     if protocol.needs_ground_truth and (targets is None or len(targets) != len(generated)):
         raise ScoreInputError(f"the {protocol.name} protocol needs one ground-truth image per generated image")
     resolution = common_resolution(generated)
+    for path in targets or ():
+        try:
+            image_size(path)
+        except ImageReadError as error:
+            raise ScoreInputError(str(error)) from None
     for variant in (SSIM_VARIANTS[name] for name in protocol.metrics if name in SSIM_VARIANTS):
         if min(resolution) < variant.size:
             raise ScoreInputError(f"{variant.name} needs images of at least {variant.size} pixels a side, "
@@ -223,18 +229,23 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
                         unavailable=unavailable, kid_subsets=options.kid_subsets,
                         kid_subset_size=options.kid_subset_size, seed=options.seed).to(options.device)
     if extractor is not None:
-        statistics, cache_file, hit = _real_statistics(real_images, extractor, resolution,
+        identity = feature_extractor_identity(extractor)
+        statistics, cache_file, hit = _real_statistics(real_images, extractor, identity, resolution,
                                                        protocol.ground_truth_resize, suite.kid is not None, options)
         suite.set_real_statistics(statistics)
-        details.update({"fid_feature_extractor": feature_extractor_identity(extractor),
-                        "real_statistics_cache": str(cache_file), "real_statistics_cache_hit": hit})
+        details.update({"fid_feature_extractor": identity, "real_statistics_cache": str(cache_file),
+                        "real_statistics_cache_hit": hit})
 
     loader = DataLoader(GeneratedImages(generated, targets if suite.paired else None, resolution,
                                         protocol.ground_truth_resize),
                         batch_size=options.batch_size, num_workers=options.num_workers)
-    for batch in loader:
+    report_every = max(1, len(loader) // 10)
+    for index, batch in enumerate(loader):
         target = batch.get("target")
         suite.update(batch["generated"].to(options.device), None if target is None else target.to(options.device))
+        if (index + 1) % report_every == 0:
+            log.info("scored %d / %d generated images", min((index + 1) * options.batch_size, len(generated)),
+                     len(generated))
     results = suite.compute()
 
     details.update({name: SSIM_VARIANTS[name].equivalent for name in protocol.metrics if name in SSIM_VARIANTS})
@@ -242,8 +253,9 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
         details["psnr"] = "mean of per-image PSNR, data range 1"
     if results.kid_subset_size is not None:
         details["kid"] = f"{options.kid_subsets} subsets of {results.kid_subset_size} images, seed {options.seed}"
-    return ScoreResult(protocol.name, resolution, results.n_generated, results.n_paired, len(real_images or ()),
-                       results.values, results.not_computed, details)
+    result = ScoreResult.from_metrics(protocol.name, resolution, results, details)
+    result.n_real = len(real_images or ())  # the real set's size, also when FID/KID could not be computed
+    return result
 
 
 def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_dir: str | os.PathLike | None = None,

@@ -102,8 +102,9 @@ def main() -> None:
         "FID/KID features, torchvision-inception": lambda g, t: extractors["torchvision-inception"](g),
         "SSIM, Gaussian 11": float01(lambda g, t: ssim_per_image(g, t, SSIM_GAUSSIAN)),
         "SSIM, uniform 51": float01(lambda g, t: ssim_per_image(g, t, SSIM_UNIFORM51)),
-        "(torchmetrics SSIM, uniform 51, for comparison)": float01(lambda g, t: structural_similarity_index_measure(
-            g, t, gaussian_kernel=False, kernel_size=51, data_range=1.0, reduction="none")),
+        "(torchmetrics SSIM, uniform 51, for comparison)": float01(
+            lambda g, t: structural_similarity_index_measure(g, t, gaussian_kernel=False, kernel_size=51,
+                                                             data_range=1.0, reduction="none")),
         "LPIPS, alex": float01(lambda g, t: networks["alex"](g * 2 - 1, t * 2 - 1)),
         "LPIPS, squeeze": float01(lambda g, t: networks["squeeze"](g * 2 - 1, t * 2 - 1)),
         "PSNR": MetricSuite(["psnr"]).to(args.device).update,
@@ -117,9 +118,11 @@ def main() -> None:
         truth = torch.randint(0, 256, (args.images, 3, height, width), generator=generator, dtype=torch.uint8)
         images, truth = images.to(args.device), truth.to(args.device)
         for name, step in rows.items():
-            results[name].append(images_per_second(step, images, truth, args.batch_size, args.device, args.repeats))
+            results[name].append(images_per_second(step, images, truth, args.batch_size, args.device,
+                                                   args.repeats))
 
-    print(f"# bench-eval: images/s, best of {args.repeats} passes over {args.images} images, batch {args.batch_size}, "
+    print(f"# bench-eval: images/s, best of {args.repeats} passes over {args.images} images, "
+          f"batch {args.batch_size}, "
           f"device {args.device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f} at the end")
     for note in notes:

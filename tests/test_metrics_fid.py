@@ -98,7 +98,7 @@ def folders(tmp_path):
 def test_real_statistics_are_cached_and_recomputed_when_an_input_changes(folders):
     root, real, generated = folders
     extractor = TinyFeatures()
-    options = ScoreOptions(batch_size=4, cache_dir=root / "cache", fid_feature_extractor=extractor)
+    options = ScoreOptions(batch_size=4, cache_dir=root / "cache", fid_extractor_module=extractor)
 
     first = score_images(generated, "vton-unpaired", real_images=real, options=options)
     assert extractor.images_seen == 6 + 3

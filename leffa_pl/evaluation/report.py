@@ -19,7 +19,8 @@ LABELS = {
     "lpips": "LPIPS ↓",
     "psnr": "PSNR (dB) ↑",
 }
-LITERATURE_COLUMNS = (("fid", "FID"), ("kid", "KID ×1000"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("psnr", "PSNR"))
+LITERATURE_COLUMNS = (("fid", "FID"), ("kid", "KID ×1000"), ("ssim", "SSIM"), ("lpips", "LPIPS"),
+                      ("psnr", "PSNR"))
 
 
 @dataclass
@@ -45,7 +46,8 @@ class ScoreResult:
     def to_dict(self) -> dict:
         data = asdict(self)
         data["resolution"] = list(self.resolution)
-        data["values"] = {name: value if math.isfinite(value) else str(value) for name, value in self.values.items()}
+        data["values"] = {name: value if math.isfinite(value) else str(value)  # JSON has no inf
+                          for name, value in self.values.items()}
         spec = get_protocol(self.protocol)
         data["literature"] = [asdict(row) for row in spec.literature]
         data["protocol_notes"] = list(spec.notes)

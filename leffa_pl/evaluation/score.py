@@ -63,8 +63,8 @@ class ScoreOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     seed: int = 0
-    fid_feature_extractor: nn.Module | None = None
-    lpips_network: nn.Module | None = None
+    fid_extractor_module: nn.Module | None = None
+    lpips_module: nn.Module | None = None
 
 
 def _listing(items: Sequence[object]) -> str:
@@ -139,16 +139,17 @@ def common_resolution(paths: Sequence[Path]) -> tuple[int, int]:
 
 
 def _fid_extractor(protocol: Protocol, options: ScoreOptions) -> nn.Module:
-    if options.fid_feature_extractor is not None:
-        return options.fid_feature_extractor
+    if options.fid_extractor_module is not None:
+        return options.fid_extractor_module
     return build_fid_feature_extractor(options.fid_extractor or protocol.fid_extractor, options.inception_weights,
                                        options.allow_download)
 
 
 def _lpips_network(protocol: Protocol, options: ScoreOptions) -> nn.Module:
-    if options.lpips_network is not None:
-        return options.lpips_network
-    return build_lpips_network(options.lpips_net or protocol.lpips_net, options.lpips_weights, options.allow_download)
+    if options.lpips_module is not None:
+        return options.lpips_module
+    return build_lpips_network(options.lpips_net or protocol.lpips_net, options.lpips_weights,
+                               options.allow_download)
 
 
 @torch.no_grad()
@@ -166,10 +167,11 @@ def compute_real_statistics(paths: Sequence[Path], extractor: nn.Module, resolut
     return statistics
 
 
-def _real_statistics(paths: Sequence[Path], extractor: nn.Module, extractor_identity: str,
-                     resolution: tuple[int, int], resize: str, keep_features: bool,
-                     options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
-    """Cached statistics when the key matches, else computed and cached; also the file and whether it was hit."""
+def cached_real_statistics(paths: Sequence[Path], extractor: nn.Module, extractor_identity: str,
+                           resolution: tuple[int, int], resize: str, keep_features: bool,
+                           options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
+    """The real set's statistics from the cache when its key matches, else computed and cached; also the
+    cache file and whether it was a hit. ``extractor_identity`` is ``feature_extractor_identity(extractor)``."""
     cache = RealStatisticsCache(options.cache_dir or default_cache_dir())
     try:
         description = describe_real_set(paths, resolution, resize, extractor_identity)
@@ -230,8 +232,9 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
                         kid_subset_size=options.kid_subset_size, seed=options.seed).to(options.device)
     if extractor is not None:
         identity = feature_extractor_identity(extractor)
-        statistics, cache_file, hit = _real_statistics(real_images, extractor, identity, resolution,
-                                                       protocol.ground_truth_resize, suite.kid is not None, options)
+        statistics, cache_file, hit = cached_real_statistics(real_images, extractor, identity, resolution,
+                                                             protocol.ground_truth_resize, suite.kid is not None,
+                                                             options)
         suite.set_real_statistics(statistics)
         details.update({"fid_feature_extractor": identity, "real_statistics_cache": str(cache_file),
                         "real_statistics_cache_hit": hit})
@@ -258,9 +261,9 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
     return result
 
 
-def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_dir: str | os.PathLike | None = None,
-                 real_dir: str | os.PathLike | None = None, real_list: str | os.PathLike | None = None,
-                 real_pattern: str = "*", options: ScoreOptions | None = None,
+def score_folder(generated_dir: str | os.PathLike, protocol: str,
+                 ground_truth_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None,
+                 real_list: str | os.PathLike | None = None, real_pattern: str = "*", options: ScoreOptions | None = None,
                  write: bool = True) -> ScoreResult:
     """Score every PNG of ``generated_dir``; with ``write``, put metrics.json and metrics.md beside them.
 
@@ -278,7 +281,8 @@ def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_d
         real_dir = ground_truth_dir
     real_images = None
     if real_dir is not None:
-        real_images = read_image_list(real_list, real_dir) if real_list else list_images(real_dir, pattern=real_pattern)
+        real_images = (read_image_list(real_list, real_dir) if real_list
+                       else list_images(real_dir, pattern=real_pattern))
         if not real_images:
             raise ScoreInputError(f"{real_dir}: no real images (pattern {real_pattern!r})")
     result = score_images(generated, spec, targets, real_images, options)
@@ -303,10 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cache-dir", type=Path, help=f"real-set statistics cache (default {default_cache_dir()})")
+    parser.add_argument("--cache-dir", type=Path,
+                        help=f"real-set statistics cache (default {default_cache_dir()})")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--inception-weights", type=Path, help="local Inception weights for FID/KID")
-    parser.add_argument("--lpips-weights", type=Path, help="local torchvision AlexNet/SqueezeNet weights for LPIPS")
+    parser.add_argument("--lpips-weights", type=Path,
+                        help="local torchvision AlexNet/SqueezeNet weights for LPIPS")
     parser.add_argument("--fid-extractor", choices=("tf-inception", "torchvision-inception"),
                         help="override the protocol's FID feature extractor")
     parser.add_argument("--lpips-net", choices=("alex", "squeeze"), help="override the protocol's LPIPS network")

@@ -263,8 +263,8 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
 
 def score_folder(generated_dir: str | os.PathLike, protocol: str,
                  ground_truth_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None,
-                 real_list: str | os.PathLike | None = None, real_pattern: str = "*", options: ScoreOptions | None = None,
-                 write: bool = True) -> ScoreResult:
+                 real_list: str | os.PathLike | None = None, real_pattern: str = "*",
+                 options: ScoreOptions | None = None, write: bool = True) -> ScoreResult:
     """Score every PNG of ``generated_dir``; with ``write``, put metrics.json and metrics.md beside them.
 
     ``real_dir`` (optionally narrowed by ``real_list`` names or a ``real_pattern`` glob) is the FID/KID

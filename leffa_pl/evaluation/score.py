@@ -87,6 +87,7 @@ def list_images(directory: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SU
 
 
 def list_generated(directory: str | os.PathLike) -> list[Path]:
+    """The generated PNGs of a folder; none is an error."""
     generated = list_images(directory, suffixes=(".png",))
     if not generated:
         raise ScoreInputError(f"{directory}: no generated PNG images")
@@ -296,6 +297,7 @@ def score_folder(generated_dir: str | os.PathLike, protocol: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``leffa-pl-score``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-score", description=__doc__.splitlines()[0])
     parser.add_argument("generated", type=Path, help="folder of generated PNGs; the report is written there")
     parser.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))

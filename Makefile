@@ -54,3 +54,6 @@ endif
 
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
+.PHONY: bench-eval
+bench-eval: $(INSTALLED)
+	$(PY) benchmarks/bench_eval.py

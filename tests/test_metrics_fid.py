@@ -98,7 +98,7 @@ def folders(tmp_path):
 def test_real_statistics_are_cached_and_recomputed_when_an_input_changes(folders):
     root, real, generated = folders
     extractor = TinyFeatures()
-    options = ScoreOptions(batch_size=4, cache_dir=root / "cache", fid_feature_extractor=extractor)
+    options = ScoreOptions(batch_size=4, cache_dir=root / "cache", fid_extractor_module=extractor)
 
     first = score_images(generated, "vton-unpaired", real_images=real, options=options)
     assert extractor.images_seen == 6 + 3
@@ -159,3 +159,26 @@ def test_cached_statistics_without_features_do_not_serve_kid_and_corrupt_files_a
 
     path.write_bytes(b"not a safetensors file")
     assert cache.load(description, need_features=False) is None
+
+
+def test_reset_forgets_the_generated_images_and_keeps_the_real_set():
+    extractor = TinyFeatures()
+    real, generated = image_sets(12, 8)
+    statistics = RealStatistics.empty(extractor.num_features, keep_features=True)
+    statistics.add(extractor(real))
+
+    def fresh() -> MetricSuite:
+        suite = MetricSuite(["fid", "kid", "psnr"], fid_features=extractor, kid_subset_size=4)
+        suite.set_real_statistics(statistics)
+        return suite
+
+    reused = fresh()
+    reused.update(generated[:4], real[:4])
+    reused.compute()
+    reused.reset()
+    reused.update(generated[4:], real[4:8])
+    again = fresh()
+    again.update(generated[4:], real[4:8])
+    first, second = reused.compute(), again.compute()
+    assert first.values == second.values
+    assert (first.n_generated, first.n_paired, first.n_real) == (4, 4, 12)

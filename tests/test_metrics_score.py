@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from metrics_support import DEEPFASHION_NAMES, TinyFeatures, backbone_file, forbid_network, textured_images, write_image
+from metrics_support import (DEEPFASHION_NAMES, TinyFeatures, backbone_file, forbid_network, textured_images,
+                             write_image)
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -49,7 +50,7 @@ def deepfashion(tmp_path):
 
 def options(tmp_path, weights, **overrides) -> ScoreOptions:
     settings = dict(batch_size=2, cache_dir=tmp_path / "cache", allow_download=False, lpips_net="squeeze",
-                    lpips_weights=weights, fid_feature_extractor=TinyFeatures())
+                    lpips_weights=weights, fid_extractor_module=TinyFeatures())
     settings.update(overrides)
     return ScoreOptions(**settings)
 
@@ -99,9 +100,12 @@ def test_bad_folders_are_reported_before_any_work(tmp_path, deepfashion, squeeze
     with pytest.raises(ScoreInputError, match="needs the ground-truth folder"):
         score_folder(deepfashion / "generated", "deepfashion")
     (deepfashion / "train.lst").write_text("fashionMENTees_Tanksid0000999999_1front.jpg\n")
-    with pytest.raises(ScoreInputError, match="1 of 1 listed images are not in .*fashionMENTees_Tanksid0000999999"):
+    with pytest.raises(ScoreInputError, match="1 of 1 listed images are not in .*Tanksid0000999999"):
         score_folder(deepfashion / "generated", "deepfashion", deepfashion / "test_highres",
                      deepfashion / "train_highres", deepfashion / "train.lst")
+    (deepfashion / "test_highres" / DEEPFASHION_NAMES[0]).write_bytes(b"truncated")
+    with pytest.raises(ScoreInputError, match=f"{DEEPFASHION_NAMES[0]}: not a readable image"):
+        score_folder(deepfashion / "generated", "deepfashion", deepfashion / "test_highres")
     write_image(deepfashion / "generated" / "odd.png", np.zeros((3, 64, 64), np.uint8))
     with pytest.raises(ScoreInputError, match="generated images differ in size .*64x64: 1 files, e.g. odd.png"):
         score_folder(deepfashion / "generated", "vton-unpaired", real_dir=deepfashion / "train_highres")

@@ -14,7 +14,8 @@ from leffa_pl.metrics.suite import MetricSuite, quantize_images
 SKIMAGE_CALLS = {
     # the settings each variant claims to reproduce (see SSIMVariant.equivalent)
     "ssim_gaussian": lambda a, b: structural_similarity(a, b, gaussian_weights=True, sigma=1.5,
-                                                        use_sample_covariance=False, data_range=255, channel_axis=0),
+                                                        use_sample_covariance=False, data_range=255,
+                                                        channel_axis=0),
     "ssim_uniform51": lambda a, b: structural_similarity(a / 255.0, b / 255.0, win_size=51, data_range=1,
                                                          channel_axis=0),
 }

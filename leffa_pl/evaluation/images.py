@@ -30,7 +30,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     return height, width
 
 
-def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None, resize: str = "bicubic") -> torch.Tensor:
+def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None,
+               resize: str = "bicubic") -> torch.Tensor:
     """RGB uint8 ``[3, H, W]``, resized to ``size`` (height, width) with ``resize`` when it differs."""
     try:
         with Image.open(path) as image:

@@ -91,6 +91,7 @@ PROTOCOLS: dict[str, Protocol] = {
 
 
 def get_protocol(name: str) -> Protocol:
+    """The protocol of that name (``deepfashion``, ``vton-paired``, ``vton-unpaired``)."""
     if name not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; expected one of {sorted(PROTOCOLS)}")
     return PROTOCOLS[name]

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leffa_pl.evaluation.protocols import get_protocol
+from leffa_pl.metrics.suite import MetricResults
 
 LABELS = {
     "fid": "FID ↓",
@@ -18,7 +19,8 @@ LABELS = {
     "lpips": "LPIPS ↓",
     "psnr": "PSNR (dB) ↑",
 }
-LITERATURE_COLUMNS = (("fid", "FID"), ("kid", "KID ×1000"), ("ssim", "SSIM"), ("lpips", "LPIPS"), ("psnr", "PSNR"))
+LITERATURE_COLUMNS = (("fid", "FID"), ("kid", "KID ×1000"), ("ssim", "SSIM"), ("lpips", "LPIPS"),
+                      ("psnr", "PSNR"))
 
 
 @dataclass
@@ -34,10 +36,18 @@ class ScoreResult:
     not_computed: dict[str, str]
     details: dict[str, object] = field(default_factory=dict)
 
+    @classmethod
+    def from_metrics(cls, protocol: str, resolution: tuple[int, int], results: MetricResults,
+                     details: dict[str, object] | None = None) -> "ScoreResult":
+        """Wrap a ``MetricSuite.compute()`` result (e.g. from an evaluation inside training)."""
+        return cls(protocol, tuple(resolution), results.n_generated, results.n_paired, results.n_real,
+                   results.values, results.not_computed, dict(details or {}))
+
     def to_dict(self) -> dict:
         data = asdict(self)
         data["resolution"] = list(self.resolution)
-        data["values"] = {name: value if math.isfinite(value) else str(value) for name, value in self.values.items()}
+        data["values"] = {name: value if math.isfinite(value) else str(value)  # JSON has no inf
+                          for name, value in self.values.items()}
         spec = get_protocol(self.protocol)
         data["literature"] = [asdict(row) for row in spec.literature]
         data["protocol_notes"] = list(spec.notes)

@@ -63,8 +63,8 @@ class ScoreOptions:
     kid_subsets: int = 100
     kid_subset_size: int = 1000
     seed: int = 0
-    fid_feature_extractor: nn.Module | None = None
-    lpips_network: nn.Module | None = None
+    fid_extractor_module: nn.Module | None = None
+    lpips_module: nn.Module | None = None
 
 
 def _listing(items: Sequence[object]) -> str:
@@ -87,6 +87,7 @@ def list_images(directory: str | os.PathLike, suffixes: Sequence[str] = IMAGE_SU
 
 
 def list_generated(directory: str | os.PathLike) -> list[Path]:
+    """The generated PNGs of a folder; none is an error."""
     generated = list_images(directory, suffixes=(".png",))
     if not generated:
         raise ScoreInputError(f"{directory}: no generated PNG images")
@@ -139,16 +140,17 @@ def common_resolution(paths: Sequence[Path]) -> tuple[int, int]:
 
 
 def _fid_extractor(protocol: Protocol, options: ScoreOptions) -> nn.Module:
-    if options.fid_feature_extractor is not None:
-        return options.fid_feature_extractor
+    if options.fid_extractor_module is not None:
+        return options.fid_extractor_module
     return build_fid_feature_extractor(options.fid_extractor or protocol.fid_extractor, options.inception_weights,
                                        options.allow_download)
 
 
 def _lpips_network(protocol: Protocol, options: ScoreOptions) -> nn.Module:
-    if options.lpips_network is not None:
-        return options.lpips_network
-    return build_lpips_network(options.lpips_net or protocol.lpips_net, options.lpips_weights, options.allow_download)
+    if options.lpips_module is not None:
+        return options.lpips_module
+    return build_lpips_network(options.lpips_net or protocol.lpips_net, options.lpips_weights,
+                               options.allow_download)
 
 
 @torch.no_grad()
@@ -166,12 +168,14 @@ def compute_real_statistics(paths: Sequence[Path], extractor: nn.Module, resolut
     return statistics
 
 
-def _real_statistics(paths: Sequence[Path], extractor: nn.Module, resolution: tuple[int, int], resize: str,
-                     keep_features: bool, options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
-    """Cached statistics when the key matches, else computed and cached; also the file and whether it was hit."""
+def cached_real_statistics(paths: Sequence[Path], extractor: nn.Module, extractor_identity: str,
+                           resolution: tuple[int, int], resize: str, keep_features: bool,
+                           options: ScoreOptions) -> tuple[RealStatistics, Path, bool]:
+    """The real set's statistics from the cache when its key matches, else computed and cached; also the
+    cache file and whether it was a hit. ``extractor_identity`` is ``feature_extractor_identity(extractor)``."""
     cache = RealStatisticsCache(options.cache_dir or default_cache_dir())
     try:
-        description = describe_real_set(paths, resolution, resize, feature_extractor_identity(extractor))
+        description = describe_real_set(paths, resolution, resize, extractor_identity)
     except FileNotFoundError as error:
         raise ScoreInputError(f"{error.filename}: real image vanished") from None
     cached = cache.load(description, need_features=keep_features)
@@ -194,6 +198,11 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
     if protocol.needs_ground_truth and (targets is None or len(targets) != len(generated)):
         raise ScoreInputError(f"the {protocol.name} protocol needs one ground-truth image per generated image")
     resolution = common_resolution(generated)
+    for path in targets or ():
+        try:
+            image_size(path)
+        except ImageReadError as error:
+            raise ScoreInputError(str(error)) from None
     for variant in (SSIM_VARIANTS[name] for name in protocol.metrics if name in SSIM_VARIANTS):
         if min(resolution) < variant.size:
             raise ScoreInputError(f"{variant.name} needs images of at least {variant.size} pixels a side, "
@@ -223,18 +232,24 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
                         unavailable=unavailable, kid_subsets=options.kid_subsets,
                         kid_subset_size=options.kid_subset_size, seed=options.seed).to(options.device)
     if extractor is not None:
-        statistics, cache_file, hit = _real_statistics(real_images, extractor, resolution,
-                                                       protocol.ground_truth_resize, suite.kid is not None, options)
+        identity = feature_extractor_identity(extractor)
+        statistics, cache_file, hit = cached_real_statistics(real_images, extractor, identity, resolution,
+                                                             protocol.ground_truth_resize, suite.kid is not None,
+                                                             options)
         suite.set_real_statistics(statistics)
-        details.update({"fid_feature_extractor": feature_extractor_identity(extractor),
-                        "real_statistics_cache": str(cache_file), "real_statistics_cache_hit": hit})
+        details.update({"fid_feature_extractor": identity, "real_statistics_cache": str(cache_file),
+                        "real_statistics_cache_hit": hit})
 
     loader = DataLoader(GeneratedImages(generated, targets if suite.paired else None, resolution,
                                         protocol.ground_truth_resize),
                         batch_size=options.batch_size, num_workers=options.num_workers)
-    for batch in loader:
+    report_every = max(1, len(loader) // 10)
+    for index, batch in enumerate(loader):
         target = batch.get("target")
         suite.update(batch["generated"].to(options.device), None if target is None else target.to(options.device))
+        if (index + 1) % report_every == 0:
+            log.info("scored %d / %d generated images", min((index + 1) * options.batch_size, len(generated)),
+                     len(generated))
     results = suite.compute()
 
     details.update({name: SSIM_VARIANTS[name].equivalent for name in protocol.metrics if name in SSIM_VARIANTS})
@@ -242,14 +257,15 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
         details["psnr"] = "mean of per-image PSNR, data range 1"
     if results.kid_subset_size is not None:
         details["kid"] = f"{options.kid_subsets} subsets of {results.kid_subset_size} images, seed {options.seed}"
-    return ScoreResult(protocol.name, resolution, results.n_generated, results.n_paired, len(real_images or ()),
-                       results.values, results.not_computed, details)
+    result = ScoreResult.from_metrics(protocol.name, resolution, results, details)
+    result.n_real = len(real_images or ())  # the real set's size, also when FID/KID could not be computed
+    return result
 
 
-def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_dir: str | os.PathLike | None = None,
-                 real_dir: str | os.PathLike | None = None, real_list: str | os.PathLike | None = None,
-                 real_pattern: str = "*", options: ScoreOptions | None = None,
-                 write: bool = True) -> ScoreResult:
+def score_folder(generated_dir: str | os.PathLike, protocol: str,
+                 ground_truth_dir: str | os.PathLike | None = None, real_dir: str | os.PathLike | None = None,
+                 real_list: str | os.PathLike | None = None, real_pattern: str = "*",
+                 options: ScoreOptions | None = None, write: bool = True) -> ScoreResult:
     """Score every PNG of ``generated_dir``; with ``write``, put metrics.json and metrics.md beside them.
 
     ``real_dir`` (optionally narrowed by ``real_list`` names or a ``real_pattern`` glob) is the FID/KID
@@ -266,7 +282,8 @@ def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_d
         real_dir = ground_truth_dir
     real_images = None
     if real_dir is not None:
-        real_images = read_image_list(real_list, real_dir) if real_list else list_images(real_dir, pattern=real_pattern)
+        real_images = (read_image_list(real_list, real_dir) if real_list
+                       else list_images(real_dir, pattern=real_pattern))
         if not real_images:
             raise ScoreInputError(f"{real_dir}: no real images (pattern {real_pattern!r})")
     result = score_images(generated, spec, targets, real_images, options)
@@ -280,6 +297,7 @@ def score_folder(generated_dir: str | os.PathLike, protocol: str, ground_truth_d
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``leffa-pl-score``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-score", description=__doc__.splitlines()[0])
     parser.add_argument("generated", type=Path, help="folder of generated PNGs; the report is written there")
     parser.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
@@ -291,10 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--cache-dir", type=Path, help=f"real-set statistics cache (default {default_cache_dir()})")
+    parser.add_argument("--cache-dir", type=Path,
+                        help=f"real-set statistics cache (default {default_cache_dir()})")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--inception-weights", type=Path, help="local Inception weights for FID/KID")
-    parser.add_argument("--lpips-weights", type=Path, help="local torchvision AlexNet/SqueezeNet weights for LPIPS")
+    parser.add_argument("--lpips-weights", type=Path,
+                        help="local torchvision AlexNet/SqueezeNet weights for LPIPS")
     parser.add_argument("--fid-extractor", choices=("tf-inception", "torchvision-inception"),
                         help="override the protocol's FID feature extractor")
     parser.add_argument("--lpips-net", choices=("alex", "squeeze"), help="override the protocol's LPIPS network")

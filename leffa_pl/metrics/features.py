@@ -98,7 +98,8 @@ def build_fid_feature_extractor(kind: str = "tf-inception", weights: str | os.Pa
     return extractor_from_state_dict(kind, state, path)
 
 
-def extractor_from_state_dict(kind: str, state: dict[str, torch.Tensor], path: Path | str = "<state dict>") -> nn.Module:
+def extractor_from_state_dict(kind: str, state: dict[str, torch.Tensor],
+                              path: Path | str = "<state dict>") -> nn.Module:
     """Build the named extractor from weights already in memory."""
     extractor_class, source = FID_EXTRACTORS[kind]
     try:
@@ -135,4 +136,5 @@ def state_digest(module: nn.Module) -> str:
 def feature_extractor_identity(module: nn.Module) -> str:
     """What determines the features: class, preprocessing and weights."""
     kind = f"{type(module).__module__}.{type(module).__qualname__}"
-    return f"{kind} [{getattr(module, 'preprocessing', 'unspecified preprocessing')}] sha256:{state_digest(module)[:16]}"
+    preprocessing = getattr(module, "preprocessing", "unspecified preprocessing")
+    return f"{kind} [{preprocessing}] sha256:{state_digest(module)[:16]}"

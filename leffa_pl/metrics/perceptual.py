@@ -31,7 +31,8 @@ LPIPS_BACKBONES: dict[str, tuple[str, WeightsSource]] = {
 _SLICE_PREFIX = re.compile(r"^(slices\.\d+|slice\d+)\.")
 
 
-def backbone_state_for_lpips(lpips_backbone: nn.Module, classifier_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def backbone_state_for_lpips(lpips_backbone: nn.Module,
+                             classifier_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The state dict of an LPIPS backbone (sliced torchvision ``features``) from a classifier's state dict."""
     state = {}
     for key, tensor in lpips_backbone.state_dict().items():

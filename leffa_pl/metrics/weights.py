@@ -87,5 +87,5 @@ def load_weights(source: WeightsSource, local_path: str | os.PathLike | None = N
     try:
         return read_state_dict(path), path
     except CheckpointError as error:
-        raise WeightsUnavailable(source.description, str(error),
-                                 f"Replace the file (from {source.url}) or give another with {source.option}") from None
+        remedy = f"Replace the file (from {source.url}) or give another with {source.option}"
+        raise WeightsUnavailable(source.description, str(error), remedy) from None

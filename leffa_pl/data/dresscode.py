@@ -146,6 +146,14 @@ class DressCodeDataset(Dataset):
         """Every file the pairs need, for the checker."""
         return [f for pair in self.pairs for f in self._files(pair).values()]
 
+    def sample_ids(self, index: int) -> tuple[str, str]:
+        """``(person_id, reference_id)`` of a sample, without reading its files."""
+        return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
+
+    def person_file(self, index: int) -> Path:
+        """The person image of a sample: the evaluation's ground truth."""
+        return self._files(self.pairs[index])["person"].path
+
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         files = self._files(pair)
@@ -169,11 +177,12 @@ class DressCodeDataset(Dataset):
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))
+        person_id, reference_id = self.sample_ids(index)
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
                                densepose=encode_densepose(views.labels["densepose"]),
-                               loss_region=views.labels["loss_region"], person_id=f"{pair.person}_0.jpg",
-                               reference_id=f"{pair.garment}_1.jpg", flow=views.flow)
+                               loss_region=views.labels["loss_region"], person_id=person_id,
+                               reference_id=reference_id, flow=views.flow)
 
 
 def dresscode_augment(config: AugmentConfig) -> JointAugment:

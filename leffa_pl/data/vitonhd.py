@@ -165,6 +165,14 @@ class VitonHDDataset(Dataset):
         """Every file the pairs need, for the checker."""
         return [f for pair in self.pairs for f in self._files(pair).values()]
 
+    def sample_ids(self, index: int) -> tuple[str, str]:
+        """``(person_id, reference_id)`` of a sample, without reading its files."""
+        return self.pairs[index].person, self.pairs[index].garment
+
+    def person_file(self, index: int) -> Path:
+        """The person image of a sample: the evaluation's ground truth."""
+        return self._files(self.pairs[index])["person"].path
+
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         files = self._files(pair)
@@ -192,11 +200,12 @@ class VitonHDDataset(Dataset):
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))
+        person_id, reference_id = self.sample_ids(index)
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
                                densepose=image_to_tensor(encode_densepose(views.labels["densepose"])),
-                               loss_region=views.labels["loss_region"], person_id=pair.person,
-                               reference_id=pair.garment, flow=views.flow)
+                               loss_region=views.labels["loss_region"], person_id=person_id,
+                               reference_id=reference_id, flow=views.flow)
 
 
 def vitonhd_augment(config: AugmentConfig) -> JointAugment:

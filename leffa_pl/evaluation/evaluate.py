@@ -1,0 +1,206 @@
+"""Generate a split's images with a checkpoint, then score them under the literature's protocol
+(`leffa-pl-evaluate`).
+
+Per pairing, ``OUT/<pairing>/`` (try-on: ``paired``, ``unpaired``; DeepFashion: ``OUT/`` itself) receives the
+PNGs (``leffa_pl.evaluation.predict``), ``metrics.json`` and ``metrics.md``. Already written PNGs are kept,
+so a rerun resumes. Real sets follow evaluation.md: try-on paired = the ground truth, unpaired = the test
+person images, DeepFashion = all training images (``train.lst``), resized to the evaluation resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import lightning.pytorch as pl
+import torch
+
+from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
+from leffa_pl.data.io import DataFileError
+from leffa_pl.evaluation.images import ImageReadError
+from leffa_pl.evaluation.predict import (LeffaPredictor, PairDataset, PredictionOptions, PredictionPlan,
+                                         load_model, predict_pairs)
+from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
+from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, read_image_list, score_images
+from leffa_pl.model.checkpoint import CheckpointError
+from leffa_pl.model.sampler import SCHEDULERS, SamplerSettings
+
+DATASETS = ("vitonhd", "dresscode", "deepfashion")
+TRY_ON_PROTOCOLS = {"paired": "vton-paired", "unpaired": "vton-unpaired"}
+DEFAULT_RESOLUTION = {"vitonhd": (1024, 768), "dresscode": (1024, 768), "deepfashion": (256, 176)}
+log = logging.getLogger(__name__)
+
+
+class EvaluationInputError(ValueError):
+    """Missing data, checkpoint or folders, reported before any work starts."""
+
+
+def parse_resolution(text: str) -> tuple[int, int]:
+    """``HxW`` -> (H, W)."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 512x384), got {text!r}") from None
+    return height, width
+
+
+def build_datamodule(dataset: str, root: Path, resolution: tuple[int, int], pairing: str | None,
+                     batch_size: int, num_workers: int, category: str = "all") -> pl.LightningDataModule:
+    """The data module serving the split to evaluate (no augmentation)."""
+    common = dict(root=str(root), resolution=resolution, batch_size=batch_size, num_workers=num_workers,
+                  pin_memory=torch.accelerator.is_available(), augment=False)
+    if dataset == "vitonhd":
+        return VitonHDDataModule(test_pairing=pairing, **common)
+    if dataset == "dresscode":
+        return DressCodeDataModule(category=category, test_pairing=pairing, **common)
+    if dataset == "deepfashion":
+        try:
+            from leffa_pl.data.datamodule import DeepFashionDataModule
+        except ImportError:
+            raise EvaluationInputError("DeepFashion: this checkout has no DeepFashionDataModule") from None
+        return DeepFashionDataModule(**common)
+    raise EvaluationInputError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def protocol_for(dataset: str, pairing: str | None) -> str:
+    """The evaluation protocol of a dataset and pairing."""
+    return "deepfashion" if dataset == "deepfashion" else TRY_ON_PROTOCOLS[pairing]
+
+
+def real_set(dataset: str, source: pl.LightningDataModule, predicted: PairDataset,
+             root: Path) -> tuple[list[Path], str]:
+    """The FID/KID real images of evaluation.md and a line describing them."""
+    if dataset == "deepfashion":
+        # all training images, listed in train.lst, in the folder that holds the training targets
+        folder = source.train_dataloader().dataset.person_file(0).parent
+        return read_image_list(root / "train.lst", folder), f"all training images ({root / 'train.lst'})"
+    persons = sorted({predicted.person_file(index) for index in range(len(predicted))})
+    return persons, f"the {len(persons)} test person images of the split"
+
+
+def _check_inputs(args: argparse.Namespace) -> None:
+    problems = []
+    if not args.data.is_dir():
+        problems.append(f"{args.data}: no such data folder (--data)")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        problems.append(f"{args.checkpoint}: no such checkpoint file (--checkpoint)")
+    if args.base_model is not None and not args.base_model.is_dir():
+        problems.append(f"{args.base_model}: no such base-model folder (--base-model)")
+    for option in ("inception_weights", "lpips_weights"):
+        path = getattr(args, option)
+        if path is not None and not path.is_file():
+            problems.append(f"{path}: no such file (--{option.replace('_', '-')})")
+    if problems:
+        raise EvaluationInputError("; ".join(problems))
+
+
+def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
+    """Predict every pairing, then (rank 0) score each; returns the results (empty on other ranks)."""
+    _check_inputs(args)
+    resolution = args.resolution or DEFAULT_RESOLUTION[args.dataset]
+    pairings = [None] if args.dataset == "deepfashion" else (
+        ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
+    model, model_description = load_model(args.checkpoint, args.base_model)
+    settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
+                               guidance_scale=args.guidance_scale, repaint=args.repaint,
+                               reference_acceleration=args.reference_acceleration)
+    predictor = LeffaPredictor(model, settings, seed=args.seed)
+    options = PredictionOptions(batch_size=args.batch_size, num_workers=args.num_workers,
+                                accelerator=args.accelerator, devices=args.devices,
+                                strategy="ddp" if args.devices > 1 else "auto", precision=args.precision)
+    runs: list[tuple[str | None, pl.LightningDataModule, Path, PredictionPlan]] = []
+    for pairing in pairings:
+        source = build_datamodule(args.dataset, args.data, resolution, pairing, args.batch_size,
+                                  args.num_workers, args.category)
+        out_dir = args.out / pairing if pairing else args.out
+        log.info("predicting %s%s into %s with %s", args.dataset, f" ({pairing})" if pairing else "", out_dir,
+                 model_description)
+        plan = predict_pairs(source, predictor, out_dir, options)
+        if plan is None:  # a secondary DDP rank: rank 0 scores
+            return []
+        runs.append((pairing, source, out_dir, plan))
+
+    del predictor, model  # free the generator's memory for the metric networks
+    score_options = ScoreOptions(batch_size=args.score_batch_size, num_workers=args.num_workers,
+                                 device="cuda" if torch.cuda.is_available() else "cpu",
+                                 cache_dir=args.cache_dir, allow_download=not args.offline,
+                                 inception_weights=args.inception_weights, lpips_weights=args.lpips_weights)
+    results = []
+    for pairing, source, out_dir, plan in runs:
+        dataset = source.predict_dataloader().dataset
+        targets = [dataset.person_file(index) for index in plan.unique]
+        real_images, real_description = real_set(args.dataset, source, dataset, args.data)
+        result = score_images(plan.files, protocol_for(args.dataset, pairing), targets, real_images,
+                              score_options)
+        result.details.update({
+            "dataset": f"{args.dataset} at {args.data}" + (f", {pairing} pairs" if pairing else ""),
+            "model": model_description,
+            "sampler": ", ".join(f"{key}={value}" for key, value in asdict(settings).items()),
+            "seed": f"{args.seed} (one generator per pair, seeded from the seed and the pair's ids)",
+            "generated_folder": str(out_dir),
+            "real_set": real_description,
+        })
+        write_report(result, out_dir)
+        results.append(result)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Arguments of ``leffa-pl-evaluate``."""
+    parser = argparse.ArgumentParser(prog="leffa-pl-evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--data", required=True, type=Path, help="dataset root (e.g. data/zalando-hd-resized)")
+    parser.add_argument("--category", default="all", help="DressCode category (default all)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="Lightning .ckpt (EMA weights when trained with EMA) or released-layout "
+                             ".pth/.safetensors; none: tiny model with random weights (pipeline check only)")
+    parser.add_argument("--base-model", type=Path, help="diffusers folder giving the architecture (configs)")
+    parser.add_argument("--resolution", type=parse_resolution,
+                        help="HxW of the generated images (default: 1024x768 try-on, 256x176 DeepFashion)")
+    parser.add_argument("--out", required=True, type=Path, help="output folder (PNGs and reports)")
+    parser.add_argument("--pairing", default="both", choices=("paired", "unpaired", "both"),
+                        help="try-on test pairs (ignored for DeepFashion)")
+    parser.add_argument("--steps", type=int, default=50, help="sampling steps (released: 50)")
+    parser.add_argument("--guidance-scale", type=float, default=2.5)
+    parser.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS)
+    parser.add_argument("--repaint", action="store_true", help="keep the person outside the mask (try-on)")
+    parser.add_argument("--reference-acceleration", action="store_true")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--devices", type=int, default=1, help="devices; more than one runs DDP")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--batch-size", type=int, default=4, help="generation batch size per device")
+    parser.add_argument("--score-batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--cache-dir", type=Path, help="real-set statistics cache (see leffa-pl-score)")
+    parser.add_argument("--offline", action="store_true", help="never download metric weights")
+    parser.add_argument("--inception-weights", type=Path, help="local Inception weights for FID/KID")
+    parser.add_argument("--lpips-weights", type=Path, help="local AlexNet/SqueezeNet weights for LPIPS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``leffa-pl-evaluate``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        results = evaluate(args)
+    except (EvaluationInputError, CheckpointError, DatasetFilesError, DataFileError, ScoreInputError,
+            ImageReadError) as error:
+        print(f"leffa-pl-evaluate: error: {error}", file=sys.stderr)
+        return 2
+    for result in results:
+        folder = Path(str(result.details["generated_folder"]))
+        print(markdown_report(result))
+        print(f"written: {folder / 'metrics.json'}, {folder / 'metrics.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

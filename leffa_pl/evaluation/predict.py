@@ -1,0 +1,318 @@
+"""Generate the images of a split's pairs with Lightning's predict loop: resumable, seeded per pair, DDP.
+
+Output files are ``<reference>__to__<person>.png`` (``leffa-pl-score``'s naming: the part after ``__to__``
+is the ground-truth id). Each part is the id without its image suffix (``.jpg``, ``.jpeg``, ``.png``), with
+every character outside ``A-Z a-z 0-9 . _ -`` (path separators included) replaced by ``_`` and ``__to__``
+inside an id shortened to ``_to_``: ``00006_00.jpg`` -> ``00006_00``, ``a/b c.jpg`` -> ``a_b_c``.
+
+A run first lists the pairs whose PNG is missing and generates only those, so an interrupted run resumes
+where it stopped; PNGs are written atomically (temporary file, then rename), so a file that exists is whole.
+Every pair has its own generator, seeded from the seed and its ids, so an image does not depend on the batch
+it fell in or on the number of devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol, Sequence
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_warn
+from PIL import Image
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from leffa_pl.metrics.suite import quantize_images
+from leffa_pl.model.checkpoint import CheckpointError, check_state_dict
+from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+
+TARGET_SEPARATOR = "__to__"  # as leffa_pl.evaluation.score reads it
+ID_SUFFIXES = (".jpg", ".jpeg", ".png")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+LIGHTNING_SUFFIX = ".ckpt"
+log = logging.getLogger(__name__)
+
+
+class PairDataset(Protocol):
+    """What prediction needs from a data module's predict dataset (contract samples)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> dict: ...
+
+    def sample_ids(self, index: int) -> tuple[str, str]: ...  # (person_id, reference_id), files unread
+
+    def person_file(self, index: int) -> Path: ...  # the ground truth
+
+
+def safe_id(identifier: str) -> str:
+    """An id as a file-name part (see the module docstring)."""
+    stem = identifier
+    if stem.lower().endswith(ID_SUFFIXES):
+        stem = stem.rsplit(".", 1)[0]
+    safe = _UNSAFE.sub("_", stem).replace(TARGET_SEPARATOR, "_to_")
+    if safe.strip(".") == "":
+        raise ValueError(f"id {identifier!r} gives no usable file name")
+    return safe
+
+
+def output_name(person_id: str, reference_id: str) -> str:
+    """``<reference>__to__<person>.png``."""
+    return f"{safe_id(reference_id)}{TARGET_SEPARATOR}{safe_id(person_id)}.png"
+
+
+def pair_seed(seed: int, person_id: str, reference_id: str) -> int:
+    """The generator seed of one pair."""
+    return zlib.crc32(f"{seed}:{reference_id}:{person_id}".encode())
+
+
+# --------------------------------------------------------------------------------------------- plan
+@dataclass
+class PredictionPlan:
+    """The pairs of a dataset, their output files, and which are still to be generated."""
+
+    out_dir: Path
+    names: list[str]  # output file name per dataset index
+    unique: list[int]  # first index of each distinct output (repeated pairs are generated once)
+    pending: list[int]  # indices of ``unique`` whose PNG does not exist yet
+
+    @property
+    def files(self) -> list[Path]:
+        """The output PNG of every distinct pair, in dataset order."""
+        return [self.out_dir / self.names[index] for index in self.unique]
+
+
+def plan_predictions(dataset: PairDataset, out_dir: str | os.PathLike) -> PredictionPlan:
+    """Output names of all pairs and those still missing. Two different pairs with one name is an error."""
+    out_dir = Path(out_dir)
+    if not hasattr(dataset, "sample_ids"):
+        raise TypeError(f"{type(dataset).__name__} has no sample_ids(index): prediction needs the ids of a "
+                        "pair before reading it (see leffa_pl.evaluation.predict.PairDataset)")
+    names, owner, unique, clashes = [], {}, [], []
+    for index in range(len(dataset)):
+        ids = dataset.sample_ids(index)
+        name = output_name(*ids)
+        names.append(name)
+        if name not in owner:
+            owner[name] = ids
+            unique.append(index)
+        elif owner[name] != ids:
+            clashes.append(f"{owner[name]} and {ids} -> {name}")
+    if clashes:
+        raise ValueError(f"different pairs map to one output file: {'; '.join(clashes[:5])}")
+    pending = [index for index in unique if not (out_dir / names[index]).is_file()]
+    return PredictionPlan(out_dir, names, unique, pending)
+
+
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files left by an interrupted run (their PNG was never renamed into place)."""
+    for stale in out_dir.glob(".*.png.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+class ShardSampler(DistributedSampler):
+    """Indices ``rank::num_replicas`` in order, without the padding of ``DistributedSampler``.
+
+    Padding would give some pairs twice (written twice, concurrently, and counted twice). Lightning's own
+    predict sampler (``UnrepeatedDistributedSampler``) does not pad either but refuses a rank with no
+    sample, which happens when fewer pairs remain than there are devices; a rank may be idle here, as
+    prediction has no collective per batch. Lightning leaves a ``DistributedSampler`` it is given alone.
+    """
+
+    def __init__(self, dataset: Subset, num_replicas: int, rank: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.num_samples = len(range(rank, len(dataset), num_replicas))
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.total_size, self.num_replicas))
+
+
+class PairPredictionData(pl.LightningDataModule):
+    """The missing pairs of a data module's predict split (``predict_dataloader().dataset``), sharded over ranks.
+
+    The plan is made on rank 0 and broadcast, so every rank shards the same list even when files appear
+    while the ranks start.
+    """
+
+    def __init__(self, source: pl.LightningDataModule, out_dir: str | os.PathLike, batch_size: int = 1,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        self.source, self.out_dir = source, Path(out_dir)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.dataset: PairDataset | None = None
+        self.plan: PredictionPlan | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        self.source.setup("predict")
+        self.dataset = self.source.predict_dataloader().dataset
+        plan = None
+        if self.trainer is None or self.trainer.is_global_zero:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out_dir)
+            plan = plan_predictions(self.dataset, self.out_dir)
+        self.plan = self.trainer.strategy.broadcast(plan, src=0) if self.trainer is not None else plan
+
+    def predict_dataloader(self) -> DataLoader:
+        subset = Subset(self.dataset, self.plan.pending)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        return DataLoader(subset, batch_size=self.batch_size, sampler=ShardSampler(subset, world, rank),
+                          num_workers=self.num_workers, pin_memory=torch.accelerator.is_available())
+
+
+# -------------------------------------------------------------------------------------------- model
+def load_model(checkpoint: str | os.PathLike | None = None,
+               base_model: str | os.PathLike | None = None) -> tuple[LeffaModel, str]:
+    """The model and a line saying what it is.
+
+    - ``checkpoint`` ending in ``.ckpt``: a Lightning checkpoint of ``LeffaModule``; its ``state_dict`` is
+      used, which holds the EMA weights when training ran ``EMAWeightAveraging`` (that callback stores the
+      average there and the raw weights under ``current_model_state``). The architecture comes from
+      ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
+    - other files (``.pth``/``.safetensors``, the released layout, also our export): on ``base_model``'s
+      configs, or on the tiny model's without one (the demo export).
+    - nothing: the tiny model with random weights; its images are meaningless (a pipeline check only).
+    """
+    if checkpoint is None:
+        if base_model is not None:
+            raise CheckpointError(f"a base model ({base_model}) only gives the architecture: give the Leffa "
+                                  "weights with --checkpoint")
+        rank_zero_warn("no checkpoint given: the tiny model with RANDOM weights; the images and scores are "
+                       "meaningless (a check of the pipeline only)")
+        return LeffaModel.tiny(), "tiny model, random weights (no checkpoint given)"
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: no such file")
+    if checkpoint.suffix == LIGHTNING_SUFFIX:
+        return _from_lightning_checkpoint(checkpoint, base_model)
+    if base_model is not None:
+        return LeffaModel.from_checkpoint(checkpoint, base_model), f"{checkpoint} on the configs of {base_model}"
+    model = LeffaModel.tiny()
+    try:
+        model.load_checkpoint(checkpoint)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}. Without --base-model the tiny architecture is assumed; give the base "
+                              "model folder whose configs the checkpoint was trained on") from None
+    return model, f"{checkpoint} on the tiny model's configs"
+
+
+def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None) -> tuple[LeffaModel, str]:
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types on bad input; all mean the same here
+        raise CheckpointError(f"{path}: not a readable Lightning checkpoint (weights-only loading): {error}") \
+            from None
+    if not isinstance(content, Mapping) or "state_dict" not in content:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    prefix = "model."
+    state = {key[len(prefix):]: value for key, value in content["state_dict"].items() if key.startswith(prefix)}
+    if not state:
+        raise CheckpointError(f"{path}: no 'model.' weights in its state_dict (not a LeffaModule checkpoint)")
+    base_model = base_model or content.get("hyper_parameters", {}).get("base_model")
+    weights = "EMA weights" if "current_model_state" in content else "weights (no EMA in this checkpoint)"
+    step = content.get("global_step", "?")
+    if base_model is None:
+        model, architecture = LeffaModel.tiny(), "the tiny model's configs"
+    else:
+        model, architecture = LeffaModel.from_base_model(base_model), f"the configs of {base_model}"
+    check_state_dict(path, state, model.state_dict())
+    model.load_state_dict(state, strict=True)
+    return model, f"{path} (Lightning checkpoint, step {step}, {weights}) on {architecture}"
+
+
+# ------------------------------------------------------------------------------------ lightning parts
+class LeffaPredictor(pl.LightningModule):
+    """Generates a batch of the data contract with ``LeffaSampler``; one generator per pair."""
+
+    def __init__(self, model: LeffaModel, settings: SamplerSettings | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.settings = settings or SamplerSettings()
+        self.seed = seed
+        self.sampler = LeffaSampler(self.model, self.settings)
+
+    def generators(self, batch: Mapping[str, Any]) -> list[torch.Generator]:
+        """CPU generators, so that a seed gives the same noise on any device."""
+        return [torch.Generator().manual_seed(pair_seed(self.seed, person_id, reference_id))
+                for person_id, reference_id in zip(batch["person_id"], batch["reference_id"])]
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        images = self.sampler(batch, self.generators(batch))
+        return {"images": quantize_images(images).cpu(), "person_id": list(batch["person_id"]),
+                "reference_id": list(batch["reference_id"])}
+
+
+def write_png(path: Path, image: torch.Tensor) -> None:
+    """uint8 ``[3, H, W]`` to a PNG, atomically: a temporary file in the same folder, then a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(temporary, format="PNG")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class PNGWriter(BasePredictionWriter):
+    """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes."""
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        super().__init__(write_interval="batch")
+        self.out_dir = Path(out_dir)
+        self.written = 0
+
+    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        for image, person_id, reference_id in zip(prediction["images"], prediction["person_id"],
+                                                  prediction["reference_id"]):
+            write_png(self.out_dir / output_name(person_id, reference_id), image)
+            self.written += 1
+
+
+# ---------------------------------------------------------------------------------------- entry
+@dataclass
+class PredictionOptions:
+    """How to run the predict loop."""
+
+    batch_size: int = 1
+    num_workers: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    progress: bool = True
+
+
+def predict_pairs(source: pl.LightningDataModule, predictor: LeffaPredictor, out_dir: str | os.PathLike,
+                  options: PredictionOptions | None = None) -> PredictionPlan | None:
+    """Generate every missing PNG of ``source``'s predict split into ``out_dir``.
+
+    Returns the final plan on rank 0 (``plan.files``: one PNG per distinct pair, all present) and None on
+    the other ranks, which under DDP run the calling script too and should stop there.
+    """
+    options = options or PredictionOptions()
+    data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers)
+    trainer = pl.Trainer(accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,
+                         precision=options.precision, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=options.progress, enable_model_summary=False,
+                         callbacks=[PNGWriter(out_dir)], use_distributed_sampler=False)
+    trainer.predict(predictor, datamodule=data, return_predictions=False)
+    trainer.strategy.barrier("leffa_pl.predict: all written")  # other ranks may still be writing
+    if not trainer.is_global_zero:
+        return None
+    plan = data.plan
+    log.info("%s: %d pairs, %d already written, %d generated now", out_dir, len(plan.unique),
+             len(plan.unique) - len(plan.pending), len(plan.pending))
+    plan = plan_predictions(data.dataset, out_dir)
+    if plan.pending:
+        raise RuntimeError(f"{out_dir}: {len(plan.pending)} PNGs still missing after prediction, "
+                           f"e.g. {plan.names[plan.pending[0]]}")
+    return plan

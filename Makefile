@@ -57,3 +57,43 @@ tensorboard: $(INSTALLED)
 .PHONY: bench-eval
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
+
+# ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
+# `make eval-vton` / `make eval-deepfashion` with no DATA: the generated sample, the demo export when
+# `make train-*` made one, else the tiny model (random weights), few steps on CPU.
+# `make eval-vton DATA=... CKPT=... [BASE_MODEL=...] [RES=1024x768] [DATASET=dresscode] [DEVICES=8] [OUT=...]`
+CKPT ?=
+RES ?=
+STEPS ?=
+DATASET ?= vitonhd
+EVALUATE := $(PY) -m leffa_pl.evaluation.evaluate
+VTON_DEMO_CKPT := runs/vton-demo/export/leffa.safetensors
+POSE_DEMO_CKPT := runs/pose-demo/export/leffa.safetensors
+EVAL_ARGS = $(if $(CKPT),--checkpoint $(CKPT)) $(if $(BASE_MODEL),--base-model $(BASE_MODEL)) $(if $(STEPS),--steps $(STEPS))
+
+.PHONY: eval-vton eval-deepfashion
+eval-vton: $(INSTALLED)
+ifeq ($(DATA),)
+	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
+	@echo "eval-vton: no DATA given -> generated VITON-HD sample (data/sample/zalando-hd-resized), model:" \
+	  "$(or $(wildcard $(VTON_DEMO_CKPT)),tiny model with random weights (no demo export; make train-vton makes one))"
+	$(EVALUATE) --dataset vitonhd --data data/sample/zalando-hd-resized --out runs/eval/vton-demo \
+	  --resolution $(or $(RES),256x192) --steps $(or $(STEPS),4) --batch-size 4 --num-workers 1 --accelerator cpu \
+	  $(if $(wildcard $(VTON_DEMO_CKPT)),--checkpoint $(VTON_DEMO_CKPT))
+else
+	$(EVALUATE) --dataset $(DATASET) --data $(DATA) --out $(or $(OUT),runs/eval/$(DATASET)) --resolution $(or $(RES),1024x768) \
+	  --pairing both --devices $(DEVICES) $(EVAL_ARGS)
+endif
+
+eval-deepfashion: $(INSTALLED)
+ifeq ($(DATA),)
+	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
+	@echo "eval-deepfashion: no DATA given -> generated DeepFashion sample (data/sample/deepfashion), model:" \
+	  "$(or $(wildcard $(POSE_DEMO_CKPT)),tiny model with random weights (no demo export))"
+	$(EVALUATE) --dataset deepfashion --data data/sample/deepfashion --out runs/eval/pose-demo \
+	  --resolution $(or $(RES),256x176) --steps $(or $(STEPS),4) --batch-size 4 --num-workers 1 --accelerator cpu \
+	  $(if $(wildcard $(POSE_DEMO_CKPT)),--checkpoint $(POSE_DEMO_CKPT))
+else
+	$(EVALUATE) --dataset deepfashion --data $(DATA) --out $(or $(OUT),runs/eval/deepfashion) --resolution $(or $(RES),256x176) \
+	  --devices $(DEVICES) $(EVAL_ARGS)
+endif

@@ -127,6 +127,10 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
         runs.append((pairing, source, out_dir, plan))
 
     del predictor, model  # free the generator's memory for the metric networks
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Scoring runs in this process alone (the other ranks stop after prediction): without the group,
+        # the metrics do not wait for ranks that are gone.
+        torch.distributed.destroy_process_group()
     score_options = ScoreOptions(batch_size=args.score_batch_size, num_workers=args.num_workers,
                                  device="cuda" if torch.cuda.is_available() else "cpu",
                                  cache_dir=args.cache_dir, allow_download=not args.offline,

@@ -179,7 +179,7 @@ def load_model(checkpoint: str | os.PathLike | None = None,
       ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
     - other files (``.pth``/``.safetensors``, the released layout, also our export): on ``base_model``'s
       configs, or on the tiny model's without one (the demo export).
-    - nothing: the tiny model with random weights; its images are meaningless (a pipeline check only).
+    - nothing: the tiny model with random weights (seed 0); its images are meaningless (a pipeline check).
     """
     if checkpoint is None:
         if base_model is not None:
@@ -187,7 +187,10 @@ def load_model(checkpoint: str | os.PathLike | None = None,
                                   "weights with --checkpoint")
         rank_zero_warn("no checkpoint given: the tiny model with RANDOM weights; the images and scores are "
                        "meaningless (a check of the pipeline only)")
-        return LeffaModel.tiny(), "tiny model, random weights (no checkpoint given)"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # the same weights in every process and run
+            model = LeffaModel.tiny()
+        return model, "tiny model, random weights (seed 0; no checkpoint given)"
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint}: no such file")

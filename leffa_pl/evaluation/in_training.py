@@ -1,0 +1,60 @@
+"""Scores of the validation samples generated during training, logged to the Lightning logger (TensorBoard)."""
+
+from __future__ import annotations
+
+import os
+
+import lightning.pytorch as pl
+
+from leffa_pl.evaluation.protocols import get_protocol
+from leffa_pl.evaluation.report import ScoreResult, log_results
+from leffa_pl.metrics.perceptual import build_lpips_network
+from leffa_pl.metrics.suite import PAIRED_METRICS, MetricSuite, quantize_images
+from leffa_pl.metrics.weights import WeightsUnavailable
+
+SET_METRICS_REASON = ("not computed inside training: the validation subset is too small for FID/KID. "
+                      "Run leffa-pl-evaluate on a checkpoint")
+
+
+class ValidationScores(pl.Callback):
+    """SSIM / LPIPS / PSNR of the generated validation samples of the first (paired) validation loader against
+    their targets, under ``protocol``'s settings; logged as ``<prefix>/<metric>`` with the Markdown report.
+
+    Uses the ``generated`` images that ``LeffaModule.validation_step`` returns. The metric states sync across
+    DDP ranks, so the values cover every rank's samples. Missing LPIPS weights are reported as not computed.
+    """
+
+    def __init__(self, protocol: str = "vton-paired", lpips_weights: str | os.PathLike | None = None,
+                 allow_download: bool = False, prefix: str = "val_scores") -> None:
+        self.protocol = get_protocol(protocol)
+        self.lpips_weights, self.allow_download, self.prefix = lpips_weights, allow_download, prefix
+        self.suite: MetricSuite | None = None
+        self.resolution: tuple[int, int] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        metrics = tuple(name for name in self.protocol.metrics if name in PAIRED_METRICS)
+        unavailable = {name: SET_METRICS_REASON for name in self.protocol.metrics if name not in PAIRED_METRICS}
+        network = None
+        if "lpips" in metrics:
+            try:
+                network = build_lpips_network(self.protocol.lpips_net, self.lpips_weights, self.allow_download)
+            except WeightsUnavailable as error:
+                unavailable["lpips"] = str(error)
+        self.suite = MetricSuite(metrics + tuple(unavailable), lpips_network=network, unavailable=unavailable)
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.suite.to(pl_module.device).reset()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if dataloader_idx != 0 or not isinstance(outputs, dict) or "generated" not in outputs:
+            return
+        self.resolution = tuple(outputs["generated"].shape[-2:])
+        self.suite.update(quantize_images(outputs["generated"]), quantize_images(batch["person"]))
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.resolution is None or trainer.sanity_checking:
+            return
+        result = ScoreResult.from_metrics(self.protocol.name, self.resolution, self.suite.compute(),
+                                          {"images": "the generated validation samples of the first loader"})
+        if trainer.is_global_zero and trainer.logger is not None:
+            log_results(result, trainer.logger, step=trainer.global_step, prefix=self.prefix)

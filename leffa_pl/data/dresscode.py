@@ -146,14 +146,6 @@ class DressCodeDataset(Dataset):
         """Every file the pairs need, for the checker."""
         return [f for pair in self.pairs for f in self._files(pair).values()]
 
-    def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
-        return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
-
-    def person_file(self, index: int) -> Path:
-        """The person image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         files = self._files(pair)
@@ -183,6 +175,14 @@ class DressCodeDataset(Dataset):
                                densepose=encode_densepose(views.labels["densepose"]),
                                loss_region=views.labels["loss_region"], person_id=person_id,
                                reference_id=reference_id, flow=views.flow)
+
+    def sample_ids(self, index: int) -> tuple[str, str]:
+        """``(person_id, reference_id)`` of a sample, without reading its files."""
+        return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
+
+    def person_file(self, index: int) -> Path:
+        """The person image of a sample: the evaluation's ground truth."""
+        return self._files(self.pairs[index])["person"].path
 
 
 def dresscode_augment(config: AugmentConfig) -> JointAugment:

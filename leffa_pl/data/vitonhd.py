@@ -165,14 +165,6 @@ class VitonHDDataset(Dataset):
         """Every file the pairs need, for the checker."""
         return [f for pair in self.pairs for f in self._files(pair).values()]
 
-    def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
-        return self.pairs[index].person, self.pairs[index].garment
-
-    def person_file(self, index: int) -> Path:
-        """The person image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
         files = self._files(pair)
@@ -206,6 +198,14 @@ class VitonHDDataset(Dataset):
                                densepose=image_to_tensor(encode_densepose(views.labels["densepose"])),
                                loss_region=views.labels["loss_region"], person_id=person_id,
                                reference_id=reference_id, flow=views.flow)
+
+    def sample_ids(self, index: int) -> tuple[str, str]:
+        """``(person_id, reference_id)`` of a sample, without reading its files."""
+        return self.pairs[index].person, self.pairs[index].garment
+
+    def person_file(self, index: int) -> Path:
+        """The person image of a sample: the evaluation's ground truth."""
+        return self._files(self.pairs[index])["person"].path
 
 
 def vitonhd_augment(config: AugmentConfig) -> JointAugment:

@@ -114,17 +114,16 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     options = PredictionOptions(batch_size=args.batch_size, num_workers=args.num_workers,
                                 accelerator=args.accelerator, devices=args.devices,
                                 strategy="ddp" if args.devices > 1 else "auto", precision=args.precision)
-    runs: list[tuple[str | None, pl.LightningDataModule, Path, PredictionPlan]] = []
+    runs: list[tuple[str | None, pl.LightningDataModule, Path, PredictionPlan | None]] = []
     for pairing in pairings:
         source = build_datamodule(args.dataset, args.data, resolution, pairing, args.batch_size,
                                   args.num_workers, args.category)
         out_dir = args.out / pairing if pairing else args.out
         log.info("predicting %s%s into %s with %s", args.dataset, f" ({pairing})" if pairing else "", out_dir,
                  model_description)
-        plan = predict_pairs(source, predictor, out_dir, options)
-        if plan is None:  # a secondary DDP rank: rank 0 scores
-            return []
-        runs.append((pairing, source, out_dir, plan))
+        runs.append((pairing, source, out_dir, predict_pairs(source, predictor, out_dir, options)))
+    if any(plan is None for *_, plan in runs):  # a secondary DDP rank: rank 0 scores
+        return []
 
     del predictor, model  # free the generator's memory for the metric networks
     if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -123,8 +123,9 @@ class ShardSampler(DistributedSampler):
 
     Padding would give some pairs twice (written twice, concurrently, and counted twice). Lightning's own
     predict sampler (``UnrepeatedDistributedSampler``) does not pad either but refuses a rank with no
-    sample, which happens when fewer pairs remain than there are devices; a rank may be idle here, as
-    prediction has no collective per batch. Lightning leaves a ``DistributedSampler`` it is given alone.
+    sample, which happens when fewer pairs remain than there are devices; a rank may be idle here
+    (``PairPredictionData`` allows it), as prediction has no collective per batch. Lightning leaves a
+    ``DistributedSampler`` it is given alone.
     """
 
     def __init__(self, dataset: Subset, num_replicas: int, rank: int) -> None:
@@ -150,6 +151,7 @@ class PairPredictionData(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.dataset: PairDataset | None = None
         self.plan: PredictionPlan | None = None
+        self.allow_zero_length_dataloader_with_multiple_devices = True  # see ShardSampler
 
     def setup(self, stage: str | None = None) -> None:
         self.source.setup("predict")

@@ -295,3 +295,4 @@ def test_sample_keeps_the_clothes_of_a_person_across_poses(sample):
         assert dense.format == "PNG" and dense.mode == "RGB"
     iuv = deepfashion.read_iuv(sample / "densepose" / f"{names[0][:-4]}.png")
     assert set(np.unique(iuv[..., 2])) >= {0, 2, 23, 24} and iuv[iuv[..., 2] > 0, 0].std() > 20  # U varies
+

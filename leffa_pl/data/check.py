@@ -126,7 +126,7 @@ DATASETS: dict[str, Callable[[argparse.Namespace], object]] = {"vitonhd": _viton
 def main(argv: Sequence[str] | None = None) -> int:
     """``leffa-pl-check-data ROOT --dataset NAME``: exit 0 when every file is fine, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="leffa-pl-check-data", description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="dataset root (e.g. data/zalando-hd-resized, data/DressCode, data/deepfashion)")
+    parser.add_argument("root", help="dataset root (data/zalando-hd-resized, data/DressCode, data/deepfashion, ...)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--splits", nargs="+", help="splits to walk (default: all of the dataset's splits)")
     parser.add_argument("--level", default="decode", choices=["exists", "open", "decode"],

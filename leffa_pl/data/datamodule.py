@@ -8,8 +8,9 @@ a Dataset for a split (``_dataset``) that can list its files (``required_files()
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
-``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP Lightning injects the DistributedSampler. Shuffling and augmentation are
-reproducible under ``lightning.seed_everything(seed, workers=True)``.
+``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP
+Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
+``lightning.seed_everything(seed, workers=True)``.
 """
 
 from __future__ import annotations
@@ -300,10 +301,11 @@ class DeepFashionDataModule(PersonImageDataModule):
         return self._split_pairs.get(split, deepfashion.SplitPairs(pairs=[]))
 
     def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        augment_with = self.augment_config if augment else None
         return deepfashion.DeepFashionDataset(
             self.root, pairs, resolution, layout=deepfashion.image_layout(self.root, split),
             keypoints=self.split_pairs(split).keypoints,
-            augment=deepfashion.deepfashion_augment(self.augment_config) if augment and self.augment_config else None)
+            augment=deepfashion.deepfashion_augment(augment_with) if augment_with else None)
 
     def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
         """The base walk plus the files whose absence made pairs be skipped (so the command exits 1)."""

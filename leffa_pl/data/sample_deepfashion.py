@@ -50,7 +50,8 @@ def _part_axes(pose: Pose, height: int, width: int) -> dict[str, tuple[np.ndarra
         axes[f"{side}_hand"] = (wrist, wrist + (wrist - elbow) * 0.36)
         hip, knee, ankle = pose[f"{side}_hip"], pose[f"{side}_knee"], pose[f"{side}_ankle"]
         axes[f"{side}_upper_leg"], axes[f"{side}_lower_leg"] = (hip, knee), (knee, ankle)
-        axes[f"{side}_foot"] = (ankle - [outward * 0.03 * width, 0], ankle + [outward * 0.07 * width, 0.02 * height])
+        axes[f"{side}_foot"] = (ankle - [outward * 0.03 * width, 0],
+                                ankle + [outward * 0.07 * width, 0.02 * height])
     return axes
 
 

@@ -64,7 +64,9 @@ ifeq ($(DATA),)
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
 	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
 	$(CLI) fit $(POSE_DEMO) --trainer.max_steps=20
-	$(CLI) fit $(POSE_DEMO) --trainer.strategy=ddp --trainer.devices=2 --ckpt_path=runs/pose-demo/checkpoints/last.ckpt
+	@# Cross-attention (attn2) weights are kept but never used (leffa.md), so they get no gradient: DDP must be told.
+	$(CLI) fit $(POSE_DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
+	  --ckpt_path=runs/pose-demo/checkpoints/last.ckpt
 else
 	@echo "train-pose: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
 	$(CLI) fit --config configs/trainer/gpu.yaml --config configs/data/deepfashion.yaml --config configs/stages/pose_paper.yaml \

@@ -51,6 +51,7 @@ class FileReport:
     pairs: int = 0
     files: int = 0
     problems: list[FileProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # dataset-specific lines printed under the summary
 
     @property
     def ok(self) -> bool:
@@ -75,9 +76,10 @@ class FileReport:
         head = (f"{self.name} at {self.root}: {self.pairs} pairs, {self.files} files checked "
                 f"(level '{self.level}')")
         if self.ok:
-            return f"{head}: OK"
+            return "\n".join([f"{head}: OK"] + self.notes)
         missing = sum(p.missing for p in self.problems)
-        lines = [f"{head}: {missing} missing, {len(self.problems) - missing} unreadable", "per folder:"]
+        lines = [f"{head}: {missing} missing, {len(self.problems) - missing} unreadable", *self.notes,
+                 "per folder:"]
         for folder, counts in self.per_folder().items():
             lines.append(f"  {folder}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
         lines.append("files:")
@@ -110,14 +112,21 @@ def _dresscode(args: argparse.Namespace):
     return DressCodeDataModule(root=args.root, category=args.category)
 
 
+def _deepfashion(args: argparse.Namespace):
+    from leffa_pl.data.datamodule import DeepFashionDataModule
+
+    return DeepFashionDataModule(root=args.root)
+
+
 # Dataset name -> factory of a data module (it has ``splits`` and ``check_files(splits, level, workers)``).
-DATASETS: dict[str, Callable[[argparse.Namespace], object]] = {"vitonhd": _vitonhd, "dresscode": _dresscode}
+DATASETS: dict[str, Callable[[argparse.Namespace], object]] = {"vitonhd": _vitonhd, "dresscode": _dresscode,
+                                                               "deepfashion": _deepfashion}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``leffa-pl-check-data ROOT --dataset NAME``: exit 0 when every file is fine, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="leffa-pl-check-data", description=__doc__.splitlines()[0])
-    parser.add_argument("root", help="dataset root (e.g. data/zalando-hd-resized or data/DressCode)")
+    parser.add_argument("root", help="dataset root (data/zalando-hd-resized, data/DressCode, data/deepfashion, ...)")
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
     parser.add_argument("--splits", nargs="+", help="splits to walk (default: all of the dataset's splits)")
     parser.add_argument("--level", default="decode", choices=["exists", "open", "decode"],

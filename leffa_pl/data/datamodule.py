@@ -1,4 +1,4 @@
-"""LightningDataModules: a dataset-independent base and the VITON-HD and DressCode modules.
+"""LightningDataModules: a dataset-independent base and the VITON-HD, DressCode and DeepFashion modules.
 
 The base owns what every dataset shares: the current stage (``resolution``, ``batch_size``, changed
 with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
@@ -7,9 +7,10 @@ with the checker's report. A dataset plugs in by reading its pair lists (``_read
 a Dataset for a split (``_dataset``) that can list its files (``required_files()``).
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
-unpaired: ``dataloader_idx`` 0 and 1); ``test_dataloader``/``predict_dataloader`` serve the whole
-``test_split``. Under DDP Lightning injects the DistributedSampler. Shuffling and augmentation are
-reproducible under ``lightning.seed_everything(seed, workers=True)``.
+unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
+``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP
+Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
+``lightning.seed_everything(seed, workers=True)``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from typing import Any, Literal, Protocol, Sequence
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from leffa_pl.data import dresscode, vitonhd
+from leffa_pl.data import deepfashion, dresscode, vitonhd
 from leffa_pl.data.check import CheckLevel, DatasetFilesError, FileProblem, FileReport, walk_files
 from leffa_pl.data.io import DataFileError, RequiredFile
 from leffa_pl.data.transforms import AugmentConfig
@@ -68,6 +69,11 @@ class PersonImageDataModule(LightningDataModule):
         self._announced = False
 
     # -- what a dataset provides ------------------------------------------------------------------
+    @property
+    def val_names(self) -> list[str]:
+        """Names of the validation loaders (TensorBoard tags): ``test_paired`` -> ``paired``."""
+        return [split.removeprefix("test_") for split in self.val_splits]
+
     @property
     def test_split(self) -> str:
         """The split served by ``test_dataloader``/``predict_dataloader``."""
@@ -252,3 +258,68 @@ class DressCodeDataModule(PersonImageDataModule):
         flow = " ground-truth flow: yes." if dresscode.has_flow(self.root, "train", self.category) else ""
         return (f"DressCode ({self.category}) at {self.root}; inpaint masks computed from label maps + keypoints "
                 f"(no precomputed masks in DressCode).{flow}")
+
+
+class DeepFashionDataModule(PersonImageDataModule):
+    """DeepFashion In-shop pose transfer (``deepfashion.py``): reference = ``from``, person = ``to``, DensePose
+    IUV of ``to``, inpaint mask all ones, loss region = dilated DensePose foreground.
+
+    Splits ``train`` and ``test`` (one test pairing: validation is one loader over ``val_size`` evenly spaced
+    test pairs). Pairs whose images or target DensePose map are missing are skipped, and the count is logged
+    as a warning when the split's pairs are first read; ``leffa-pl-check-data ROOT --dataset deepfashion``
+    lists those files and exits 1. No horizontal flips (see ``deepfashion.py``).
+    """
+
+    name = "DeepFashion"
+    splits = deepfashion.SPLITS
+    val_splits = ("test",)
+
+    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176),
+                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
+                 persistent_workers: bool = False, val_size: int = 8, augment: bool = True, affine_p: float = 0.5,
+                 color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
+        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
+                         augment, 0.0, affine_p, color_p, file_check, check_workers)
+        self.save_hyperparameters()
+        self._split_pairs: dict[str, deepfashion.SplitPairs] = {}
+
+    @property
+    def test_split(self) -> str:
+        return "test"
+
+    def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
+        read = deepfashion.read_pairs(self.root, split)
+        self._split_pairs[split] = read
+        if read.skipped_pairs:
+            rank_zero_warn(f"[leffa_pl.data] DeepFashion {split}: {read.skip_summary()}; "
+                           f"`leffa-pl-check-data {self.root} --dataset deepfashion` lists them")
+        return read.pairs, read.problems
+
+    def split_pairs(self, split: str) -> deepfashion.SplitPairs:
+        """Everything read for ``split``: usable pairs, problems, skipped pairs and missing files, keypoints."""
+        self.pairs(split)
+        return self._split_pairs.get(split, deepfashion.SplitPairs(pairs=[]))
+
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+        augment_with = self.augment_config if augment else None
+        return deepfashion.DeepFashionDataset(
+            self.root, pairs, resolution, layout=deepfashion.image_layout(self.root, split),
+            keypoints=self.split_pairs(split).keypoints,
+            augment=deepfashion.deepfashion_augment(augment_with) if augment_with else None)
+
+    def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
+        """The base walk plus the files whose absence made pairs be skipped (so the command exits 1)."""
+        report = super().check_files(splits, level, workers)
+        for split in splits:
+            read = self.split_pairs(split)
+            report.problems += read.missing
+            if read.skipped_pairs:
+                report.notes.append(f"{split}: {read.skip_summary()}")
+        return report
+
+    def describe(self) -> str:
+        layout = deepfashion.image_layout(self.root, "train")
+        images = "train_highres/, test_highres/" if layout == "flat" else f"{deepfashion.NESTED_FOLDER}/ (nested)"
+        return (f"DeepFashion at {self.root}; images from {images}, DensePose IUV from "
+                f"{deepfashion.DENSEPOSE_FOLDER}/; inpaint mask all ones, loss region = dilated DensePose "
+                "foreground; no horizontal flips.")

@@ -20,12 +20,11 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from leffa_pl.data import masks
 from leffa_pl.data.check import FileProblem
-from leffa_pl.data.io import (DataFileError, RequiredFile, read_json, read_label, read_npz, read_pair_list,
-                              read_rgb)
+from leffa_pl.data.io import (DataFileError, PairFilesDataset, RequiredFile, read_json, read_label,
+                              read_npz, read_pair_list, read_rgb)
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, resize_views)
 
@@ -114,7 +113,7 @@ def encode_densepose(parts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(parts.astype(np.float32) / 127.5 - 1.0)[None].repeat(3, 1, 1)
 
 
-class DressCodeDataset(Dataset):
+class DressCodeDataset(PairFilesDataset[DressCodePair]):
     """Contract samples (see ``contract.py``) for DressCode pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[DressCodePair], resolution: tuple[int, int],
@@ -125,9 +124,6 @@ class DressCodeDataset(Dataset):
         self.with_flow = with_flow
         self.augment = augment
         self._randomness = SampleRandomness()
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
     def _files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
         person, garment = self.root / pair.person_category, self.root / pair.garment_category
@@ -141,10 +137,6 @@ class DressCodeDataset(Dataset):
         if self.with_flow:
             files["flow"] = RequiredFile(person / FLOW_FOLDER / f"{pair.person}.npz", "npz")
         return files
-
-    def required_files(self) -> list[RequiredFile]:
-        """Every file the pairs need, for the checker."""
-        return [f for pair in self.pairs for f in self._files(pair).values()]
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]

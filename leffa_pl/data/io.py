@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, Sequence, TypeVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 FileKind = Literal["rgb", "label", "gray", "json", "npz"]
 
@@ -35,6 +36,25 @@ class RequiredFile:
     kind: FileKind
 
 
+PairT = TypeVar("PairT")
+
+
+class PairFilesDataset(Dataset, Generic[PairT]):
+    """A Dataset over ``pairs`` whose samples read the files ``_files(pair)`` names; the checker walks them."""
+
+    pairs: Sequence[PairT]
+
+    def _files(self, pair: PairT) -> dict[str, RequiredFile]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def required_files(self) -> list[RequiredFile]:
+        """Every file the pairs need, for the checker."""
+        return [f for pair in self.pairs for f in self._files(pair).values()]
+
+
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
         with Image.open(path) as image:
@@ -46,6 +66,11 @@ def _open_image(path: Path, mode: str | None) -> np.ndarray:
         raise DataFileError(path, "file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataFileError(path, f"unreadable image ({error})") from None
+
+
+def read_stored(path: str | Path) -> np.ndarray:
+    """Read an image as stored (no mode conversion), e.g. to check that a map really is RGB."""
+    return _open_image(Path(path), None)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:

@@ -130,3 +130,16 @@ def dresscode_inpaint_mask(labels: np.ndarray, keypoints: np.ndarray, category: 
 def dresscode_garment_region(labels: np.ndarray, category: DressCodeCategory) -> np.ndarray:
     """The garment of ``category`` as worn (bool)."""
     return np.isin(labels, ATR_REGION[category])
+
+
+# Pose transfer: DensePose covers the body surface only (not hair, loose clothes, skirts), so its
+# foreground is grown by a disc of this diameter (at 512 px height) to cover what the reference explains.
+DENSEPOSE_REGION_DILATION = 21
+
+
+def densepose_foreground_region(parts: np.ndarray) -> np.ndarray:
+    """Dilated DensePose foreground (bool): part index != 0, grown by ``DENSEPOSE_REGION_DILATION`` scaled
+    to the map's height, so the region covers the same part of the person at every resolution."""
+    size = scaled(DENSEPOSE_REGION_DILATION, parts.shape[0])
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return cv2.dilate((parts != 0).astype(np.uint8), kernel).astype(bool)

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -266,9 +266,11 @@ class Person:
     flow: np.ndarray  # [2, H, W] float32, NaN outside the visible garment
 
 
-def draw_person(rng: np.random.Generator, height: int, width: int, outfit: dict[int, bool]) -> Person:
-    """A person wearing ``outfit`` ({garment kind: textured?}, exactly one textured)."""
-    pose = random_pose(rng, height, width)
+def draw_person(rng: np.random.Generator, height: int, width: int, outfit: dict[int, bool],
+                pose: Pose | None = None) -> Person:
+    """A person wearing ``outfit`` ({garment kind: textured?}, exactly one textured) in ``pose`` (default: a
+    random pose drawn from ``rng``). With a given pose, equally seeded ``rng`` give the same appearance."""
+    pose = pose if pose is not None else random_pose(rng, height, width)
     parts = body_parts(pose, height, width)
     worn = {kind: wear(rng, kind, pose, height, width, plain=not textured) for kind, textured in outfit.items()}
     semantic = np.full((height, width), BG, np.uint8)
@@ -474,7 +476,7 @@ def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tu
     return root
 
 
-def _write_if_missing(target: Path, write) -> bool:
+def write_if_missing(target: Path, write: Callable[[Path], object]) -> bool:
     """Write into a temporary sibling and rename, so an interrupted run never leaves half a dataset."""
     if target.exists():
         print(f"{target}: exists, left as it is")
@@ -509,10 +511,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if "vitonhd" in args.datasets:
-        _write_if_missing(out / "zalando-hd-resized",
-                          lambda path: make_vitonhd(path, args.train, args.test, args.size, args.seed))
+        write_if_missing(out / "zalando-hd-resized",
+                         lambda path: make_vitonhd(path, args.train, args.test, args.size, args.seed))
     if "dresscode" in args.datasets:
-        _write_if_missing(out / "DressCode", lambda path: make_dresscode(
+        write_if_missing(out / "DressCode", lambda path: make_dresscode(
             path, max(1, args.train // 3), max(2, args.test // 2), args.size, args.seed))
     return 0
 

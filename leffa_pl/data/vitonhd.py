@@ -21,11 +21,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
-from torch.utils.data import Dataset
 
 from leffa_pl.data import masks
-from leffa_pl.data.io import (DataFileError, RequiredFile, read_gray, read_json, read_label, read_npz,
-                              read_pair_list, read_rgb)
+from leffa_pl.data.io import (DataFileError, PairFilesDataset, RequiredFile, read_gray, read_json,
+                              read_label, read_npz, read_pair_list, read_rgb)
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, image_to_tensor, resize_views)
 
@@ -126,7 +125,7 @@ def read_openpose(path: Path) -> np.ndarray:
     return xy
 
 
-class VitonHDDataset(Dataset):
+class VitonHDDataset(PairFilesDataset[VitonHDPair]):
     """Contract samples (see ``contract.py``) for a list of VITON-HD pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[VitonHDPair], resolution: tuple[int, int],
@@ -138,9 +137,6 @@ class VitonHDDataset(Dataset):
         self.with_flow = with_flow
         self.augment = augment
         self._randomness = SampleRandomness()
-
-    def __len__(self) -> int:
-        return len(self.pairs)
 
     def _path(self, pair: VitonHDPair, folder: str, name: str) -> Path:
         return self.root / pair.folder / folder / name
@@ -160,10 +156,6 @@ class VitonHDDataset(Dataset):
         if self.with_flow:
             files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz")
         return files
-
-    def required_files(self) -> list[RequiredFile]:
-        """Every file the pairs need, for the checker."""
-        return [f for pair in self.pairs for f in self._files(pair).values()]
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]

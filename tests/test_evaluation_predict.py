@@ -211,3 +211,21 @@ def test_two_ddp_processes_write_each_pair_once(root, reference, tmp_path):
     for pairing in ("paired", "unpaired"):
         assert len(list((tmp_path / pairing).glob("*.png"))) == N_TEST
         assert json.loads((tmp_path / pairing / "metrics.json").read_text())["n_generated"] == N_TEST
+
+
+def test_evaluate_deepfashion_scores_every_test_pair_against_the_training_images(tmp_path):
+    from leffa_pl.data import sample_deepfashion
+
+    root = sample_deepfashion.make_deepfashion(tmp_path / "deepfashion", train_people=1, test_people=1, views=2,
+                                               size=(110, 75), seed=2)
+    out = tmp_path / "eval"
+    assert evaluate.main(["--dataset", "deepfashion", "--data", str(root), "--out", str(out), "--resolution",
+                          "80x56", "--steps", "1", "--guidance-scale", "1", "--num-workers", "0",
+                          "--accelerator", "cpu", "--offline", "--cache-dir", str(tmp_path / "cache")]) == 0
+    pairs = [line.split(",") for line in (root / "fasion-resize-pairs-test.csv").read_text().split()[1:]]
+    assert sorted(path.name for path in out.glob("*.png")) == sorted(
+        f"{Path(source).stem}__to__{Path(target).stem}.png" for source, target in pairs)
+    stored = json.loads((out / "metrics.json").read_text())
+    assert (stored["protocol"], stored["n_generated"], stored["n_paired"]) == ("deepfashion", 2, 2)
+    assert stored["n_real"] == len((root / "train.lst").read_text().split())  # all training images
+    assert set(stored["values"]) == {"ssim_gaussian", "ssim_uniform51", "psnr"}

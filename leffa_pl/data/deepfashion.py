@@ -345,6 +345,10 @@ class DeepFashionDataset(PairFilesDataset[DeepFashionPair]):
                                loss_region=masks.densepose_foreground_region(iuv[..., 2]).astype(np.uint8),
                                person_id=pair.person, reference_id=pair.reference)
 
+    def sample_ids(self, index: int) -> tuple[str, str]:
+        """``(person_id, reference_id)`` of a sample, without reading its files."""
+        return self.pairs[index].person, self.pairs[index].reference
+
 
 def deepfashion_augment(config: AugmentConfig) -> JointAugment:
     """Shift/scale and colour jitter; horizontal flips are refused (see the module docstring)."""

@@ -172,10 +172,6 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
         """``(person_id, reference_id)`` of a sample, without reading its files."""
         return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
 
-    def person_file(self, index: int) -> Path:
-        """The person image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
 
 def dresscode_augment(config: AugmentConfig) -> JointAugment:
     """Joint augmentation with the DensePose left/right parts swapped under flips."""

@@ -54,6 +54,10 @@ class PairFilesDataset(Dataset, Generic[PairT]):
         """Every file the pairs need, for the checker."""
         return [f for pair in self.pairs for f in self._files(pair).values()]
 
+    def person_file(self, index: int) -> Path:
+        """The person (target) image of a sample: the evaluation's ground truth."""
+        return self._files(self.pairs[index])["person"].path
+
 
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:

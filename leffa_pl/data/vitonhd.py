@@ -195,10 +195,6 @@ class VitonHDDataset(PairFilesDataset[VitonHDPair]):
         """``(person_id, reference_id)`` of a sample, without reading its files."""
         return self.pairs[index].person, self.pairs[index].garment
 
-    def person_file(self, index: int) -> Path:
-        """The person image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
 
 def vitonhd_augment(config: AugmentConfig) -> JointAugment:
     """Joint augmentation with the DensePose left/right parts swapped under flips."""

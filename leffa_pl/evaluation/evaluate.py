@@ -21,13 +21,14 @@ import lightning.pytorch as pl
 import torch
 
 from leffa_pl.data.check import DatasetFilesError
-from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
+from leffa_pl.data import deepfashion
+from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.io import DataFileError
 from leffa_pl.evaluation.images import ImageReadError
 from leffa_pl.evaluation.predict import (LeffaPredictor, PairDataset, PredictionOptions, PredictionPlan,
                                          load_model, predict_pairs)
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
-from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, read_image_list, score_images
+from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, score_images
 from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.sampler import SCHEDULERS, SamplerSettings
 
@@ -60,10 +61,6 @@ def build_datamodule(dataset: str, root: Path, resolution: tuple[int, int], pair
     if dataset == "dresscode":
         return DressCodeDataModule(category=category, test_pairing=pairing, **common)
     if dataset == "deepfashion":
-        try:
-            from leffa_pl.data.datamodule import DeepFashionDataModule
-        except ImportError:
-            raise EvaluationInputError("DeepFashion: this checkout has no DeepFashionDataModule") from None
         return DeepFashionDataModule(**common)
     raise EvaluationInputError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
 
@@ -73,15 +70,27 @@ def protocol_for(dataset: str, pairing: str | None) -> str:
     return "deepfashion" if dataset == "deepfashion" else TRY_ON_PROTOCOLS[pairing]
 
 
-def real_set(dataset: str, source: pl.LightningDataModule, predicted: PairDataset,
-             root: Path) -> tuple[list[Path], str]:
+def real_set(dataset: str, predicted: PairDataset, root: Path) -> tuple[list[Path], str]:
     """The FID/KID real images of evaluation.md and a line describing them."""
     if dataset == "deepfashion":
-        # all training images, listed in train.lst, in the folder that holds the training targets
-        folder = source.train_dataloader().dataset.person_file(0).parent
-        return read_image_list(root / "train.lst", folder), f"all training images ({root / 'train.lst'})"
+        return deepfashion_training_images(root), f"all training images ({root / 'train.lst'})"
     persons = sorted({predicted.person_file(index) for index in range(len(predicted))})
     return persons, f"the {len(persons)} test person images of the split"
+
+
+def deepfashion_training_images(root: Path) -> list[Path]:
+    """The images named in ``train.lst``, where the data module reads them (flat or nested layout)."""
+    try:
+        names = deepfashion.read_split_list(root / "train.lst")
+        layout = deepfashion.image_layout(root, "train")
+        paths = [deepfashion.image_path(root, "train", name, layout) for name in names]
+    except (DataFileError, ValueError) as error:
+        raise ScoreInputError(f"the DeepFashion FID real set: {error}") from None
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise ScoreInputError(f"{root / 'train.lst'}: {len(missing)} of {len(paths)} training images are missing "
+                              f"(the FID real set is all of them), e.g. {', '.join(missing[:3])}")
+    return paths
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -138,7 +147,7 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     for pairing, source, out_dir, plan in runs:
         dataset = source.predict_dataloader().dataset
         targets = [dataset.person_file(index) for index in plan.unique]
-        real_images, real_description = real_set(args.dataset, source, dataset, args.data)
+        real_images, real_description = real_set(args.dataset, dataset, args.data)
         result = score_images(plan.files, protocol_for(args.dataset, pairing), targets, real_images,
                               score_options)
         result.details.update({
@@ -149,6 +158,9 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
             "generated_folder": str(out_dir),
             "real_set": real_description,
         })
+        if isinstance(source, DeepFashionDataModule) and source.split_pairs(source.test_split).skipped_pairs:
+            # the protocol scores every test pair: say which could not be generated
+            result.details["skipped_test_pairs"] = source.split_pairs(source.test_split).skip_summary()
         write_report(result, out_dir)
         results.append(result)
     return results

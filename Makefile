@@ -100,7 +100,7 @@ ifeq ($(DATA),)
 	@echo "eval-vton: no DATA given -> generated VITON-HD sample (data/sample/zalando-hd-resized), model:" \
 	  "$(or $(wildcard $(VTON_DEMO_CKPT)),tiny model with random weights (no demo export; make train-vton makes one))"
 	$(EVALUATE) --dataset vitonhd --data data/sample/zalando-hd-resized --out runs/eval/vton-demo \
-	  --resolution $(or $(RES),256x192) --steps $(or $(STEPS),4) --batch-size 4 --num-workers 1 --accelerator cpu \
+	  --resolution $(or $(RES),128x96) --steps $(or $(STEPS),10) --batch-size 4 --num-workers 1 --accelerator cpu \
 	  $(if $(wildcard $(VTON_DEMO_CKPT)),--checkpoint $(VTON_DEMO_CKPT))
 else
 	$(EVALUATE) --dataset $(DATASET) --data $(DATA) --out $(or $(OUT),runs/eval/$(DATASET)) --resolution $(or $(RES),1024x768) \
@@ -113,7 +113,7 @@ ifeq ($(DATA),)
 	@echo "eval-deepfashion: no DATA given -> generated DeepFashion sample (data/sample/deepfashion), model:" \
 	  "$(or $(wildcard $(POSE_DEMO_CKPT)),tiny model with random weights (no demo export))"
 	$(EVALUATE) --dataset deepfashion --data data/sample/deepfashion --out runs/eval/pose-demo \
-	  --resolution $(or $(RES),256x176) --steps $(or $(STEPS),4) --batch-size 4 --num-workers 1 --accelerator cpu \
+	  --resolution $(or $(RES),128x88) --steps $(or $(STEPS),10) --batch-size 4 --num-workers 1 --accelerator cpu \
 	  $(if $(wildcard $(POSE_DEMO_CKPT)),--checkpoint $(POSE_DEMO_CKPT))
 else
 	$(EVALUATE) --dataset deepfashion --data $(DATA) --out $(or $(OUT),runs/eval/deepfashion) --resolution $(or $(RES),256x176) \

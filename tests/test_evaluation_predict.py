@@ -16,8 +16,8 @@ from PIL import Image
 from leffa_pl.data import sample_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.evaluation import evaluate
-from leffa_pl.evaluation.predict import (LeffaPredictor, PredictionOptions, load_model, output_name,
-                                         plan_predictions, predict_pairs, safe_id)
+from leffa_pl.evaluation.predict import (LeffaPredictor, OutputFolderError, PredictionOptions, load_model,
+                                         output_name, plan_predictions, predict_pairs, safe_id)
 from leffa_pl.evaluation.score import target_id
 from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.leffa_model import LeffaModel
@@ -118,6 +118,10 @@ def test_every_pair_gets_one_png_and_a_rerun_generates_nothing(root, model, refe
     assert again.generated == 0 and again.batches == 0
     assert {path.name: path.stat().st_mtime_ns for path in tmp_path.glob("*.png")} == stamps
     assert plan.pending == [] and len(plan.files) == N_TEST
+
+    other = LeffaPredictor(model, SamplerSettings(num_inference_steps=3, guidance_scale=1.0), seed=42)
+    with pytest.raises(OutputFolderError, match="other settings .*'num_inference_steps': 2.*3"):
+        predict_pairs(data(root), other, tmp_path, PredictionOptions(accelerator="cpu", progress=False))
 
 
 def test_an_interrupted_run_resumes_and_finishes(root, model, reference, tmp_path):

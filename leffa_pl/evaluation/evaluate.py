@@ -25,8 +25,8 @@ from leffa_pl.data import deepfashion
 from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.io import DataFileError
 from leffa_pl.evaluation.images import ImageReadError
-from leffa_pl.evaluation.predict import (LeffaPredictor, PairDataset, PredictionOptions, PredictionPlan,
-                                         load_model, predict_pairs)
+from leffa_pl.evaluation.predict import (LeffaPredictor, OutputFolderError, PairDataset, PredictionOptions,
+                                         PredictionPlan, load_model, predict_pairs)
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, score_images
 from leffa_pl.model.checkpoint import CheckpointError
@@ -119,7 +119,7 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, repaint=args.repaint,
                                reference_acceleration=args.reference_acceleration)
-    predictor = LeffaPredictor(model, settings, seed=args.seed)
+    predictor = LeffaPredictor(model, settings, seed=args.seed, description=model_description)
     options = PredictionOptions(batch_size=args.batch_size, num_workers=args.num_workers,
                                 accelerator=args.accelerator, devices=args.devices,
                                 strategy="ddp" if args.devices > 1 else "auto", precision=args.precision)
@@ -207,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results = evaluate(args)
     except (EvaluationInputError, CheckpointError, DatasetFilesError, DataFileError, ScoreInputError,
-            ImageReadError) as error:
+            ImageReadError, OutputFolderError) as error:
         print(f"leffa-pl-evaluate: error: {error}", file=sys.stderr)
         return 2
     for result in results:

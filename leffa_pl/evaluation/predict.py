@@ -7,17 +7,19 @@ inside an id shortened to ``_to_``: ``00006_00.jpg`` -> ``00006_00``, ``a/b c.jp
 
 A run first lists the pairs whose PNG is missing and generates only those, so an interrupted run resumes
 where it stopped; PNGs are written atomically (temporary file, then rename), so a file that exists is whole.
+``prediction.json`` records the model, resolution, sampler settings and seed: resuming with others is refused.
 Every pair has its own generator, seeded from the seed and its ids, so an image does not depend on the batch
 it fell in or on the number of devices.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import zlib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Protocol, Sequence
 
@@ -38,6 +40,7 @@ TARGET_SEPARATOR = "__to__"  # as leffa_pl.evaluation.score reads it
 ID_SUFFIXES = (".jpg", ".jpeg", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 LIGHTNING_SUFFIX = ".ckpt"
+MANIFEST = "prediction.json"
 log = logging.getLogger(__name__)
 
 
@@ -118,6 +121,26 @@ def remove_stale_temporaries(out_dir: Path) -> None:
         stale.unlink(missing_ok=True)
 
 
+class OutputFolderError(ValueError):
+    """An output folder holding images generated with other settings."""
+
+
+def check_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
+    """Record how the images of ``out_dir`` are generated (``prediction.json``); resuming into a folder whose
+    images came from another model, resolution, sampler or seed is refused, as the PNGs would be mixed."""
+    path = out_dir / MANIFEST
+    wanted = json.loads(json.dumps(manifest))
+    if not path.is_file():
+        path.write_text(json.dumps(wanted, indent=2) + "\n")
+        return
+    stored = json.loads(path.read_text())
+    changed = [f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in wanted.items()
+               if stored.get(key) != value]
+    if changed:
+        raise OutputFolderError(f"{out_dir}: holds images generated with other settings ({'; '.join(changed)}). "
+                                f"Give another output folder, or empty this one to start again")
+
+
 class ShardSampler(DistributedSampler):
     """Indices ``rank::num_replicas`` in order, without the padding of ``DistributedSampler``.
 
@@ -145,9 +168,9 @@ class PairPredictionData(pl.LightningDataModule):
     """
 
     def __init__(self, source: pl.LightningDataModule, out_dir: str | os.PathLike, batch_size: int = 1,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, manifest: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self.source, self.out_dir = source, Path(out_dir)
+        self.source, self.out_dir, self.manifest = source, Path(out_dir), dict(manifest or {})
         self.batch_size, self.num_workers = batch_size, num_workers
         self.dataset: PairDataset | None = None
         self.plan: PredictionPlan | None = None
@@ -156,12 +179,20 @@ class PairPredictionData(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.source.setup("predict")
         self.dataset = self.source.predict_dataloader().dataset
-        plan = None
+        plan: PredictionPlan | Exception | None = None
         if self.trainer is None or self.trainer.is_global_zero:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.out_dir)
-            plan = plan_predictions(self.dataset, self.out_dir)
-        self.plan = self.trainer.strategy.broadcast(plan, src=0) if self.trainer is not None else plan
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                check_manifest(self.out_dir, self.manifest)
+                remove_stale_temporaries(self.out_dir)
+                plan = plan_predictions(self.dataset, self.out_dir)
+            except (OutputFolderError, ValueError, TypeError) as error:
+                plan = error  # raised on every rank below, so that none waits for the others
+        if self.trainer is not None:
+            plan = self.trainer.strategy.broadcast(plan, src=0)
+        if isinstance(plan, Exception):
+            raise plan
+        self.plan = plan
 
     def predict_dataloader(self) -> DataLoader:
         subset = Subset(self.dataset, self.plan.pending)
@@ -237,11 +268,13 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None)
 class LeffaPredictor(pl.LightningModule):
     """Generates a batch of the data contract with ``LeffaSampler``; one generator per pair."""
 
-    def __init__(self, model: LeffaModel, settings: SamplerSettings | None = None, seed: int = 0) -> None:
+    def __init__(self, model: LeffaModel, settings: SamplerSettings | None = None, seed: int = 0,
+                 description: str = "") -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.settings = settings or SamplerSettings()
         self.seed = seed
+        self.description = description  # what the model is (``load_model``), recorded with the images
         self.sampler = LeffaSampler(self.model, self.settings)
 
     def generators(self, batch: Mapping[str, Any]) -> list[torch.Generator]:
@@ -304,7 +337,9 @@ def predict_pairs(source: pl.LightningDataModule, predictor: LeffaPredictor, out
     the other ranks, which under DDP run the calling script too and should stop there.
     """
     options = options or PredictionOptions()
-    data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers)
+    manifest = {"model": predictor.description, "resolution": list(getattr(source, "resolution", ())),
+                "sampler": asdict(predictor.settings), "seed": predictor.seed}
+    data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers, manifest)
     trainer = pl.Trainer(accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,
                          precision=options.precision, logger=False, enable_checkpointing=False,
                          enable_progress_bar=options.progress, enable_model_summary=False,

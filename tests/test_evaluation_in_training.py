@@ -31,7 +31,8 @@ def test_paired_scores_are_logged_and_the_second_loader_is_ignored(tmp_path):
     paired = DataLoader(RandomTryOnDataset(5, (64, 48)), batch_size=2)
     unpaired = DataLoader(RandomTryOnDataset(3, (64, 48)), batch_size=2)
     logger = TensorBoardLogger(tmp_path, name="run")
-    trainer = pl.Trainer(accelerator="cpu", logger=logger, callbacks=[ValidationScores(lpips_weights=squeeze)],
+    trainer = pl.Trainer(accelerator="cpu", logger=logger,
+                         callbacks=[ValidationScores(lpips_weights=squeeze)],
                          enable_progress_bar=False, enable_model_summary=False)
     trainer.validate(NoisyGenerator(), dataloaders=[paired, unpaired])
     logger.experiment.flush()
@@ -46,6 +47,7 @@ def test_paired_scores_are_logged_and_the_second_loader_is_ignored(tmp_path):
     assert {"val_scores/ssim_gaussian", "val_scores/lpips", "val_scores/psnr"} <= set(scalars)
     assert "val_scores/fid" not in scalars
     assert [e.value for e in events.Scalars("val_scores/n_generated")] == [5]
-    assert events.Scalars("val_scores/psnr")[0].value == pytest.approx(expected.compute().values["psnr"], rel=1e-5)
+    psnr = expected.compute().values["psnr"]
+    assert events.Scalars("val_scores/psnr")[0].value == pytest.approx(psnr, rel=1e-5)
     report = events.Tensors(next(t for t in events.Tags()["tensors"] if t.startswith("val_scores/")))
     assert b"too small for FID" in report[0].tensor_proto.string_val[0]

@@ -67,8 +67,8 @@ def data(root, pairing="unpaired"):
 
 def run(root, model, out, batch_size, **kwargs):
     predictor = CountingPredictor(model, **kwargs)
-    plan = predict_pairs(data(root), predictor, out, PredictionOptions(batch_size=batch_size, accelerator="cpu",
-                                                                        progress=False))
+    options = PredictionOptions(batch_size=batch_size, accelerator="cpu", progress=False)
+    plan = predict_pairs(data(root), predictor, out, options)
     return predictor, plan
 
 
@@ -166,8 +166,8 @@ def test_checkpoints_ours_with_ema_and_released_layout(tmp_path):
 
 def evaluate_args(root, out, *extra):
     return ["--dataset", "vitonhd", "--data", str(root), "--out", str(out), "--resolution", "64x48",
-            "--steps", "2", "--guidance-scale", "1", "--batch-size", "2", "--num-workers", "0", "--accelerator", "cpu", "--offline",
-            "--cache-dir", str(out / "cache"), *extra]
+            "--steps", "2", "--guidance-scale", "1", "--batch-size", "2", "--num-workers", "0",
+            "--accelerator", "cpu", "--offline", "--cache-dir", str(out / "cache"), *extra]
 
 
 def test_evaluate_predicts_and_scores_both_pairings(root, reference, tmp_path, capsys):
@@ -220,8 +220,8 @@ def test_two_ddp_processes_write_each_pair_once(root, reference, tmp_path):
 def test_evaluate_deepfashion_scores_every_test_pair_against_the_training_images(tmp_path):
     from leffa_pl.data import sample_deepfashion
 
-    root = sample_deepfashion.make_deepfashion(tmp_path / "deepfashion", train_people=1, test_people=1, views=2,
-                                               size=(110, 75), seed=2)
+    root = sample_deepfashion.make_deepfashion(tmp_path / "deepfashion", train_people=1, test_people=1,
+                                               views=2, size=(110, 75), seed=2)
     out = tmp_path / "eval"
     assert evaluate.main(["--dataset", "deepfashion", "--data", str(root), "--out", str(out), "--resolution",
                           "80x56", "--steps", "1", "--guidance-scale", "1", "--num-workers", "0",

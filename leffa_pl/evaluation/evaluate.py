@@ -88,7 +88,8 @@ def deepfashion_training_images(root: Path) -> list[Path]:
         raise ScoreInputError(f"the DeepFashion FID real set: {error}") from None
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise ScoreInputError(f"{root / 'train.lst'}: {len(missing)} of {len(paths)} training images are missing "
+        raise ScoreInputError(f"{root / 'train.lst'}: {len(missing)} of {len(paths)} training images are "
+                              f"missing "
                               f"(the FID real set is all of them), e.g. {', '.join(missing[:3])}")
     return paths
 
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``leffa-pl-evaluate``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=DATASETS)
-    parser.add_argument("--data", required=True, type=Path, help="dataset root (e.g. data/zalando-hd-resized)")
+    parser.add_argument("--data", required=True, type=Path,
+                        help="dataset root (e.g. data/zalando-hd-resized)")
     parser.add_argument("--category", default="all", help="DressCode category (default all)")
     parser.add_argument("--checkpoint", type=Path,
                         help="Lightning .ckpt (EMA weights when trained with EMA) or released-layout "

@@ -1,4 +1,4 @@
-"""Scores of the validation samples generated during training, logged to the Lightning logger (TensorBoard)."""
+"""Scores of the validation samples generated in training, logged to the Lightning logger (TensorBoard)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,13 @@ class ValidationScores(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         metrics = tuple(name for name in self.protocol.metrics if name in PAIRED_METRICS)
-        unavailable = {name: SET_METRICS_REASON for name in self.protocol.metrics if name not in PAIRED_METRICS}
+        unavailable = {name: SET_METRICS_REASON for name in self.protocol.metrics
+                       if name not in PAIRED_METRICS}
         network = None
         if "lpips" in metrics:
             try:
-                network = build_lpips_network(self.protocol.lpips_net, self.lpips_weights, self.allow_download)
+                network = build_lpips_network(self.protocol.lpips_net, self.lpips_weights,
+                                              self.allow_download)
             except WeightsUnavailable as error:
                 unavailable["lpips"] = str(error)
         self.suite = MetricSuite(metrics + tuple(unavailable), lpips_network=network, unavailable=unavailable)
@@ -45,7 +47,8 @@ class ValidationScores(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.suite.to(pl_module.device).reset()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+                                dataloader_idx=0) -> None:
         if dataloader_idx != 0 or not isinstance(outputs, dict) or "generated" not in outputs:
             return
         self.resolution = tuple(outputs["generated"].shape[-2:])

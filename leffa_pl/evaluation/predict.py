@@ -137,8 +137,9 @@ def check_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     changed = [f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in wanted.items()
                if stored.get(key) != value]
     if changed:
-        raise OutputFolderError(f"{out_dir}: holds images generated with other settings ({'; '.join(changed)}). "
-                                f"Give another output folder, or empty this one to start again")
+        raise OutputFolderError(f"{out_dir}: holds images generated with other settings "
+                                f"({'; '.join(changed)}). Give another output folder, or empty this one to "
+                                "start again")
 
 
 class ShardSampler(DistributedSampler):
@@ -161,7 +162,7 @@ class ShardSampler(DistributedSampler):
 
 
 class PairPredictionData(pl.LightningDataModule):
-    """The missing pairs of a data module's predict split (``predict_dataloader().dataset``), sharded over ranks.
+    """The missing pairs of a data module's predict split (``predict_dataloader().dataset``), by rank.
 
     The plan is made on rank 0 and broadcast, so every rank shards the same list even when files appear
     while the ranks start.
@@ -230,13 +231,14 @@ def load_model(checkpoint: str | os.PathLike | None = None,
     if checkpoint.suffix == LIGHTNING_SUFFIX:
         return _from_lightning_checkpoint(checkpoint, base_model)
     if base_model is not None:
-        return LeffaModel.from_checkpoint(checkpoint, base_model), f"{checkpoint} on the configs of {base_model}"
+        model = LeffaModel.from_checkpoint(checkpoint, base_model)
+        return model, f"{checkpoint} on the configs of {base_model}"
     model = LeffaModel.tiny()
     try:
         model.load_checkpoint(checkpoint)
     except CheckpointError as error:
-        raise CheckpointError(f"{error}. Without --base-model the tiny architecture is assumed; give the base "
-                              "model folder whose configs the checkpoint was trained on") from None
+        raise CheckpointError(f"{error}. Without --base-model the tiny architecture is assumed; give "
+                              "the base model folder whose configs the checkpoint was trained on") from None
     return model, f"{checkpoint} on the tiny model's configs"
 
 
@@ -244,12 +246,13 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None)
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on bad input; all mean the same here
-        raise CheckpointError(f"{path}: not a readable Lightning checkpoint (weights-only loading): {error}") \
-            from None
+        raise CheckpointError(f"{path}: not a readable Lightning checkpoint (weights-only loading): "
+                              f"{error}") from None
     if not isinstance(content, Mapping) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     prefix = "model."
-    state = {key[len(prefix):]: value for key, value in content["state_dict"].items() if key.startswith(prefix)}
+    state = {key[len(prefix):]: value for key, value in content["state_dict"].items()
+             if key.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: no 'model.' weights in its state_dict (not a LeffaModule checkpoint)")
     base_model = base_model or content.get("hyper_parameters", {}).get("base_model")
@@ -282,7 +285,8 @@ class LeffaPredictor(pl.LightningModule):
         return [torch.Generator().manual_seed(pair_seed(self.seed, person_id, reference_id))
                 for person_id, reference_id in zip(batch["person_id"], batch["reference_id"])]
 
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int,
+                     dataloader_idx: int = 0) -> dict[str, Any]:
         images = self.sampler(batch, self.generators(batch))
         return {"images": quantize_images(images).cpu(), "person_id": list(batch["person_id"]),
                 "reference_id": list(batch["reference_id"])}

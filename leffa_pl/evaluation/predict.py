@@ -308,7 +308,6 @@ class PNGWriter(BasePredictionWriter):
     def __init__(self, out_dir: str | os.PathLike) -> None:
         super().__init__(write_interval="batch")
         self.out_dir = Path(out_dir)
-        self.written = 0
 
     def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
                            batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
@@ -316,7 +315,6 @@ class PNGWriter(BasePredictionWriter):
         for image, person_id, reference_id in zip(prediction["images"], prediction["person_id"],
                                                   prediction["reference_id"]):
             write_png(self.out_dir / output_name(person_id, reference_id), image)
-            self.written += 1
 
 
 # ---------------------------------------------------------------------------------------- entry

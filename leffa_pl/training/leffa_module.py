@@ -77,6 +77,7 @@ class LeffaModule(pl.LightningModule):
         self.validation_sampler = SamplerSettings(scheduler=validation_scheduler, num_inference_steps=validation_steps,
                                                   guidance_scale=validation_guidance_scale)
         self.leffa_loss_enabled = False  # switched by the StageSchedule callback
+        self.stage_finished = False  # set by the StageSchedule callback before each batch
         self._last_step_time: float | None = None
 
     # ------------------------------------------------------------------------------------ training
@@ -125,6 +126,10 @@ class LeffaModule(pl.LightningModule):
         batch_size = noisy.shape[0]
         self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": total, "leffa": leffa, "log_images": log_images}
+
+    def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> int | None:
+        # -1 ends the epoch without training this batch (Lightning's API for it).
+        return -1 if self.stage_finished else None
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from leffa_pl.training.leffa_module import LeffaModule
+
 
 class RandomTryOnDataset(Dataset):
     def __init__(self, size: int, resolution: tuple[int, int]):
@@ -42,3 +44,11 @@ class RandomTryOnDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(RandomTryOnDataset(2, self.resolution), batch_size=2)
+
+
+class SGDLeffaModule(LeffaModule):
+    """Plain SGD: its update is proportional to the gradient, so two runs agree to float precision
+    (Adam's first step is ~lr * sign(gradient), which flips on rounding noise where gradients are ~0)."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)

@@ -40,3 +40,15 @@ def test_event_file_has_warped_references_flow_colours_and_training_scalars(tmp_
     assert expected <= scalars
     assert any(tag.startswith("flow_epe/") and tag != "flow_epe/mean" for tag in scalars)  # per layer
     assert [e.value for e in events.Scalars("resolution/height")] == [HEIGHT, HEIGHT]
+
+
+def test_validation_logs_the_attention_flow_error_when_the_data_has_ground_truth_flow(tmp_path):
+    torch.manual_seed(0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    module = LeffaModule(validation_steps=1)
+    data = RandomTryOnDataModule(resolution=(HEIGHT, WIDTH), with_flow=True)
+    [metrics] = trainer.validate(module, data, verbose=False)
+    assert 0 < metrics["val/flow_epe"] < (HEIGHT**2 + WIDTH**2) ** 0.5 * 2  # pixels, finite
+    [metrics] = trainer.validate(module, RandomTryOnDataModule(resolution=(HEIGHT, WIDTH)), verbose=False)
+    assert "val/flow_epe" not in metrics

@@ -56,7 +56,7 @@ class RandomTryOnDataModule(pl.LightningDataModule):
                           shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(RandomTryOnDataset(2, self.resolution), batch_size=2)
+        return DataLoader(RandomTryOnDataset(2, self.resolution, self.with_flow), batch_size=2)
 
 
 class SGDLeffaModule(LeffaModule):

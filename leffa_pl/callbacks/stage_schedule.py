@@ -81,6 +81,8 @@ class StageSchedule(pl.Callback):
         # checkpoint's epoch (Lightning resumes its batch counters against this epoch's limit).
         if self._trainer is not None:
             self._epoch_start_step = state_dict["epoch_start_step"]
+            rank_zero_info(f"resuming at step {state_dict['global_step']}: first the checkpoint's epoch, "
+                           f"which started at step {self._epoch_start_step}")
             self._enter(self._trainer, self._trainer.lightning_module, step=self._epoch_start_step)
 
     def state_dict(self) -> dict:

@@ -44,9 +44,12 @@ train-vton: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-vton: no DATA given -> embedded demo: generated VITON-HD sample (data/sample), tiny model, CPU;"
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
+	@echo "            Starts afresh: the previous demo run in runs/vton-demo is removed."
 	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
-	$(CLI) fit $(DEMO) --trainer.max_steps=20
-	$(CLI) fit $(DEMO) --trainer.strategy=ddp --trainer.devices=2 --ckpt_path=runs/vton-demo/checkpoints/last.ckpt
+	rm -rf runs/vton-demo
+	$(CLI) fit $(DEMO) --trainer.max_steps=12
+	$(CLI) fit $(DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
+	  --ckpt_path=runs/vton-demo/checkpoints/last.ckpt
 else
 	@echo "train-vton: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
 	$(CLI) fit --config configs/trainer/gpu.yaml --config configs/data/vitonhd.yaml --config configs/stages/vton_paper.yaml \

@@ -7,10 +7,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from leffa_pl.training.leffa_module import LeffaModule
+
 
 class RandomTryOnDataset(Dataset):
-    def __init__(self, size: int, resolution: tuple[int, int]):
-        self.size, self.resolution = size, resolution
+    """Random persons; the reference is the person shifted by 1/8 of the image (``with_flow``: that shift as
+    the ground-truth flow)."""
+
+    def __init__(self, size: int, resolution: tuple[int, int], with_flow: bool = False):
+        self.size, self.resolution, self.with_flow = size, resolution, with_flow
 
     def __len__(self) -> int:
         return self.size
@@ -22,15 +27,24 @@ class RandomTryOnDataset(Dataset):
         mask = torch.zeros(1, height, width)
         mask[:, height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
         reference = torch.roll(person, shifts=(height // 8, width // 8), dims=(1, 2))
-        return {"person": person, "reference": reference, "inpaint_mask": mask, "agnostic": person * (1 - mask),
+        sample = {} if not self.with_flow else {"flow": self._shift_flow(height, width)}
+        return sample | {"person": person, "reference": reference, "inpaint_mask": mask, "agnostic": person * (1 - mask),
                 "densepose": F.avg_pool2d(person, 3, 1, 1), "loss_region": mask.clone(),
                 "person_id": f"{index:05d}_00.jpg", "reference_id": f"{index:05d}_00.jpg"}
 
+    @staticmethod
+    def _shift_flow(height: int, width: int) -> torch.Tensor:
+        """[2, H, W] grid_sample positions (x, y) in the reference of each person pixel."""
+        ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+        positions = torch.stack([(xs + width // 8) % width, (ys + height // 8) % height]).float()
+        return (positions + 0.5) / torch.tensor([width, height]).view(2, 1, 1) * 2 - 1
+
 
 class RandomTryOnDataModule(pl.LightningDataModule):
-    def __init__(self, size: int = 8, resolution: tuple[int, int] = (64, 48), batch_size: int = 2):
+    def __init__(self, size: int = 8, resolution: tuple[int, int] = (64, 48), batch_size: int = 2,
+                 with_flow: bool = False):
         super().__init__()
-        self.size, self.resolution, self.batch_size = size, tuple(resolution), batch_size
+        self.size, self.resolution, self.batch_size, self.with_flow = size, tuple(resolution), batch_size, with_flow
         self.stages_seen: list[tuple[tuple[int, int], int]] = []
 
     def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
@@ -38,7 +52,16 @@ class RandomTryOnDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.stages_seen.append((self.resolution, self.batch_size))
-        return DataLoader(RandomTryOnDataset(self.size, self.resolution), batch_size=self.batch_size, shuffle=False)
+        return DataLoader(RandomTryOnDataset(self.size, self.resolution, self.with_flow), batch_size=self.batch_size,
+                          shuffle=False)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(RandomTryOnDataset(2, self.resolution), batch_size=2)
+        return DataLoader(RandomTryOnDataset(2, self.resolution, self.with_flow), batch_size=2)
+
+
+class SGDLeffaModule(LeffaModule):
+    """Plain SGD: its update is proportional to the gradient, so two runs agree to float precision
+    (Adam's first step is ~lr * sign(gradient), which flips on rounding noise where gradients are ~0)."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)

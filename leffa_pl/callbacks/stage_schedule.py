@@ -3,7 +3,12 @@
 Each stage lasts ``steps`` optimizer steps. The callback makes every epoch end at a stage boundary
 (``trainer.limit_train_batches``) and has dataloaders rebuilt each epoch, so a new stage starts
 with freshly built loaders (DistributedSampler included) at its own resolution and batch size.
-The stage is always derived from the global step, so a resumed run lands in the right stage.
+
+Resuming: Lightning restores the batch counters of the epoch the checkpoint was written in and
+carries on with *that* epoch (at an epoch-end checkpoint it only finishes it; mid-epoch it runs its
+remaining batches). So the callback restores that epoch's stage and batch limit (it keeps the step
+the epoch started at), and ends the epoch without training when its stage has no steps left: then
+``on_train_epoch_end`` moves on to the next stage as in an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class Stage:
 
 class StageSchedule(pl.Callback):
     """Applies ``stages`` in order. The data module must offer ``set_stage(resolution, batch_size)``;
-    the LightningModule must have a boolean ``leffa_loss_enabled``."""
+    the LightningModule must have booleans ``leffa_loss_enabled`` (set per stage) and ``stage_finished``
+    (set before each batch; its ``on_train_batch_start`` must then return -1 to end the epoch)."""
 
     def __init__(self, stages: list[Stage]):
         if not stages:
@@ -44,6 +50,7 @@ class StageSchedule(pl.Callback):
         self.ends = [sum(s.steps for s in self.stages[: i + 1]) for i in range(len(self.stages))]
         self.current: int | None = None
         self._trainer: pl.Trainer | None = None
+        self._epoch_start_step = 0  # the optimizer step the running epoch started at
 
     @property
     def total_steps(self) -> int:
@@ -70,13 +77,28 @@ class StageSchedule(pl.Callback):
         self._enter(trainer, pl_module, step=0)
 
     def load_state_dict(self, state_dict: dict) -> None:
-        # Called while resuming, after setup() and before the first dataloader is built.
+        # Called while resuming, after setup() and before the first dataloader is built: restore the
+        # checkpoint's epoch (Lightning resumes its batch counters against this epoch's limit).
         if self._trainer is not None:
-            self._enter(self._trainer, self._trainer.lightning_module, step=state_dict["global_step"])
+            self._epoch_start_step = state_dict["epoch_start_step"]
+            rank_zero_info(f"resuming at step {state_dict['global_step']}: first the checkpoint's epoch, "
+                           f"which started at step {self._epoch_start_step}")
+            self._enter(self._trainer, self._trainer.lightning_module, step=self._epoch_start_step)
 
     def state_dict(self) -> dict:
         trainer = self._trainer
-        return {"global_step": trainer.global_step if trainer else 0, "stage": self.current}
+        return {"global_step": trainer.global_step if trainer else 0, "stage": self.current,
+                "epoch_start_step": self._epoch_start_step}
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start_step = trainer.global_step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
+        # Only after a resume can a batch start in a stage that is already over: Lightning finishing the
+        # restored epoch (it fetches one more batch when no validation is due), or starting a new epoch
+        # without epoch hooks after a checkpoint written at the epoch's last batch.
+        open_ended = self.current == len(self.stages) - 1
+        pl_module.stage_finished = not open_ended and trainer.global_step >= self.ends[self.current]
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._enter(trainer, pl_module, step=trainer.global_step)

@@ -19,6 +19,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from lightning.pytorch.utilities import rank_zero_info
 
 from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
+from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
@@ -77,6 +78,7 @@ class LeffaModule(pl.LightningModule):
         self.validation_sampler = SamplerSettings(scheduler=validation_scheduler, num_inference_steps=validation_steps,
                                                   guidance_scale=validation_guidance_scale)
         self.leffa_loss_enabled = False  # switched by the StageSchedule callback
+        self.stage_finished = False  # set by the StageSchedule callback before each batch
         self._last_step_time: float | None = None
 
     # ------------------------------------------------------------------------------------ training
@@ -87,16 +89,21 @@ class LeffaModule(pl.LightningModule):
             generators.append(torch.Generator().manual_seed(zlib.crc32(key.encode())))
         return generators
 
-    def diffusion_inputs(self, batch: Mapping[str, Any], generators: list[torch.Generator]):
-        """Latents, noise, timesteps and conditioning of a batch (VAE in its own dtype, no grad)."""
+    def diffusion_inputs(self, batch: Mapping[str, Any], generators: list[torch.Generator],
+                         timesteps: torch.Tensor | None = None, reference_dropout: float | None = None):
+        """Noisy latents, noise, timesteps, conditioning and kept-reference mask of a batch (VAE in its own
+        dtype, no grad). Timesteps are drawn uniformly and references dropped unless given."""
         model = self.model
         with torch.autocast(self.device.type, enabled=False), torch.no_grad():
             latents = model.encode_image(batch["person"], generators)
             conditioning = model.encode_conditioning(batch["agnostic"], batch["inpaint_mask"], batch["densepose"],
                                                      batch["reference"], generators)
         num_train = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.cat([torch.randint(0, num_train, (1,), generator=g) for g in generators]).to(self.device)
-        keep = torch.cat([torch.rand(1, generator=g) >= self.hparams.reference_dropout for g in generators])
+        if timesteps is None:
+            timesteps = torch.cat([torch.randint(0, num_train, (1,), generator=g) for g in generators])
+        timesteps = timesteps.to(self.device)
+        dropout = self.hparams.reference_dropout if reference_dropout is None else reference_dropout
+        keep = torch.cat([torch.rand(1, generator=g) >= dropout for g in generators])
         conditioning.reference = conditioning.reference * keep.to(self.device, latents.dtype).view(-1, 1, 1, 1)
         noise = randn_tensor(latents.shape, generator=generators, device=self.device, dtype=latents.dtype)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -125,6 +132,10 @@ class LeffaModule(pl.LightningModule):
         batch_size = noisy.shape[0]
         self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": total, "leffa": leffa, "log_images": log_images}
+
+    def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> int | None:
+        # -1 ends the epoch without training this batch (Lightning's API for it).
+        return -1 if self.stage_finished else None
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -157,4 +168,22 @@ class LeffaModule(pl.LightningModule):
         """Generated samples (for the image logger) and, where ground truth exists, attention-flow EPE."""
         generator = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
         images = LeffaSampler(self.model, self.validation_sampler)(batch, generator)
+        if "flow" in batch:
+            self.log("val/flow_epe", self.attention_flow_error(batch), on_step=False, on_epoch=True,
+                     batch_size=len(batch["person_id"]))
         return {"generated": images}
+
+    @torch.no_grad()
+    def attention_flow_error(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """End-point error (pixels) of the Leffa layers' attention flows against the batch's ground-truth
+        flow, averaged over layers and samples; one denoising pass at a fixed timestep, half the Leffa loss's
+        timestep threshold, with noise seeded by sample ids."""
+        generators = [torch.Generator().manual_seed(zlib.crc32(f"{self.hparams.seed}:val:{p}:{r}".encode()))
+                      for p, r in zip(batch["person_id"], batch["reference_id"])]
+        timesteps = torch.full((len(generators),), self.hparams.leffa_theta_timestep // 2)
+        noisy, _, timesteps, conditioning, _ = self.diffusion_inputs(batch, generators, timesteps, 0.0)
+        records = []
+        self.model(noisy, timesteps, conditioning, attention_records=records)
+        leffa = self.leffa_loss(records, batch["reference"], batch["person"], batch["loss_region"], timesteps,
+                                self.noise_scheduler.config.num_train_timesteps)
+        return torch.stack([end_point_error(layer.flow, batch["flow"]) for layer in leffa.layers]).nanmean()

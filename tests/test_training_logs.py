@@ -1,0 +1,54 @@
+"""The TensorBoard event file of a Leffa-stage run: warped references with flow colours, and the scalars."""
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from training_helpers import RandomTryOnDataModule
+
+from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.training.leffa_module import LeffaModule
+
+HEIGHT, WIDTH, PADDING, TILES_PER_ROW = 32, 24, 2, 11  # LeffaImageLogger: 3 + 2 x 4 tiles a row
+
+
+def test_event_file_has_warped_references_flow_colours_and_training_scalars(tmp_path):
+    torch.manual_seed(0)
+    logger = TensorBoardLogger(tmp_path, name="tensorboard", version="")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=logger, log_every_n_steps=1,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                         num_sanity_val_steps=0, limit_val_batches=0,
+                         callbacks=[StageSchedule([Stage("leffa", 2, (HEIGHT, WIDTH), 2, leffa_loss=True)]),
+                                    LeffaImageLogger()])
+    trainer.fit(LeffaModule(learning_rate=1e-3, log_images_every_n_steps=1, reference_dropout=0.0,
+                            leffa_theta_timestep=1000),  # every sample in the Leffa loss
+                RandomTryOnDataModule(with_flow=True))
+
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    grids = events.Images("train/leffa_warped_references")
+    assert [grid.step for grid in grids] == [1, 2]  # written after the optimizer step
+    for grid in grids:
+        # reference | target | region | per layer: warped reference, flow colour; tiles at image size
+        columns, rows = (grid.width - PADDING) // (WIDTH + PADDING), (grid.height - PADDING) // (HEIGHT + PADDING)
+        assert (grid.width - PADDING) % (WIDTH + PADDING) == 0 and (grid.height - PADDING) % (HEIGHT + PADDING) == 0
+        assert columns == TILES_PER_ROW and rows >= 1  # >= 4 layers: 3 + 2 x 4 tiles fill the first row
+    scalars = set(events.Tags()["scalars"])
+    expected = {"loss/total", "loss/mse", "loss/leffa", "stage", "resolution/height", "resolution/width",
+                "samples_per_second", "flow_epe/mean"}
+    assert expected <= scalars
+    assert any(tag.startswith("flow_epe/") and tag != "flow_epe/mean" for tag in scalars)  # per layer
+    assert [e.value for e in events.Scalars("resolution/height")] == [HEIGHT, HEIGHT]
+
+
+def test_validation_logs_the_attention_flow_error_when_the_data_has_ground_truth_flow(tmp_path):
+    torch.manual_seed(0)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path)
+    module = LeffaModule(validation_steps=1)
+    data = RandomTryOnDataModule(resolution=(HEIGHT, WIDTH), with_flow=True)
+    [metrics] = trainer.validate(module, data, verbose=False)
+    assert 0 < metrics["val/flow_epe"] < (HEIGHT**2 + WIDTH**2) ** 0.5 * 2  # pixels, finite
+    [metrics] = trainer.validate(module, RandomTryOnDataModule(resolution=(HEIGHT, WIDTH)), verbose=False)
+    assert "val/flow_epe" not in metrics

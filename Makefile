@@ -57,3 +57,13 @@ tensorboard: $(INSTALLED)
 .PHONY: bench-eval
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
+
+# ---- experiment and training benchmark (not part of the tests)
+.PHONY: exp-flow bench-train
+# Attention-flow EPE vs the ground truth, fine-tuned with and without the Leffa loss (tiny model, CPU, ~10 min).
+exp-flow: $(INSTALLED)
+	$(PY) experiments/exp_flow.py
+
+# Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).
+bench-train: $(INSTALLED)
+	$(PY) benchmarks/bench_train.py

@@ -16,7 +16,7 @@ Configurations: on CPU the tiny model at the demo stages' resolutions; with CUDA
 in bf16 mixed precision with gradient checkpointing.
 
     python benchmarks/bench_train.py                       # make bench-train
-    python benchmarks/bench_train.py --device cpu --steps 3
+    python benchmarks/bench_train.py --device cpu --steps 3 --threads 1
 """
 
 from __future__ import annotations
@@ -163,8 +163,9 @@ def measure(config: Config) -> dict:
             "parameters": sum(p.numel() for p in module.model.parameters())}
 
 
-def measure_in_subprocess(config: Config) -> dict:
+def measure_in_subprocess(config: Config, threads: int | None) -> dict:
     command = [sys.executable, __file__, "--measure", json.dumps(asdict(config))]
+    command += ["--threads", str(threads)] if threads else []
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"measurement {config} failed:\n{result.stderr[-4000:]}")
@@ -180,8 +181,11 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps before timing")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps (median)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     if args.measure:
         fields = json.loads(args.measure)
@@ -200,7 +204,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     configs = configurations(args.device, args.warmup, args.steps)
     for off_config, on_config in zip(configs[::2], configs[1::2]):
-        off, on = measure_in_subprocess(off_config), measure_in_subprocess(on_config)
+        off, on = measure_in_subprocess(off_config, args.threads), measure_in_subprocess(on_config, args.threads)
         model = f"{off_config.model} ({off['parameters'] / 1e6:,.1f}M params)"
         print(f"| {model} | {off_config.resolution[0]}x{off_config.resolution[1]} | {off_config.batch_size} "
               f"| {off_config.precision} | {'yes' if off_config.gradient_checkpointing else 'no'} "

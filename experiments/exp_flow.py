@@ -3,8 +3,8 @@
 From one initialisation (per seed), on the generated VITON-HD sample (whose ``ground-truth-flow/``
 files give the exact person -> garment flow):
 
-1. base: the tiny model trained without the Leffa loss (Lightning ``Trainer`` + ``StageSchedule``),
-   exported to a checkpoint: the common initialisation;
+1. base: the tiny model (or ``--base-model``) trained without the Leffa loss (Lightning ``Trainer`` +
+   ``StageSchedule``), exported to a checkpoint: the common initialisation;
 2. two fine-tunes loaded from that checkpoint (``LeffaModule(init_checkpoint=...)``), identical in
    everything (data order, augmentation, noise, timesteps, optimizer) except the Leffa loss: off / on;
 3. evaluation of the base and both fine-tunes on the held-out paired test pairs: the attention flow of
@@ -54,14 +54,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--resolution", type=int, nargs=2, default=[128, 96], metavar=("H", "W"))
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--base-steps", type=int, default=150, help="optimizer steps without Leffa (the init)")
+    parser.add_argument("--base-steps", type=int, default=100, help="optimizer steps without Leffa (the init)")
     parser.add_argument("--finetune-steps", type=int, default=150, help="optimizer steps of each fine-tune")
     parser.add_argument("--learning-rate", type=float, default=3e-4,
                         help="higher than the paper's 1e-5: a randomly initialised tiny model, not SD")
-    parser.add_argument("--leffa-weight", type=float, default=1e-3, help="lambda (paper: 1e-3)")
+    parser.add_argument("--leffa-weight", type=float, default=1.0,
+                        help="lambda (paper: 1e-3, which has no measurable effect at this scale)")
     parser.add_argument("--leffa-tau", type=float, default=2.0, help="training temperature (paper: 2)")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[100, 200, 300, 400, 700],
                         help="evaluation timesteps (the loss trains t < 500)")
+    parser.add_argument("--base-model", help="diffusers SD inpainting folder to start from (default: tiny model)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     return parser.parse_args(argv)
 
@@ -131,17 +133,19 @@ def flow_errors(module: LeffaModule, data: VitonHDDataModule, timesteps: list[in
     return {"per_timestep": per_timestep, "warp_error": warp_error, "grids": grids}
 
 
-def identity_flow_error(data: VitonHDDataModule) -> float:
-    """EPE of the zero-displacement flow (each person pixel samples the same garment-image position)."""
+def reference_flow_errors(data: VitonHDDataModule) -> dict[str, float]:
+    """EPE of two fixed flows for scale: zero displacement (each person pixel samples the garment image at
+    its own position) and the reference centre (what uniform attention gives: the mean coordinate)."""
     data.setup("test")
-    values = []
+    values: dict[str, list[torch.Tensor]] = {"zero displacement": [], "uniform attention": []}
     for batch in data.test_dataloader():
-        height, width = batch["flow"].shape[-2:]
+        batch_size, (height, width) = len(batch["flow"]), batch["flow"].shape[-2:]
         ys, xs = torch.meshgrid(torch.linspace(-1 + 1 / height, 1 - 1 / height, height),
                                 torch.linspace(-1 + 1 / width, 1 - 1 / width, width), indexing="ij")
-        identity = torch.stack([xs, ys], dim=-1).expand(len(batch["flow"]), -1, -1, -1)
-        values.append(end_point_error(identity, batch["flow"]))
-    return torch.cat(values).nanmean().item()
+        identity = torch.stack([xs, ys], dim=-1).expand(batch_size, -1, -1, -1)
+        values["zero displacement"].append(end_point_error(identity, batch["flow"]))
+        values["uniform attention"].append(end_point_error(torch.zeros(batch_size, 1, 1, 2), batch["flow"]))
+    return {name: torch.cat(errors).nanmean().item() for name, errors in values.items()}
 
 
 def layer_mean(per_layer: dict[str, float]) -> float:
@@ -150,8 +154,8 @@ def layer_mean(per_layer: dict[str, float]) -> float:
 
 def run_seed(seed: int, args: argparse.Namespace, data_root: Path, out: Path) -> dict:
     resolution = tuple(args.resolution)
-    common = dict(learning_rate=args.learning_rate, leffa_weight=args.leffa_weight, leffa_tau=args.leffa_tau,
-                  log_images_every_n_steps=0)
+    common = dict(base_model=args.base_model, learning_rate=args.learning_rate, leffa_weight=args.leffa_weight,
+                  leffa_tau=args.leffa_tau, log_images_every_n_steps=0)
     pl.seed_everything(seed, verbose=False)
     base = LeffaModule(seed=seed, **common)
     base_stage = Stage("base", args.base_steps, resolution, args.batch_size, leffa_loss=False)
@@ -202,7 +206,8 @@ def short_layer(name: str) -> str:
     return f"{parts[0].split('_')[0]}{parts[1]}.{parts[3]}"
 
 
-def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, identity: float, grids: dict) -> str:
+def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, fixed: dict[str, float],
+             grids: dict) -> str:
     timesteps, trained_t = args.timesteps, [t for t in args.timesteps if t < 500]
     seeds = [run["seed"] for run in runs]
     lines = [
@@ -221,8 +226,9 @@ def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, identity
                      + f" | **{summary[arm]['trained_t_mean']:.2f}** ({per_seed}) |")
     lines += ["", f"The Leffa loss's own term on the same pairs (masked smooth-L1 warp error, mean over layers and "
               f"t<500): " + ", ".join(f"{ARM_TITLES[arm]} {summary[arm]['warp_error']:.4f}" for arm in ARMS) + "."]
-    lines += ["", f"Zero-displacement flow (garment image sampled at the person pixel's own position): "
-              f"EPE {identity:.2f} px.", "",
+    lines += ["", f"Fixed flows for scale: zero displacement (garment image sampled at the person pixel's own "
+              f"position) {fixed['zero displacement']:.2f} px; the reference centre everywhere (uniform "
+              f"attention) {fixed['uniform attention']:.2f} px.", "",
               f"Per layer (mean over t in {trained_t} and seeds):", "",
               "| layer | grid | " + " | ".join(ARM_TITLES[arm] for arm in ARMS) + " |",
               "|---|---|" + "---|" * len(ARMS)]
@@ -230,7 +236,8 @@ def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, identity
         cells = [f"{summary[arm]['per_layer_trained_t'][name]:.2f}" for arm in ARMS]
         lines.append(f"| {short_layer(name)} | {grids[name]} | " + " | ".join(cells) + " |")
     seconds = statistics.fmean(sum(run["seconds"].values()) for run in runs)
-    lines += ["", f"Setup: tiny model, batch {args.batch_size}, AdamW lr {args.learning_rate}, grad clip 1.0; "
+    model = args.base_model or "tiny model"
+    lines += ["", f"Setup: {model}, batch {args.batch_size}, AdamW lr {args.learning_rate}, grad clip 1.0; "
               f"base {args.base_steps} steps without the loss, then {args.finetune_steps} steps per fine-tune; "
               f"Leffa lambda {args.leffa_weight}, tau {args.leffa_tau}, theta_timestep 500, smooth-L1; "
               f"training {seconds:.0f} s per seed on {platform.machine()} ({torch.get_num_threads()} threads)."]
@@ -255,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed}: EPE at t={args.timesteps[0]}: " + ", ".join(f"{a} {v:.2f}" for a, v in means.items())
               + f" ({time.perf_counter() - start:.0f} s so far)", flush=True)
     summary = summarise(runs, args.timesteps)
-    identity = identity_flow_error(make_data(data_root, resolution, args.batch_size))
+    fixed = reference_flow_errors(make_data(data_root, resolution, args.batch_size))
     grids = runs[0]["arms"]["init"]["grids"]
-    table = markdown(summary, runs, args, identity, grids)
+    table = markdown(summary, runs, args, fixed, grids)
     (out / "results.md").write_text(table)
     (out / "results.json").write_text(json.dumps(
-        {"args": vars(args), "identity_flow_epe": identity, "summary": summary, "runs": runs}, indent=1))
+        {"args": vars(args), "fixed_flow_epe": fixed, "summary": summary, "runs": runs}, indent=1))
     print(table)
     print(f"wrote {out / 'results.md'} and {out / 'results.json'} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -122,3 +122,12 @@ else
 	$(EVALUATE) --dataset deepfashion --data $(DATA) --out $(or $(OUT),runs/eval/deepfashion) --resolution $(or $(RES),256x176) \
 	  --devices $(DEVICES) $(EVAL_ARGS)
 endif
+# ---- experiment and training benchmark (not part of the tests)
+.PHONY: exp-flow bench-train
+# Attention-flow EPE vs the ground truth, fine-tuned with and without the Leffa loss (tiny model, CPU, ~10 min).
+exp-flow: $(INSTALLED)
+	$(PY) experiments/exp_flow.py
+
+# Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).
+bench-train: $(INSTALLED)
+	$(PY) benchmarks/bench_train.py

@@ -1,4 +1,4 @@
-"""Small model configs for tests and CPU demos, and the SD1.5 scheduler config.
+"""Small model configs for tests and CPU demos; the SD1.5 inpainting UNet, VAE and scheduler configs.
 
 The tiny UNet has the shape of SD1.5 inpainting scaled down: four levels with attention at
 1/8, 1/16 and 1/32 of the image and a mid block at 1/64, two layers per block, 16 reference
@@ -41,6 +41,52 @@ def tiny_vae_config(**overrides: Any) -> dict[str, Any]:
         "layers_per_block": 1,
         "norm_num_groups": 8,
         "sample_size": 128,
+        "scaling_factor": 0.18215,
+    }
+    config.update(overrides)
+    return config
+
+
+def sd15_inpainting_unet_config(**overrides: Any) -> dict[str, Any]:
+    """The UNet config of SD1.5 inpainting (``unet/config.json``, 9 input channels): the architecture of the
+    released try-on checkpoints, for building it without weights (benchmarks, from-scratch training)."""
+    config = {
+        "in_channels": 9,
+        "out_channels": 4,
+        "block_out_channels": [320, 640, 1280, 1280],
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "mid_block_type": "UNetMidBlock2DCrossAttn",
+        "layers_per_block": 2,
+        "attention_head_dim": 8,
+        "cross_attention_dim": 768,
+        "norm_num_groups": 32,
+        "norm_eps": 1e-5,
+        "act_fn": "silu",
+        "flip_sin_to_cos": True,
+        "freq_shift": 0,
+        "downsample_padding": 1,
+        "mid_block_scale_factor": 1,
+        "center_input_sample": False,
+        "sample_size": 64,
+    }
+    config.update(overrides)
+    return config
+
+
+def sd15_vae_config(**overrides: Any) -> dict[str, Any]:
+    """The VAE config of SD1.5 (``vae/config.json``)."""
+    config = {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "norm_num_groups": 32,
+        "act_fn": "silu",
+        "sample_size": 512,
         "scaling_factor": 0.18215,
     }
     config.update(overrides)

@@ -48,6 +48,7 @@ ifeq ($(DATA),)
 	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
 	rm -rf runs/vton-demo
 	$(CLI) fit $(DEMO) --trainer.max_steps=12
+	@# Cross-attention (attn2) weights and the reference UNet's tail are never used, so they get no gradient.
 	$(CLI) fit $(DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
 	  --ckpt_path=runs/vton-demo/checkpoints/last.ckpt
 else
@@ -65,9 +66,11 @@ train-pose: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-pose: no DATA given -> embedded demo: generated DeepFashion sample (data/sample), tiny model, CPU;"
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
+	@echo "            Starts afresh: the previous demo run in runs/pose-demo is removed."
 	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
-	$(CLI) fit $(POSE_DEMO) --trainer.max_steps=20
-	@# Cross-attention (attn2) weights are kept but never used (leffa.md), so they get no gradient: DDP must be told.
+	rm -rf runs/pose-demo
+	$(CLI) fit $(POSE_DEMO) --trainer.max_steps=12
+	@# Cross-attention (attn2) weights and the reference UNet's tail are never used, so they get no gradient.
 	$(CLI) fit $(POSE_DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
 	  --ckpt_path=runs/pose-demo/checkpoints/last.ckpt
 else
@@ -79,6 +82,7 @@ endif
 
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
+
 .PHONY: bench-eval
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py

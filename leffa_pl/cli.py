@@ -10,6 +10,7 @@ from lightning.pytorch.cli import LightningCLI
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.training.leffa_module import LeffaModule
 
 OUT_OF_MEMORY_ADVICE = """
@@ -24,6 +25,7 @@ class LeffaCLI(LightningCLI):
         parser.add_lightning_class_args(StageSchedule, "stages")
         parser.add_lightning_class_args(LeffaImageLogger, "images")
         parser.add_lightning_class_args(ExportReleasedCheckpoint, "export")
+        parser.add_lightning_class_args(ValidationScores, "scores")
 
 
 def main(args: list[str] | None = None) -> None:

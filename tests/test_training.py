@@ -106,8 +106,8 @@ def test_resume_lands_in_the_right_stage_and_reproduces_the_losses(tmp_path, uni
 MID_STAGE = {"mid_stage_a": (1, 1, {"every_n_train_steps": 1}, {}),
              "mid_leffa_stage_b": (4, 5, {"every_n_train_steps": 4}, {}),
              # as configs/trainer/gpu.yaml: checkpoints after a validation every N steps
-             "after_validation": (4, 5, {"every_n_epochs": 1}, {"val_check_interval": 4, "check_val_every_n_epoch": None,
-                                                                "limit_val_batches": 1})}
+             "after_validation": (4, 5, {"every_n_epochs": 1},
+                                  {"val_check_interval": 4, "check_val_every_n_epoch": None, "limit_val_batches": 1})}
 
 
 @pytest.mark.parametrize("case", MID_STAGE)

@@ -10,7 +10,8 @@ Validation uses small evenly spaced subsets of the test splits in ``val_splits``
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
 ``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP
 Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
-``lightning.seed_everything(seed, workers=True)``.
+``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
+(``ResumableDataLoader``).
 """
 
 from __future__ import annotations

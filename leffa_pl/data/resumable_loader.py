@@ -12,9 +12,10 @@ fetches a sized loader's batches on demand (its one-batch-ahead prefetch is only
 length), so the count at a checkpoint is the number of batches trained on.
 
 Under DDP Lightning re-instantiates the loader with a DistributedSampler inside a new
-``SkippingBatchSampler`` (it re-creates BatchSampler subclasses with the new sampler), so each rank leaves
-out the first batches of its own shard; the DistributedSampler's permutation is set by its seed and the
-epoch, both restored by Lightning.
+``SkippingBatchSampler`` (it re-creates BatchSampler subclasses with the new sampler, from the arguments it
+records while a ``*_dataloader`` hook runs: build the loader there), so each rank leaves out the first
+batches of its own shard; the DistributedSampler's permutation is set by its seed and the epoch, both
+restored by Lightning.
 """
 
 from __future__ import annotations

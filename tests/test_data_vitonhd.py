@@ -166,6 +166,23 @@ def test_training_batches_are_reproducible_under_a_seed(root):
     assert any(not torch.equal(x["person"], y["person"]) for x, y in zip(first, other))
 
 
+def test_a_training_loader_resumed_mid_epoch_repeats_the_rest_of_the_epoch(root):
+    dm = module(root, batch_size=2, num_workers=1, affine_p=1.0, color_p=1.0)
+    dm.setup("fit")
+    lightning.seed_everything(4, workers=True)
+    loader = dm.train_dataloader()
+    batches = iter(loader)
+    next(batches)
+    state = loader.state_dict()
+    rest = list(batches)
+    lightning.seed_everything(5, workers=True)  # a loader built with another shuffle seed: the state restores it
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    again = list(resumed)
+    assert len(rest) == 2 and [b["person_id"] for b in again] == [b["person_id"] for b in rest]
+    assert all(torch.equal(x["person"], y["person"]) for x, y in zip(again, rest))  # same augmentations
+
+
 def test_workers_give_the_same_batches_whatever_their_number(root):
     one, two = module(root, num_workers=1), module(root, num_workers=2)
     for dm in (one, two):

@@ -26,9 +26,10 @@ class Recorder(pl.Callback):
 
 
 def _trainer(tmp_path, callbacks, max_steps=-1, **kwargs):
-    return pl.Trainer(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                      default_root_dir=tmp_path, callbacks=callbacks, **kwargs)
+    settings = dict(accelerator="cpu", devices=1, max_steps=max_steps, logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                    default_root_dir=tmp_path, callbacks=callbacks)
+    return pl.Trainer(**settings | kwargs)
 
 
 def _module(**kwargs):
@@ -64,20 +65,26 @@ def _two_stages():
     return StageSchedule([Stage("a", 2, (32, 24), 2), Stage("b", 4, (64, 48), 2, leffa_loss=True)])
 
 
+def _fit(root, callbacks, data_kwargs, max_steps=-1, ckpt_path=None, **kwargs):
+    _trainer(root, [_two_stages(), *callbacks], max_steps=max_steps, **kwargs).fit(
+        _module(), RandomTryOnDataModule(**data_kwargs), ckpt_path=ckpt_path)
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    recorder = Recorder()
-    _trainer(tmp_path_factory.mktemp("full"), [_two_stages(), recorder], enable_checkpointing=False).fit(
-        _module(), RandomTryOnDataModule())
-    return recorder.rows
+    # shuffled, so that a resumed run must also restore the epoch's order
+    recorder, data_kwargs = Recorder(), {"shuffle": True, "size": 16}
+    _fit(tmp_path_factory.mktemp("full"), [recorder], data_kwargs, enable_checkpointing=False)
+    return data_kwargs, recorder.rows
 
 
-def _kill_and_resume(tmp_path, checkpoint: ModelCheckpoint, kill_at: int) -> tuple[list, list]:
+def _kill_and_resume(tmp_path, data_kwargs, checkpoint: ModelCheckpoint, kill_at: int, **trainer_kwargs
+                     ) -> tuple[list, list]:
     killed, resumed = Recorder(), Recorder()
-    _trainer(tmp_path, [_two_stages(), killed, checkpoint], max_steps=kill_at, plugins=[AtomicCheckpointIO()]).fit(
-        _module(), RandomTryOnDataModule())
-    _trainer(tmp_path, [_two_stages(), resumed], plugins=[AtomicCheckpointIO()]).fit(
-        _module(), RandomTryOnDataModule(), ckpt_path=Path(checkpoint.dirpath) / "last.ckpt")
+    _fit(tmp_path, [killed, checkpoint], data_kwargs, max_steps=kill_at, plugins=[AtomicCheckpointIO()],
+         **trainer_kwargs)
+    _fit(tmp_path, [resumed], data_kwargs, ckpt_path=Path(checkpoint.dirpath) / "last.ckpt",
+         plugins=[AtomicCheckpointIO()], **trainer_kwargs)
     return killed.rows, resumed.rows
 
 
@@ -85,25 +92,37 @@ def _kill_and_resume(tmp_path, checkpoint: ModelCheckpoint, kill_at: int) -> tup
 def test_resume_lands_in_the_right_stage_and_reproduces_the_losses(tmp_path, uninterrupted, written):
     # killed at the end of stage "a": the checkpoint is written by on_train_epoch_end, or by
     # on_train_batch_end of its last batch (every_n_train_steps), before the epoch ends
+    data_kwargs, full = uninterrupted
     every = {"every_n_epochs": 1} if written == "at_epoch_end" else {"every_n_train_steps": 2}
-    killed, resumed = _kill_and_resume(tmp_path, ModelCheckpoint(tmp_path / "ckpt", save_last=True, **every), 2)
+    killed, resumed = _kill_and_resume(tmp_path, data_kwargs,
+                                       ModelCheckpoint(tmp_path / "ckpt", save_last=True, **every), 2)
 
     assert [r["step"] for r in resumed] == [3, 4, 5, 6]
     assert all(r["leffa"] and r["shape"][2] == 64 for r in resumed)
-    assert [r["loss"] for r in killed + resumed] == [r["loss"] for r in uninterrupted]
+    assert [(r["ids"], r["loss"]) for r in killed + resumed] == [(r["ids"], r["loss"]) for r in full]
 
 
-def test_resume_mid_stage_lands_in_the_right_stage_and_restarts_its_epoch_data(tmp_path, uninterrupted):
-    killed, resumed = _kill_and_resume(
-        tmp_path, ModelCheckpoint(tmp_path / "ckpt", save_last=True, every_n_train_steps=3), kill_at=4)
+# (checkpoint's step, step killed at, ModelCheckpoint and Trainer settings that write it there)
+MID_STAGE = {"mid_stage_a": (1, 1, {"every_n_train_steps": 1}, {}),
+             "mid_leffa_stage_b": (4, 5, {"every_n_train_steps": 4}, {}),
+             # as configs/trainer/gpu.yaml: checkpoints after a validation every N steps
+             "after_validation": (4, 5, {"every_n_epochs": 1},
+                                  {"val_check_interval": 4, "check_val_every_n_epoch": None, "limit_val_batches": 1})}
 
-    assert [r["step"] for r in resumed] == [4, 5, 6]  # from the checkpoint's step 3, not the kill at 4
-    assert all(r["leffa"] and r["shape"][2] == 64 and r["shape"][0] == 2 for r in resumed)
-    # Lightning cannot fast-forward a plain DataLoader: the resumed epoch's data starts again from the
-    # stage's first batch (deterministically), so losses match the uninterrupted run up to the checkpoint only.
-    stage_b = [r["ids"] for r in uninterrupted if r["leffa"]]
-    assert [r["ids"] for r in resumed] == stage_b[:3]
-    assert [r["loss"] for r in killed[:3]] == [r["loss"] for r in uninterrupted[:3]]
+
+@pytest.mark.parametrize("case", MID_STAGE)
+def test_resume_mid_stage_continues_the_epoch_data_and_reproduces_the_losses(tmp_path, uninterrupted, case):
+    # The loaders are resumable: Lightning saves how many batches of the epoch were trained on, and the
+    # resumed epoch goes on with the next batch of the same order instead of starting again.
+    checkpoint_step, kill_at, every, trainer_kwargs = MID_STAGE[case]
+    data_kwargs, full = uninterrupted
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt", save_last=True, **every)
+    killed, resumed = _kill_and_resume(tmp_path, data_kwargs, checkpoint, kill_at, **trainer_kwargs)
+
+    assert [r["step"] for r in resumed] == list(range(checkpoint_step + 1, 7))  # from the checkpoint's step
+    assert [(r["leffa"], r["shape"]) for r in resumed] == [(r["leffa"], r["shape"]) for r in full[checkpoint_step:]]
+    assert [(r["ids"], r["loss"]) for r in killed[:checkpoint_step] + resumed] == [
+        (r["ids"], r["loss"]) for r in full]
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path):

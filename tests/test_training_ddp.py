@@ -2,11 +2,22 @@
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DistributedSampler
 from training_helpers import RandomTryOnDataModule, SGDLeffaModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.data.resumable_loader import ResumableDataLoader, SkippingBatchSampler
 
 PER_DEVICE_BATCH = 2
+
+
+class ShardsStayResumable(pl.Callback):
+    """Lightning re-instantiates the training loader with a DistributedSampler: it must stay resumable."""
+
+    def on_train_start(self, trainer, pl_module):
+        loader = trainer.train_dataloader
+        assert isinstance(loader, ResumableDataLoader) and isinstance(loader.batch_sampler, SkippingBatchSampler)
+        assert isinstance(loader.batch_sampler.sampler, DistributedSampler) == (trainer.world_size > 1)
 
 
 def _one_step(devices: int) -> dict[str, torch.Tensor]:
@@ -18,7 +29,7 @@ def _one_step(devices: int) -> dict[str, torch.Tensor]:
     trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn_find_unused_parameters_true" if devices > 1 else "auto",
                          max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
-                         callbacks=[StageSchedule([stage])])
+                         callbacks=[StageSchedule([stage]), ShardsStayResumable()])
     # 4 samples: one batch of 4 in one process; the DistributedSampler gives each rank 2 of them.
     trainer.fit(module, RandomTryOnDataModule(size=2 * PER_DEVICE_BATCH))
     return {k: v.detach().clone() for k, v in module.model.state_dict().items()}

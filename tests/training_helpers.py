@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.training.leffa_module import LeffaModule
 
 
@@ -41,10 +42,13 @@ class RandomTryOnDataset(Dataset):
 
 
 class RandomTryOnDataModule(pl.LightningDataModule):
+    """Batches in index order, or ``shuffle``d like ``PersonImageDataModule``: by (seed, step the loader is built at)."""
+
     def __init__(self, size: int = 8, resolution: tuple[int, int] = (64, 48), batch_size: int = 2,
-                 with_flow: bool = False):
+                 with_flow: bool = False, shuffle: bool = False):
         super().__init__()
         self.size, self.resolution, self.batch_size, self.with_flow = size, tuple(resolution), batch_size, with_flow
+        self.shuffle = shuffle
         self.stages_seen: list[tuple[tuple[int, int], int]] = []
 
     def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
@@ -52,8 +56,10 @@ class RandomTryOnDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.stages_seen.append((self.resolution, self.batch_size))
-        return DataLoader(RandomTryOnDataset(self.size, self.resolution, self.with_flow), batch_size=self.batch_size,
-                          shuffle=False)
+        step = self.trainer.global_step if self.trainer is not None else 0
+        generator = torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
+        return ResumableDataLoader(RandomTryOnDataset(self.size, self.resolution, self.with_flow),
+                                   batch_size=self.batch_size, shuffle=self.shuffle, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(RandomTryOnDataset(2, self.resolution, self.with_flow), batch_size=2)

@@ -10,7 +10,8 @@ Validation uses small evenly spaced subsets of the test splits in ``val_splits``
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
 ``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP
 Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
-``lightning.seed_everything(seed, workers=True)``.
+``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
+(``ResumableDataLoader``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from leffa_pl.data import deepfashion, dresscode, vitonhd
 from leffa_pl.data.check import CheckLevel, DatasetFilesError, FileProblem, FileReport, walk_files
 from leffa_pl.data.io import DataFileError, RequiredFile
+from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
 
 
@@ -148,22 +150,24 @@ class PersonImageDataModule(LightningDataModule):
             rank_zero_info(f"[leffa_pl.data] {self.describe()}")
             self._announced = True
 
-    def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None,
+                loader_class: type[DataLoader] = DataLoader) -> DataLoader:
         # Pinned memory only helps (and only exists) with an accelerator.
         pin_memory = self.pin_memory and torch.accelerator.is_available()
         persistent = self.persistent_workers and self.num_workers > 0
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          pin_memory=pin_memory, persistent_workers=persistent, generator=generator)
+        return loader_class(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                            pin_memory=pin_memory, persistent_workers=persistent, generator=generator)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableDataLoader:
         """Shuffled in an order set by the seed and the optimizer step the loader is built at (loaders are
         rebuilt every epoch by the stage schedule), so a resumed run shuffles like the uninterrupted one.
-        Under DDP Lightning's DistributedSampler shuffles instead (seeded, by epoch)."""
+        Under DDP Lightning's DistributedSampler shuffles instead (seeded, by epoch). Resumable mid-epoch
+        (``ResumableDataLoader``)."""
         pairs = self.pairs(self.train_split)[0]
         dataset = self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
         step = self.trainer.global_step if self.trainer is not None else 0
         generator = torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
-        return self._loader(dataset, shuffle=True, generator=generator)
+        return self._loader(dataset, shuffle=True, generator=generator, loader_class=ResumableDataLoader)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False), False)

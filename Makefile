@@ -31,53 +31,52 @@ sample-data: $(INSTALLED)
 bench-data: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
 
-# ---- training: `make train-vton` (embedded demo) or `make train-vton DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
+# ---- training: `make train-vton|train-pose` (embedded demo) or `... DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
 DATA ?=
 BASE_MODEL ?=
 INIT ?=
 DEVICES ?= 8
 CLI := $(PY) -m leffa_pl.cli
-DEMO := --config configs/trainer/cpu_demo.yaml --config configs/data/vitonhd_sample.yaml --config configs/stages/vton_demo.yaml
 
-.PHONY: train-vton tensorboard
+# $(1) run name under runs/, $(2) its configs. Stages 1-2 in one process, then the Leffa stage resumed under
+# DDP with 2 CPU processes. Cross-attention (attn2) weights and the reference UNet's tail are never used, so
+# they get no gradient: DDP must look for unused parameters.
+define train_demo
+	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
+	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed."
+	rm -rf runs/$(1)
+	$(CLI) fit $(2) --trainer.max_steps=12
+	$(CLI) fit $(2) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
+	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
+endef
+
+# $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (configs/trainer/gpu.yaml).
+define train_real
+	@echo "$@: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
+	$(CLI) fit --config configs/trainer/gpu.yaml --config $(1) --config $(2) \
+	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
+	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
+endef
+
+.PHONY: train-vton train-pose tensorboard
 train-vton: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-vton: no DATA given -> embedded demo: generated VITON-HD sample (data/sample), tiny model, CPU;"
-	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
-	@echo "            Starts afresh: the previous demo run in runs/vton-demo is removed."
 	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
-	rm -rf runs/vton-demo
-	$(CLI) fit $(DEMO) --trainer.max_steps=12
-	@# Cross-attention (attn2) weights and the reference UNet's tail are never used, so they get no gradient.
-	$(CLI) fit $(DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
-	  --ckpt_path=runs/vton-demo/checkpoints/last.ckpt
+	$(call train_demo,vton-demo,--config configs/trainer/cpu_demo.yaml --config configs/data/vitonhd_sample.yaml \
+	  --config configs/stages/vton_demo.yaml)
 else
-	@echo "train-vton: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
-	$(CLI) fit --config configs/trainer/gpu.yaml --config configs/data/vitonhd.yaml --config configs/stages/vton_paper.yaml \
-	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
-	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
+	$(call train_real,configs/data/vitonhd.yaml,configs/stages/vton_paper.yaml)
 endif
 
-# ---- pose transfer: `make train-pose` (embedded demo) or `make train-pose DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
-POSE_DEMO := --config configs/trainer/cpu_pose_demo.yaml --config configs/data/deepfashion_sample.yaml --config configs/stages/pose_demo.yaml
-
-.PHONY: train-pose
 train-pose: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-pose: no DATA given -> embedded demo: generated DeepFashion sample (data/sample), tiny model, CPU;"
-	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
-	@echo "            Starts afresh: the previous demo run in runs/pose-demo is removed."
 	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
-	rm -rf runs/pose-demo
-	$(CLI) fit $(POSE_DEMO) --trainer.max_steps=12
-	@# Cross-attention (attn2) weights and the reference UNet's tail are never used, so they get no gradient.
-	$(CLI) fit $(POSE_DEMO) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
-	  --ckpt_path=runs/pose-demo/checkpoints/last.ckpt
+	$(call train_demo,pose-demo,--config configs/trainer/cpu_pose_demo.yaml \
+	  --config configs/data/deepfashion_sample.yaml --config configs/stages/pose_demo.yaml)
 else
-	@echo "train-pose: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
-	$(CLI) fit --config configs/trainer/gpu.yaml --config configs/data/deepfashion.yaml --config configs/stages/pose_paper.yaml \
-	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
-	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
+	$(call train_real,configs/data/deepfashion.yaml,configs/stages/pose_paper.yaml)
 endif
 
 tensorboard: $(INSTALLED)

@@ -113,14 +113,10 @@ def flow_errors(module: LeffaModule, data: VitonHDDataModule, timesteps: list[in
         for t in timesteps:
             generators = [torch.Generator().manual_seed(zlib.crc32(f"eval:{pid}:{t}".encode()))
                           for pid in batch["person_id"]]
-            latents = model.encode_image(batch["person"], generators)
-            conditioning = model.encode_conditioning(batch["agnostic"], batch["inpaint_mask"], batch["densepose"],
-                                                     batch["reference"], generators)
-            noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in generators])
-            steps = torch.full((len(latents),), t, dtype=torch.long)
+            steps = torch.full((len(generators),), t, dtype=torch.long)
+            noisy, _, steps, conditioning, _ = module.diffusion_inputs(batch, generators, steps, reference_dropout=0.0)
             records = []
-            model(module.noise_scheduler.add_noise(latents, noise, steps), steps, conditioning,
-                  attention_records=records)
+            model(noisy, steps, conditioning, attention_records=records)
             output = flow_loss(records, batch["reference"], batch["person"], batch["loss_region"], steps,
                                module.noise_scheduler.config.num_train_timesteps, keep_warped=False)
             warp_error_sums[t] += output.loss.item() * len(steps)

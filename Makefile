@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install test
+.PHONY: install lint test
 
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,6 +12,10 @@ $(INSTALLED): setup.cfg pyproject.toml
 	touch $@
 
 install: $(INSTALLED)
+
+# ruff: pyflakes (unused names), pycodestyle (line length), import order, bugbear; settings in pyproject.toml.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
 
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests

@@ -20,8 +20,12 @@ import torchvision
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from leffa_pl.evaluation.protocols import PROTOCOLS
-from leffa_pl.metrics.features import (FID_EXTRACTORS, build_fid_feature_extractor, extractor_from_state_dict,
-                                       random_inception_state_dict)
+from leffa_pl.metrics.features import (
+    FID_EXTRACTORS,
+    build_fid_feature_extractor,
+    extractor_from_state_dict,
+    random_inception_state_dict,
+)
 from leffa_pl.metrics.perceptual import LPIPS_BACKBONES, build_lpips_network
 from leffa_pl.metrics.ssim import SSIM_GAUSSIAN, SSIM_UNIFORM51, ssim_per_image
 from leffa_pl.metrics.suite import MetricSuite

@@ -212,7 +212,7 @@ def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, fixed: d
         f"{len(summary['init']['per_layer_trained_t'])} layers the loss uses, flow at tau = {EVAL_TAU}; "
         f"seeds {seeds} (mean; per seed in brackets).",
         "",
-        "| model | " + " | ".join(f"t={t}" for t in timesteps) + f" | mean t<500 |",
+        "| model | " + " | ".join(f"t={t}" for t in timesteps) + " | mean t<500 |",
         "|---|" + "---|" * (len(timesteps) + 1),
     ]
     for arm in ARMS:
@@ -220,8 +220,8 @@ def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, fixed: d
         cells = [f"{summary[arm]['per_timestep'][t]:.2f}" for t in timesteps]
         lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells)
                      + f" | **{summary[arm]['trained_t_mean']:.2f}** ({per_seed}) |")
-    lines += ["", f"The Leffa loss's own term on the same pairs (masked smooth-L1 warp error, mean over layers and "
-              f"t<500): " + ", ".join(f"{ARM_TITLES[arm]} {summary[arm]['warp_error']:.4f}" for arm in ARMS) + "."]
+    lines += ["", "The Leffa loss's own term on the same pairs (masked smooth-L1 warp error, mean over layers and "
+              "t<500): " + ", ".join(f"{ARM_TITLES[arm]} {summary[arm]['warp_error']:.4f}" for arm in ARMS) + "."]
     lines += ["", f"Fixed flows for scale: zero displacement (garment image sampled at the person pixel's own "
               f"position) {fixed['zero displacement']:.2f} px; the reference centre everywhere (uniform "
               f"attention) {fixed['uniform attention']:.2f} px.", "",

@@ -16,8 +16,16 @@ from PIL import Image
 from leffa_pl.data import sample_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.evaluation import evaluate
-from leffa_pl.evaluation.predict import (LeffaPredictor, OutputFolderError, PredictionOptions, load_model,
-                                         output_name, plan_predictions, predict_pairs, safe_id)
+from leffa_pl.evaluation.predict import (
+    LeffaPredictor,
+    OutputFolderError,
+    PredictionOptions,
+    load_model,
+    output_name,
+    plan_predictions,
+    predict_pairs,
+    safe_id,
+)
 from leffa_pl.evaluation.score import target_id
 from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.leffa_model import LeffaModel

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from metrics_support import (DEEPFASHION_NAMES, TinyFeatures, backbone_file, forbid_network, textured_images,
-                             write_image)
+from metrics_support import DEEPFASHION_NAMES, TinyFeatures, backbone_file, forbid_network, textured_images, write_image
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

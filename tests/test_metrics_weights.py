@@ -9,8 +9,11 @@ from metrics_support import backbone_file, forbid_network, textured_images, writ
 from safetensors.torch import save_file
 
 from leffa_pl.evaluation.score import ScoreOptions, score_folder
-from leffa_pl.metrics.features import (build_fid_feature_extractor, feature_extractor_identity,
-                                       random_inception_state_dict)
+from leffa_pl.metrics.features import (
+    build_fid_feature_extractor,
+    feature_extractor_identity,
+    random_inception_state_dict,
+)
 from leffa_pl.metrics.perceptual import build_lpips_network
 from leffa_pl.metrics.weights import WeightsUnavailable
 

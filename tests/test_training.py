@@ -21,7 +21,8 @@ class Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.rows.append(dict(step=trainer.global_step, shape=tuple(batch["person"].shape),
-                              ids=tuple(batch["person_id"]), leffa=pl_module.leffa_loss_enabled, accumulate=trainer.accumulate_grad_batches,
+                              ids=tuple(batch["person_id"]), leffa=pl_module.leffa_loss_enabled,
+                              accumulate=trainer.accumulate_grad_batches,
                               loss=outputs["loss"].item()))
 
 

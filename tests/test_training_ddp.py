@@ -26,7 +26,8 @@ def _one_step(devices: int) -> dict[str, torch.Tensor]:
     # Leffa on, so both losses and the per-sample reference dropout take part.
     stage = Stage("only", 1, (32, 24), batch_size=PER_DEVICE_BATCH * 2 // devices, leffa_loss=True)
     # find_unused_parameters: cross-attention (no text) and the reference UNet's tail never get gradients.
-    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp_spawn_find_unused_parameters_true" if devices > 1 else "auto",
+    strategy = "ddp_spawn_find_unused_parameters_true" if devices > 1 else "auto"
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy=strategy,
                          max_steps=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
                          enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0,
                          callbacks=[StageSchedule([stage]), ShardsStayResumable()])

@@ -29,7 +29,8 @@ class RandomTryOnDataset(Dataset):
         mask[:, height // 4: 3 * height // 4, width // 4: 3 * width // 4] = 1
         reference = torch.roll(person, shifts=(height // 8, width // 8), dims=(1, 2))
         sample = {} if not self.with_flow else {"flow": self._shift_flow(height, width)}
-        return sample | {"person": person, "reference": reference, "inpaint_mask": mask, "agnostic": person * (1 - mask),
+        return sample | {"person": person, "reference": reference, "inpaint_mask": mask,
+                         "agnostic": person * (1 - mask),
                 "densepose": F.avg_pool2d(person, 3, 1, 1), "loss_region": mask.clone(),
                 "person_id": f"{index:05d}_00.jpg", "reference_id": f"{index:05d}_00.jpg"}
 
@@ -42,7 +43,7 @@ class RandomTryOnDataset(Dataset):
 
 
 class RandomTryOnDataModule(pl.LightningDataModule):
-    """Batches in index order, or ``shuffle``d like ``PersonImageDataModule``: by (seed, step the loader is built at)."""
+    """In index order, or ``shuffle``d like ``PersonImageDataModule``: by (seed, step the loader is built at)."""
 
     def __init__(self, size: int = 8, resolution: tuple[int, int] = (64, 48), batch_size: int = 2,
                  with_flow: bool = False, shuffle: bool = False):

@@ -19,7 +19,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 
 
-
 @dataclass
 class Stage:
     name: str

@@ -55,7 +55,8 @@ class LeffaImageLogger(pl.Callback):
                  _to_unit(batch["loss_region"][first])]
         for layer in leffa.layers[: self.max_layers]:
             tiles += [_to_unit(layer.warped[0]), flow_colour(layer.flow[0], size)]
-        names = ", ".join(f"{layer.name} ({layer.grid[0]}x{layer.grid[1]})" for layer in leffa.layers[: self.max_layers])
+        shown = leffa.layers[: self.max_layers]
+        names = ", ".join(f"{layer.name} ({layer.grid[0]}x{layer.grid[1]})" for layer in shown)
         logger.experiment.add_image("train/leffa_warped_references", make_grid(tiles, nrow=3 + 2 * 4, padding=2),
                                     trainer.global_step)
         logger.experiment.add_text("train/leffa_layers", f"reference, target, region, then per layer "

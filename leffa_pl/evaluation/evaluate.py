@@ -20,13 +20,20 @@ from typing import Sequence
 import lightning.pytorch as pl
 import torch
 
-from leffa_pl.data.check import DatasetFilesError
 from leffa_pl.data import deepfashion
+from leffa_pl.data.check import DatasetFilesError
 from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.io import DataFileError
 from leffa_pl.evaluation.images import ImageReadError
-from leffa_pl.evaluation.predict import (LeffaPredictor, OutputFolderError, PairDataset, PredictionOptions,
-                                         PredictionPlan, load_model, predict_pairs)
+from leffa_pl.evaluation.predict import (
+    LeffaPredictor,
+    OutputFolderError,
+    PairDataset,
+    PredictionOptions,
+    PredictionPlan,
+    load_model,
+    predict_pairs,
+)
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, score_images
 from leffa_pl.model.checkpoint import CheckpointError

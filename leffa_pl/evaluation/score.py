@@ -19,8 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from leffa_pl.evaluation.images import (IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError,
-                                        image_size)
+from leffa_pl.evaluation.images import IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError, image_size
 from leffa_pl.evaluation.protocols import PROTOCOLS, Protocol, get_protocol
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.metrics.features import build_fid_feature_extractor, feature_extractor_identity

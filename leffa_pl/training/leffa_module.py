@@ -24,7 +24,6 @@ from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
 
-
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/Inf; raised on every rank so that DDP stops cleanly."""
 

@@ -151,7 +151,7 @@ def layer_mean(per_layer: dict[str, float]) -> float:
 def run_seed(seed: int, args: argparse.Namespace, data_root: Path, out: Path) -> dict:
     resolution = tuple(args.resolution)
     common = dict(base_model=args.base_model, learning_rate=args.learning_rate, leffa_weight=args.leffa_weight,
-                  leffa_tau=args.leffa_tau, log_images_every_n_steps=0)
+                  leffa_tau=args.leffa_tau)
     pl.seed_everything(seed, verbose=False)
     base = LeffaModule(seed=seed, **common)
     base_stage = Stage("base", args.base_steps, resolution, args.batch_size, leffa_loss=False)

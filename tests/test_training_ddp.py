@@ -22,7 +22,7 @@ class ShardsStayResumable(pl.Callback):
 
 def _one_step(devices: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    module = SGDLeffaModule(learning_rate=10.0, log_images_every_n_steps=0)
+    module = SGDLeffaModule(learning_rate=10.0)
     # Leffa on, so both losses and the per-sample reference dropout take part.
     stage = Stage("only", 1, (32, 24), batch_size=PER_DEVICE_BATCH * 2 // devices, leffa_loss=True)
     # find_unused_parameters: cross-attention (no text) and the reference UNet's tail never get gradients.

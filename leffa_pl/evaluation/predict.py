@@ -31,6 +31,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
@@ -115,12 +116,6 @@ def plan_predictions(dataset: PairDataset, out_dir: str | os.PathLike) -> Predic
     return PredictionPlan(out_dir, names, unique, pending)
 
 
-def remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files left by an interrupted run (their PNG was never renamed into place)."""
-    for stale in out_dir.glob(".*.png.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 class OutputFolderError(ValueError):
     """An output folder holding images generated with other settings."""
 
@@ -131,7 +126,8 @@ def check_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     path = out_dir / MANIFEST
     wanted = json.loads(json.dumps(manifest))
     if not path.is_file():
-        path.write_text(json.dumps(wanted, indent=2) + "\n")
+        with atomic_write(path) as temporary:
+            temporary.write_text(json.dumps(wanted, indent=2) + "\n")
         return
     stored = json.loads(path.read_text())
     changed = [f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in wanted.items()
@@ -185,7 +181,7 @@ class PairPredictionData(pl.LightningDataModule):
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 check_manifest(self.out_dir, self.manifest)
-                remove_stale_temporaries(self.out_dir)
+                remove_stale_temporaries(self.out_dir, "*.png")  # PNGs an interrupted run never renamed
                 plan = plan_predictions(self.dataset, self.out_dir)
             except (OutputFolderError, ValueError, TypeError) as error:
                 plan = error  # raised on every rank below, so that none waits for the others
@@ -293,13 +289,9 @@ class LeffaPredictor(pl.LightningModule):
 
 
 def write_png(path: Path, image: torch.Tensor) -> None:
-    """uint8 ``[3, H, W]`` to a PNG, atomically: a temporary file in the same folder, then a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """uint8 ``[3, H, W]`` to a PNG, atomically (``atomic_write``)."""
+    with atomic_write(path) as temporary:
         Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class PNGWriter(BasePredictionWriter):

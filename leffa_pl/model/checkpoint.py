@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from leffa_pl.atomic_write import atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 MAX_LISTED_KEYS = 8
@@ -65,21 +66,14 @@ def check_state_dict(path: str | os.PathLike, state: Mapping[str, torch.Tensor],
 
 
 def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write atomically (temporary file, then rename); the format follows the suffix."""
+    """Write atomically (``atomic_write``); the format follows the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_write(path) as temporary:
         if path.suffix == SAFETENSORS_SUFFIX:
-            save_file(tensors, temporary)
+            save_file(tensors, str(temporary))
         else:
             torch.save(tensors, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
 
 

@@ -47,10 +47,9 @@ CLI := $(PY) -m leffa_pl.cli
 # they get no gradient: DDP must look for unused parameters.
 define train_demo
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
-	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed."
-	rm -rf runs/$(1)
-	$(CLI) fit $(2) --trainer.max_steps=12
-	$(CLI) fit $(2) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
+	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed (--run.overwrite)."
+	$(CLI) fit $(2) --run.dir=runs/$(1) --run.overwrite=true --trainer.max_steps=12
+	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
 	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
 endef
 
@@ -77,7 +76,7 @@ train-pose: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-pose: no DATA given -> embedded demo: generated DeepFashion sample (data/sample), tiny model, CPU;"
 	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
-	$(call train_demo,pose-demo,--config configs/trainer/cpu_pose_demo.yaml \
+	$(call train_demo,pose-demo,--config configs/trainer/cpu_demo.yaml \
 	  --config configs/data/deepfashion_sample.yaml --config configs/stages/pose_demo.yaml)
 else
 	$(call train_real,configs/data/deepfashion.yaml,configs/stages/pose_paper.yaml)

@@ -3,6 +3,7 @@ model and generated VITON-HD data in the real layout."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from metrics_support import backbone_file, forbid_network
 from PIL import Image
 
@@ -54,15 +56,20 @@ def model():
 
 
 class CountingPredictor(LeffaPredictor):
-    """Counts the pairs it generates; raises after ``fail_after`` batches (an interrupted run)."""
+    """Counts the pairs it generates; raises after ``fail_after`` batches (an interrupted run); sends itself
+    SIGTERM during batch ``sigterm_at``."""
 
-    def __init__(self, model, fail_after=None):
+    def __init__(self, model, fail_after=None, sigterm_at=None):
         super().__init__(model, SETTINGS, seed=42)
-        self.generated, self.batches, self.fail_after = 0, 0, fail_after
+        self.generated, self.batches, self.fail_after, self.sigterm_at = 0, 0, fail_after, sigterm_at
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         if self.fail_after is not None and self.batches == self.fail_after:
             raise RuntimeError("interrupted")
+        if self.batches == self.sigterm_at:
+            # Lightning's handler (installed in the main thread only) must be there, or this ends the test run
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGTERM)
         self.batches += 1
         self.generated += len(batch["person_id"])
         return super().predict_step(batch, batch_idx, dataloader_idx)
@@ -147,6 +154,14 @@ def test_an_interrupted_run_resumes_and_finishes(root, model, reference, tmp_pat
     assert set(resumed) == set(reference)
     for name, image in resumed.items():
         assert_same_image(image, reference[name], name)
+
+
+def test_sigterm_stops_after_the_batch_in_progress_keeping_its_pngs(root, model, reference, tmp_path):
+    with pytest.raises(SIGTERMException):  # leffa-pl-evaluate turns it into exit status 143
+        run(root, model, tmp_path, batch_size=2, sigterm_at=0)
+    assert len(list(tmp_path.glob("*.png"))) == 2  # the batch in progress, not the next one
+    resumed, _ = run(root, model, tmp_path, batch_size=2)
+    assert resumed.generated == 1 and set(images(tmp_path)) == set(reference)
 
 
 def test_checkpoints_ours_with_ema_and_released_layout(tmp_path):

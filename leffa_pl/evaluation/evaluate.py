@@ -19,7 +19,9 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from leffa_pl.callbacks.preemption import EXIT_SIGTERM
 from leffa_pl.data import deepfashion
 from leffa_pl.data.check import DatasetFilesError
 from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
@@ -215,6 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         results = evaluate(args)
+    except SIGTERMException:
+        print(f"leffa-pl-evaluate: stopped by SIGTERM; the PNGs written so far are kept in {args.out}: run the "
+              "same command again to generate the rest", file=sys.stderr)
+        return EXIT_SIGTERM
     except (EvaluationInputError, CheckpointError, DatasetFilesError, DataFileError, ScoreInputError,
             ImageReadError, OutputFolderError) as error:
         print(f"leffa-pl-evaluate: error: {error}", file=sys.stderr)

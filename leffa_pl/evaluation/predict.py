@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
@@ -295,7 +296,11 @@ def write_png(path: Path, image: torch.Tensor) -> None:
 
 
 class PNGWriter(BasePredictionWriter):
-    """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes."""
+    """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes.
+
+    On SIGTERM it stops after writing the batch in progress (Lightning notes the signal but its predict loop
+    would go on to the end) by raising Lightning's ``SIGTERMException``: what is written stays, a rerun resumes.
+    """
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         super().__init__(write_interval="batch")
@@ -307,6 +312,8 @@ class PNGWriter(BasePredictionWriter):
         for image, person_id, reference_id in zip(prediction["images"], prediction["person_id"],
                                                   prediction["reference_id"]):
             write_png(self.out_dir / output_name(person_id, reference_id), image)
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
 
 # ---------------------------------------------------------------------------------------- entry

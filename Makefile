@@ -85,9 +85,13 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
-.PHONY: bench-eval
+.PHONY: bench-eval bench-fingerprint
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
+
+# SHA-256 of the weights that prediction records in prediction.json: time per GiB.
+bench-fingerprint: $(INSTALLED)
+	$(PY) benchmarks/bench_fingerprint.py
 
 # ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
 # `make eval-vton` / `make eval-deepfashion` with no DATA: the generated sample, the demo export when

@@ -3,6 +3,7 @@ model and generated VITON-HD data in the real layout."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -98,11 +99,21 @@ def assert_same_image(image, expected, name):
 
 
 @pytest.fixture(scope="module")
-def reference(root, model, tmp_path_factory):
+def reference_dir(root, model, tmp_path_factory):
     """One pair per batch."""
     out = tmp_path_factory.mktemp("reference")
     run(root, model, out, batch_size=1)
-    return images(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    return images(reference_dir)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    shutil.copytree(folder, tmp_path / "out")
+    return tmp_path / "out"
 
 
 def test_names_are_the_sanitised_ids_and_score_finds_the_target():
@@ -162,6 +173,26 @@ def test_sigterm_stops_after_the_batch_in_progress_keeping_its_pngs(root, model,
     assert len(list(tmp_path.glob("*.png"))) == 2  # the batch in progress, not the next one
     resumed, _ = run(root, model, tmp_path, batch_size=2)
     assert resumed.generated == 1 and set(images(tmp_path)) == set(reference)
+
+
+def test_other_weights_under_the_same_description_are_refused(root, reference_dir, tmp_path):
+    # as retraining into the same checkpoint path: the description (the path) is the same, the weights are not
+    folder = copy_of(reference_dir, tmp_path)
+    retrained = load_model(None)[0]
+    with torch.no_grad():
+        retrained.unet.conv_out.bias.add_(1e-3)
+    description = json.loads((folder / "prediction.json").read_text())["model"]
+    predictor = LeffaPredictor(retrained, SETTINGS, seed=42, description=description)
+    with pytest.raises(OutputFolderError, match="other settings .*weights_sha256"):
+        predict_pairs(data(root), predictor, folder, PredictionOptions(accelerator="cpu", progress=False))
+
+
+def test_a_damaged_png_in_the_output_folder_says_delete_it_and_rerun(root, model, reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    damaged = sorted(folder.glob("*.png"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-40])  # truncated
+    with pytest.raises(OutputFolderError, match=f"{damaged}: a damaged PNG .*delete it and rerun"):
+        run(root, model, folder, batch_size=2)
 
 
 def test_checkpoints_ours_with_ema_and_released_layout(tmp_path):

@@ -6,6 +6,7 @@ failure is reported as a ``CheckpointError`` naming the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -75,6 +76,17 @@ def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike)
         else:
             torch.save(tensors, temporary)
     return path
+
+
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: the weights themselves, whatever file or
+    format (``.ckpt``, ``.pth``, ``.safetensors``) they came from. Cost: ``make bench-fingerprint``."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _listing(items: list[str]) -> str:

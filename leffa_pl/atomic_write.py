@@ -2,8 +2,8 @@
 
 A file that exists is therefore complete: an interrupted or failed write leaves the old file (or none),
 plus at most a hidden temporary ``.<name>.<pid>.tmp``, which the next run removes
-(``remove_stale_temporaries``). Files get the permissions a plain ``open`` gives them (umask), not
-``mkstemp``'s 0600.
+(``remove_stale_temporaries``). Files get the permissions a plain ``open`` gives them (0666 less the umask),
+whatever the writer used (safetensors and ``mkstemp`` create 0600).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     temporary = temporary_path(path)
     try:
         yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -43,3 +46,18 @@ def remove_stale_temporaries(folder: str | os.PathLike, name_pattern: str = "*")
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None: found by writing one now,
+    rather than at the first checkpoint, export or image."""
+    folder = Path(folder)
+    probe = folder / ".write-check"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(probe) as temporary:
+            temporary.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

@@ -1,5 +1,7 @@
 """leffa-pl fit as a user runs it (LightningCLI, YAML config, in this process): run folders, SIGTERM, resume."""
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -58,10 +60,13 @@ def test_sigterm_saves_last_ckpt_exits_143_and_the_resumed_run_reproduces_the_lo
     assert list((tmp_path / "killed" / "run" / "export").iterdir()) == []  # training did not end: no export
     assert [name for name in last.parent.iterdir() if name.name.startswith(".")] == []
 
+    stale = last.parent / ".last.ckpt.999.tmp"  # a checkpoint write a crash interrupted: removed at the start
+    stale.write_bytes(b"half a checkpoint")
     resume = write_config(tmp_path / "killed", tmp_path / "killed" / "run", loss_log(tmp_path / "resumed.txt"))
     main(["fit", f"--config={resume}", f"--ckpt_path={last}"])
     assert losses(tmp_path / "killed.txt") + losses(tmp_path / "resumed.txt") == losses(tmp_path / "full.txt")
     assert [step for step, _ in losses(tmp_path / "full.txt")] == [1, 2, 3, 4, 5]
+    assert not stale.exists()
 
 
 def refusal(*args: str) -> str:
@@ -107,3 +112,22 @@ def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path)
     blocker.write_text("")
     config = write_config(tmp_path, blocker / "run")
     assert f"{blocker / 'run'}: the run folder cannot be written" in refusal(f"--config={config}")
+
+
+def test_a_lightning_checkpoint_as_init_checkpoint_says_to_use_ckpt_path(tmp_path):
+    from leffa_pl.model.checkpoint import CheckpointError
+    from leffa_pl.training.leffa_module import LeffaModule
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"pytorch-lightning_version": "2.6.6", "global_step": 3,
+                "state_dict": {f"model.{k}": v for k, v in LeffaModel.tiny().state_dict().items()}}, path)
+    with pytest.raises(CheckpointError, match=f"{path}: a Lightning training checkpoint.*--ckpt_path={path}"):
+        LeffaModule(init_checkpoint=str(path))
+
+
+def test_exported_weights_are_world_readable_like_checkpoints(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for suffix in (".pth", ".safetensors"):
+        path = LeffaModel.tiny().export(tmp_path / f"leffa{suffix}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -287,3 +287,13 @@ def test_evaluate_deepfashion_scores_every_test_pair_against_the_training_images
     assert (stored["protocol"], stored["n_generated"], stored["n_paired"]) == ("deepfashion", 2, 2)
     assert stored["n_real"] == len((root / "train.lst").read_text().split())  # all training images
     assert set(stored["values"]) == {"ssim_gaussian", "ssim_uniform51", "psnr"}
+
+
+def test_evaluate_refuses_what_training_would_and_unwritable_output_before_generating(root, tmp_path, capsys):
+    assert evaluate.main(evaluate_args(root, tmp_path / "odd", "--resolution", "60x44")) == 2
+    assert "--resolution 60x44: height and width must be multiples of 8" in capsys.readouterr().err
+    assert not list((tmp_path / "odd").rglob("*.png"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert evaluate.main(evaluate_args(root, blocker / "out")) == 2
+    assert f"{blocker / 'out'}: the output folder cannot be written" in capsys.readouterr().err

@@ -163,3 +163,13 @@ def test_stage_schedule_refuses_a_module_without_set_stage(tmp_path):
 
     with pytest.raises(TypeError, match="LightningModule with set_stage"):
         _trainer(tmp_path, [_two_stages()], enable_checkpointing=False).fit(Plain(), RandomTryOnDataModule())
+
+
+def test_a_leffa_stage_whose_theta_resolution_selects_no_layer_fails_before_training(tmp_path):
+    # the tiny UNet's finest attention grid at 32x24 is 4x3: 4/32 of the height, below 0.25
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="stage 'b': the Leffa loss selects no attention layer at 32x24"):
+        _trainer(tmp_path, [StageSchedule([Stage("a", 1, (32, 24), 2), Stage("b", 1, (32, 24), 2, leffa_loss=True)]),
+                            recorder], enable_checkpointing=False).fit(_module(leffa_theta_resolution=0.25),
+                                                                      RandomTryOnDataModule())
+    assert recorder.rows == []

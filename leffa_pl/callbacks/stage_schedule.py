@@ -65,6 +65,12 @@ class StageSchedule(pl.Callback):
         for part, name in ((trainer.datamodule, "data module"), (pl_module, "LightningModule")):
             if not callable(getattr(part, "set_stage", None)):
                 raise TypeError(f"StageSchedule needs a {name} with set_stage(); got {type(part).__name__}")
+        for stage_ in self.stages:  # fail now, not when the Leffa stage begins
+            if stage_.leffa_loss and callable(getattr(pl_module, "check_leffa_resolution", None)):
+                try:
+                    pl_module.check_leffa_resolution(stage_.resolution)
+                except ValueError as error:
+                    raise ValueError(f"stage {stage_.name!r}: {error}") from None
         self._trainer = trainer
         trainer.reload_dataloaders_every_n_epochs = 1
         # Stages count optimizer steps; epochs end at every stage boundary, so they must not limit training.

@@ -42,6 +42,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a dict of tensors")
+    if "pytorch-lightning_version" in state:
+        raise CheckpointError(f"{path}: a Lightning training checkpoint, not a weights file. Resume its run with "
+                              f"leffa-pl fit --ckpt_path={path}; to start a new run from its weights, give the "
+                              "run's export (<run>/export/leffa.safetensors)")
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: not a flat state dict; non-tensor entries: {_listing(not_tensors)}")

@@ -87,6 +87,20 @@ class LeffaModule(pl.LightningModule):
         at (None: the open-ended last stage)."""
         self.leffa_loss_enabled, self._stage_end_step = leffa_loss, end_step
 
+    def check_leffa_resolution(self, resolution: tuple[int, int]) -> None:
+        """``StageSchedule``, at the start, for each Leffa stage: raise when no self-attention layer's grid
+        reaches ``leffa_theta_resolution`` of the image height at ``resolution`` (the loss would have no layer).
+        The finest attention grid is the generative UNet's first attention level (each level halves the side)."""
+        unet = self.model.unet.config
+        level = next((i for i, kind in enumerate(unet.down_block_types) if "Attn" in kind), None)
+        height = resolution[0] // self.model.vae_scale_factor
+        finest = -(-height // 2**level) if level is not None else 0
+        theta = self.leffa_loss.theta_resolution
+        if finest / resolution[0] < theta * (1 - 1e-9):
+            raise ValueError(f"the Leffa loss selects no attention layer at {resolution[0]}x{resolution[1]}: the "
+                             f"finest attention grid has {finest} rows, {finest / resolution[0]:.4g} of the image "
+                             f"height, below leffa_theta_resolution={theta:.4g}; lower model.leffa_theta_resolution")
+
     def set_image_interval(self, every_n_steps: int) -> None:
         """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
         self._image_every_n_steps = every_n_steps

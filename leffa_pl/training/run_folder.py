@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
+from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
 
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
 
@@ -42,16 +42,10 @@ def prepare_run_folder(run_dir: str | os.PathLike, resuming: bool, overwrite: bo
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
-    """Create ``folder`` and write a file in it now, rather than fail at the first checkpoint or export."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_write(folder / ".write-check") as probe:
-            probe.write_bytes(b"")
-        (folder / ".write-check").unlink()
-    except OSError as error:
-        raise RunFolderError(f"{folder}: the {what} folder cannot be written ({error.strerror or error}); "
-                             "give a writable folder") from None
+    """Fail now if the ``what`` folder cannot be written, not at the first checkpoint or export."""
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise RunFolderError(f"{folder}: the {what} folder cannot be written ({reason}); give a writable folder")
 
 
 def remove_stale_checkpoint_temporaries(folder: str | os.PathLike) -> None:

@@ -60,6 +60,7 @@ class PersonImageDataModule(LightningDataModule):
         self._pairs: dict[str, tuple[list, list[FileProblem]]] = {}
         self._checked: set[str] = set()
         self._announced = False
+        self._resize_logged = False
 
     # -- what a dataset provides ------------------------------------------------------------------
     @property
@@ -107,13 +108,12 @@ class PersonImageDataModule(LightningDataModule):
         return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, self.val_size).round().astype(int))]
 
     def _walk(self, selection: dict[str, list], level: CheckLevel, workers: int) -> FileReport:
-        files, problems, count = [], [], 0
+        files, problems = [], []
         for split, pairs in selection.items():
             problems += self.pairs(split)[1]
-            files += self._dataset(split, pairs, self.resolution, augment=False).required_files()
-            count += len(pairs)
-        return walk_files(self.name, self.root, files, level=level, pairs=count,
-                          problems=list(dict.fromkeys(problems)), workers=workers)
+            files += self._dataset(split, pairs, self.resolution, augment=False).pair_files()
+        return walk_files(self.name, self.root, files, level=level, problems=list(dict.fromkeys(problems)),
+                          workers=workers)
 
     def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
         """Walk every file the pairs of ``splits`` need (the ``leffa-pl-check-data`` command)."""
@@ -137,6 +137,9 @@ class PersonImageDataModule(LightningDataModule):
                 raise DatasetFilesError(report)
             if empty:
                 raise ValueError(f"{self.name} at {self.root}: no pairs in split(s) {empty}")
+            if report.resized and not self._resize_logged:
+                rank_zero_info(f"[leffa_pl.data] {self.name}: {report.resize_note()}")
+                self._resize_logged = True
             self._checked.update(selection)
         if not self._announced:
             rank_zero_info(f"[leffa_pl.data] {self.describe()}")

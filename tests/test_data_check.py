@@ -134,3 +134,15 @@ def test_readers_name_the_file(tmp_path):
     image.putpalette(synthetic_vton.palette())
     image.save(palette)
     assert read_label(palette).tolist() == [[0, 5], [13, 19]]  # indices, not colours
+
+
+def test_a_missing_relative_root_says_what_it_is_relative_to(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(NotADirectoryError, match=rf"data/absent: no such VITON-HD dataset folder \(root\) "
+                                                 rf"\(relative to the current directory {tmp_path}\)"):
+        VitonHDDataModule("data/absent").setup("fit")
+    with pytest.raises(NotADirectoryError) as caught:
+        VitonHDDataModule(str(tmp_path / "absent")).setup("fit")
+    assert "relative to the current directory" not in str(caught.value)
+    assert check_data.main(["data/absent", "--dataset", "vitonhd"]) == 1
+    assert f"relative to the current directory {tmp_path}" in capsys.readouterr().err

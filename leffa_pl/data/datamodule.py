@@ -26,7 +26,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport
+from leffa_pl.data.files import (CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport,
+                                 no_such_folder)
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
@@ -122,6 +123,8 @@ class PersonImageDataModule(LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Check the files of the splits this stage uses; raise ``DatasetFilesError`` listing every problem."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
         selection: dict[str, list] = {}
         if stage in (None, "fit"):
             selection[self.train_split] = self.pairs(self.train_split)[0]

@@ -19,6 +19,13 @@ CheckLevel = Literal["exists", "open", "decode"]
 CHECK_LEVELS: tuple[CheckLevel, ...] = ("exists", "open", "decode")
 
 
+def no_such_folder(path: str | Path, what: str) -> str:
+    """``"<path>: no such <what>"``, saying for a relative path which directory it was taken relative to."""
+    path = Path(path)
+    relative = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+    return f"{path}: no such {what}{relative}"
+
+
 class DataFileError(ValueError):
     """A dataset file that is missing, unreadable or malformed; ``path`` names it."""
 

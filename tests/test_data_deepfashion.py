@@ -213,7 +213,7 @@ def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(synthe
     assert f"{root / 'train_highres' / names[3]}  (missing)" in out
 
 
-def test_checker_passes_the_sample_and_names_corrupt_files(synthetic, tmp_path, capsys):
+def test_checker_passes_the_synthetic_dataset_and_names_corrupt_files(synthetic, tmp_path, capsys):
     assert check_data.main([str(synthetic), "--dataset", "deepfashion"]) == 0
     assert "DeepFashion" in capsys.readouterr().out
     root = tmp_path / "deepfashion"

@@ -4,7 +4,7 @@ The base owns what every dataset shares: the current stage (``resolution``, ``ba
 with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
 subsets, augmentation settings, and the file check in ``setup()`` that fails before training starts
 with the checker's report. A dataset plugs in by reading its pair lists (``_read_pairs``) and building
-a Dataset for a split (``_dataset``) that can list its files (``required_files()``).
+a ``PairDataset`` for a split (``_dataset``), which declares the files of each pair (``files``).
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
@@ -12,6 +12,10 @@ unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one load
 Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
 ``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
 (``ResumableDataLoader``).
+
+Constructors take their own settings and pass the rest on as ``**settings`` (keyword arguments only):
+LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the base's signature, so
+``--data.init_args.*`` and the YAML configs see every setting with its type and default.
 """
 
 from __future__ import annotations

@@ -126,7 +126,7 @@ def read_flow(path: str | Path) -> np.ndarray:
     flow = read_npz(path, FLOW_KEY)
     if flow.ndim != 3 or flow.shape[0] != 2 or not np.issubdtype(flow.dtype, np.floating):
         raise DataFileError(path, f"expected a float [2, H, W] flow, got {flow.dtype} {list(flow.shape)}")
-    return flow.transpose(1, 2, 0).astype(np.float32)
+    return flow.transpose(1, 2, 0).astype(np.float32, copy=False)
 
 
 _READERS = {"rgb": read_rgb, "label": read_label, "gray": read_gray, "json": read_json, "npz": read_npz}

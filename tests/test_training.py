@@ -158,8 +158,12 @@ def test_step_outputs_carry_flows_for_the_leffa_stage_and_the_image_logger_only(
 
 
 def test_stage_schedule_refuses_a_module_without_set_stage(tmp_path):
-    class Plain(pl.LightningModule):
-        pass
+    class Plain(pl.LightningModule):  # trainable, but without the stage seam
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("never reached")
+
+        def configure_optimizers(self):
+            raise AssertionError("never reached")
 
     with pytest.raises(TypeError, match="LightningModule with set_stage"):
         _trainer(tmp_path, [_two_stages()], enable_checkpointing=False).fit(Plain(), RandomTryOnDataModule())

@@ -2,8 +2,10 @@
 
 import shutil
 
+import lightning
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from leffa_pl.data import check_data, synthetic_vton
@@ -146,3 +148,34 @@ def test_a_missing_relative_root_says_what_it_is_relative_to(tmp_path, monkeypat
     assert "relative to the current directory" not in str(caught.value)
     assert check_data.main(["data/absent", "--dataset", "vitonhd"]) == 1
     assert f"relative to the current directory {tmp_path}" in capsys.readouterr().err
+
+
+class CountingModule(lightning.LightningModule):
+    """Counts its training steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.steps = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps += 1
+        return self.weight * 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_fit_stops_before_the_first_step_on_a_truncated_jpeg(pristine, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(pristine[0], root)
+    cloth = root / "train/cloth/00003_00.jpg"
+    cloth.write_bytes(cloth.read_bytes()[:-400])
+    trainer = lightning.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                                default_root_dir=tmp_path)
+    data = VitonHDDataModule(str(root), resolution=SIZE, batch_size=1, num_workers=0)  # default file_check
+    module = CountingModule()
+    with pytest.raises(DatasetFilesError, match=r"train/cloth/00003_00.jpg  \(unreadable: truncated JPEG"):
+        trainer.fit(module, datamodule=data)
+    assert module.steps == 0

@@ -1,11 +1,14 @@
 """The dataset checker (``leffa-pl-check-data``), the data modules' file check, and the readers' errors."""
 
+import json
 import shutil
 
 import lightning
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from PIL import Image
 
 from leffa_pl.data import check_data, synthetic_vton
@@ -179,3 +182,31 @@ def test_fit_stops_before_the_first_step_on_a_truncated_jpeg(pristine, tmp_path)
     with pytest.raises(DatasetFilesError, match=r"train/cloth/00003_00.jpg  \(unreadable: truncated JPEG"):
         trainer.fit(module, datamodule=data)
     assert module.steps == 0
+
+
+def check_in_rank(rank: int, root: str, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dm = VitonHDDataModule(root, mask_source="computed", num_workers=0)
+    report = dm.check_files(dm.splits, level="decode")
+    try:
+        dm.setup("fit")
+        raised = False
+    except DatasetFilesError:
+        raised = True
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump({"problems": sorted(str(p.path) for p in report.problems), "pairs": report.pairs,
+                   "text": report.format(), "raised": raised}, handle)
+    dist.destroy_process_group()
+
+
+def test_under_ddp_the_ranks_share_the_walk_and_all_get_the_whole_report(broken, tmp_path):
+    single = VitonHDDataModule(str(broken), mask_source="computed").check_files(
+        ["train", "test_paired", "test_unpaired"], level="decode")
+    mp.spawn(check_in_rank, args=(str(broken), str(tmp_path / "store"), str(tmp_path / "report")), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        shared = json.loads((tmp_path / f"report.{rank}").read_text())
+        assert shared["problems"] == sorted(str(p.path) for p in single.problems)
+        assert shared["pairs"] == single.pairs and "shared by 2 processes" in shared["text"]
+        assert shared["raised"]  # every rank raises, so none waits for the others

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
@@ -90,7 +91,7 @@ def sources_from_folders(persons: Path, garments: Path, category: str) -> tuple[
                 for s in sorted(set(garment_files) - set(person_files))]
     problems += [f"{person_files[s]}: no garment photo named {s}.*"
                  for s in sorted(set(person_files) - set(garment_files))]
-    return [Source(str(person_files[s]), str(garment_files[s]), category)
+    return [Source(str(person_files[s].resolve()), str(garment_files[s].resolve()), category)
             for s in sorted(set(person_files) & set(garment_files))], problems
 
 
@@ -110,8 +111,8 @@ def sources_from_csv(path: Path, category: str) -> list[Source]:
             raise PrepareInputError(f"{path}: line {number}: category {row_category!r} not in {dresscode.CATEGORIES}")
         if split is not None and split not in SPLITS:
             raise PrepareInputError(f"{path}: line {number}: split {split!r} not in {SPLITS}")
-        resolve = [str(Path(p) if Path(p).is_absolute() else path.parent / p) for p in (row["person"], row["garment"])]
-        sources.append(Source(*resolve, row_category, split))
+        person, garment = (str((path.parent / p).resolve()) for p in (row["person"], row["garment"]))
+        sources.append(Source(person, garment, row_category, split))
     return sources
 
 
@@ -125,13 +126,11 @@ def read_manifest(root: Path) -> list[Item]:
 
 
 def write_manifest(root: Path, items: Sequence[Item]) -> None:
-    names = [f.name for f in fields(Item)]
-    lines = [",".join(names)] + [",".join(_csv_field(getattr(item, n)) for n in names) for item in items]
-    write_text(root / MANIFEST, "\n".join(lines) + "\n")
-
-
-def _csv_field(value: str) -> str:
-    return f'"{value.replace(chr(34), chr(34) * 2)}"' if any(c in value for c in ',"\n') else value
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[f.name for f in fields(Item)], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(asdict(item) for item in items)
+    write_text(root / MANIFEST, text.getvalue())
 
 
 def plan_items(sources: Sequence[Source], existing: Sequence[Item], layout_class, test_fraction: float) -> list[Item]:

@@ -26,6 +26,7 @@ COCO18_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 
 BODY25_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, MID_HIP, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3] + [None] * 6
 MIDPOINTS = {NECK: (5, 6), MID_HIP: (11, 12)}
 OPENPOSE_VERSION = 1.3
+MIN_SCORE = 0.3  # keypoints scored lower are written as missing
 
 
 @dataclass
@@ -60,13 +61,13 @@ def _converted(keypoints: BodyKeypoints, order: list, min_score: float) -> list[
     return points
 
 
-def openpose_json(keypoints: BodyKeypoints, min_score: float = 0.3) -> dict:
+def openpose_json(keypoints: BodyKeypoints, min_score: float = MIN_SCORE) -> dict:
     """VITON-HD ``openpose_json`` content: one person, BODY_25 (x, y, confidence) in pixels, missing = 0, 0, 0."""
     flat = [round(value, 3) for point in _converted(keypoints, BODY25_FROM_COCO17, min_score) for value in point]
     return {"version": OPENPOSE_VERSION, "people": [{"person_id": [-1], "pose_keypoints_2d": flat}]}
 
 
-def dresscode_json(keypoints: BodyKeypoints, size: tuple[int, int], min_score: float = 0.3) -> dict:
+def dresscode_json(keypoints: BodyKeypoints, size: tuple[int, int], min_score: float = MIN_SCORE) -> dict:
     """DressCode ``keypoints/{id}_2.json`` content: COCO-18 [x, y, score, index] in the 384x512 frame, for a
     photo of ``size`` (H, W); missing points are [0, 0, 0, index]."""
     frame_h, frame_w = dresscode.KEYPOINT_FRAME
@@ -128,7 +129,7 @@ class VitPoseEstimator:
 
 
 def layout_xy(keypoints: BodyKeypoints, layout: str, size: tuple[int, int] | None = None,
-              min_score: float = 0.3) -> np.ndarray:
+              min_score: float = MIN_SCORE) -> np.ndarray:
     """[K, 2] (x, y) pixels, NaN where missing, in the order the data modules read back from the stored JSON:
     BODY_25 for ``vitonhd``, COCO-18 for ``dresscode`` (what ``masks.py`` takes)."""
     order = BODY25_FROM_COCO17 if layout == "vitonhd" else COCO18_FROM_COCO17

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning
 import torch
 
-from leffa_pl.data import dresscode, sample_vton, vitonhd
+from leffa_pl.data import dresscode, synthetic_vton, vitonhd
 from leffa_pl.data.transforms import AugmentConfig
 
 NATIVE = (1024, 768)
@@ -45,9 +45,9 @@ def main() -> None:
     augment = AugmentConfig()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        viton_root = sample_vton.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 2, NATIVE)
+        viton_root = synthetic_vton.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 2, NATIVE)
         dc_pairs = max(1, args.pairs // 3)
-        dc_root = sample_vton.make_dresscode(Path(tmp) / "DressCode", dc_pairs, 2, NATIVE)
+        dc_root = synthetic_vton.make_dresscode(Path(tmp) / "DressCode", dc_pairs, 2, NATIVE)
         print(f"generated {args.pairs} + {3 * dc_pairs} train pairs at {NATIVE[0]}x{NATIVE[1]} "
               f"in {time.perf_counter() - start:.1f} s")
         print(f"CPU: {platform.processor() or platform.machine()}, torch threads 1, augmentation on (train split)")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leffa_pl.data import check, sample_vton
-from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data import check_data, synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
-from leffa_pl.data.io import DataFileError, read_json, read_label, read_pair_list, read_rgb
+from leffa_pl.data.files import DataFileError, DatasetFilesError
+from leffa_pl.data.io import read_json, read_label, read_pair_list, read_rgb
 
 SIZE = (64, 48)
 
@@ -17,8 +17,8 @@ SIZE = (64, 48)
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     base = tmp_path_factory.mktemp("pristine")
-    return (sample_vton.make_vitonhd(base / "zalando-hd-resized", n_train=4, n_test=2, size=SIZE),
-            sample_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE))
+    return (synthetic_vton.make_vitonhd(base / "zalando-hd-resized", n_train=4, n_test=2, size=SIZE),
+            synthetic_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE))
 
 
 @pytest.fixture
@@ -37,14 +37,14 @@ def broken(pristine, tmp_path):
 
 
 def test_intact_datasets_pass(pristine, capsys):
-    assert check.main([str(pristine[0]), "--dataset", "vitonhd"]) == 0
+    assert check_data.main([str(pristine[0]), "--dataset", "vitonhd"]) == 0
     out = capsys.readouterr().out
     assert "VITON-HD" in out and ": OK" in out and "pairs" in out
-    assert check.main([str(pristine[1]), "--dataset", "dresscode", "--category", "dresses"]) == 0
+    assert check_data.main([str(pristine[1]), "--dataset", "dresscode", "--category", "dresses"]) == 0
 
 
 def test_report_lists_every_problem_with_counts_per_folder(broken, capsys):
-    assert check.main([str(broken), "--dataset", "vitonhd", "--mask-source", "computed"]) == 1
+    assert check_data.main([str(broken), "--dataset", "vitonhd", "--mask-source", "computed"]) == 1
     out = capsys.readouterr().out
     assert "3 missing, 3 unreadable" in out
     assert "  train/image/: 2 missing" in out
@@ -72,9 +72,9 @@ def test_missing_pair_file_and_folder(pristine, tmp_path, capsys):
     root = tmp_path / "copy"
     shutil.copytree(pristine[0], root)
     (root / "test_pairs.txt").unlink()
-    assert check.main([str(root), "--dataset", "vitonhd", "--level", "exists"]) == 1
+    assert check_data.main([str(root), "--dataset", "vitonhd", "--level", "exists"]) == 1
     assert f"{root / 'test_pairs.txt'}  (missing)" in capsys.readouterr().out
-    assert check.main([str(tmp_path / "nowhere"), "--dataset", "vitonhd"]) == 1
+    assert check_data.main([str(tmp_path / "nowhere"), "--dataset", "vitonhd"]) == 1
 
 
 def test_data_module_fails_in_setup_with_the_same_report(broken):
@@ -119,6 +119,6 @@ def test_readers_name_the_file(tmp_path):
         read_rgb(tmp_path / "nothing.jpg")
     palette = tmp_path / "palette.png"
     image = Image.fromarray(np.array([[0, 5], [13, 19]], np.uint8), mode="P")
-    image.putpalette(sample_vton.palette())
+    image.putpalette(synthetic_vton.palette())
     image.save(palette)
     assert read_label(palette).tolist() == [[0, 5], [13, 19]]  # indices, not colours

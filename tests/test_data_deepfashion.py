@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leffa_pl.data import check, deepfashion, sample_deepfashion, sample_vton
-from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data import check_data, deepfashion, synthetic_deepfashion, synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DeepFashionDataModule
-from leffa_pl.data.io import DataFileError, read_rgb
+from leffa_pl.data.files import DataFileError, DatasetFilesError
+from leffa_pl.data.io import read_rgb
+from leffa_pl.data.registry import DATA_MODULES
 from leffa_pl.data.transforms import AugmentConfig
 
 NATIVE = (88, 60)  # the 1101x750 aspect, small
@@ -44,7 +45,7 @@ def _person(height, width, seed):
 
 
 def write_real_layout(root, layout="flat"):
-    """A DeepFashion copy written by hand in the distributed formats (not by the sample generator)."""
+    """A DeepFashion copy written by hand in the distributed formats (not by the synthetic-data generator)."""
     root.mkdir(parents=True)
     splits = {"train": BLOUSE, "test": DENIM}
     (root / "densepose").mkdir()
@@ -67,7 +68,7 @@ def write_real_layout(root, layout="flat"):
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
-    return sample_deepfashion.make_deepfashion(tmp_path_factory.mktemp("df") / "deepfashion", train_people=3,
+    return synthetic_deepfashion.make_deepfashion(tmp_path_factory.mktemp("df") / "deepfashion", train_people=3,
                                                test_people=2, views=3, size=NATIVE, seed=1)
 
 
@@ -204,7 +205,7 @@ def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(sample
         dm.setup("fit")
     kept = dm.train_dataloader().dataset.pairs
     assert len(kept) == 12 and all(p.person != names[1] and names[3] not in (p.person, p.reference) for p in kept)
-    assert check.main([str(root), "--dataset", "deepfashion", "--level", "exists"]) == 1
+    assert check_data.main([str(root), "--dataset", "deepfashion", "--level", "exists"]) == 1
     out = capsys.readouterr().out
     assert "train: skipped 6 of 18 pairs" in out and "2 missing, 0 unreadable" in out
     assert "  densepose/: 1 missing" in out and "  train_highres/: 1 missing" in out
@@ -213,7 +214,7 @@ def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(sample
 
 
 def test_checker_passes_the_sample_and_names_corrupt_files(sample, tmp_path, capsys):
-    assert check.main([str(sample), "--dataset", "deepfashion"]) == 0
+    assert check_data.main([str(sample), "--dataset", "deepfashion"]) == 0
     assert "DeepFashion" in capsys.readouterr().out
     root = tmp_path / "deepfashion"
     shutil.copytree(sample, root)
@@ -221,7 +222,7 @@ def test_checker_passes_the_sample_and_names_corrupt_files(sample, tmp_path, cap
     image = root / "test_highres" / name
     image.write_bytes(image.read_bytes()[:-300])
     (root / "densepose" / f"{name[:-4]}.png").write_bytes(b"not a png")
-    assert check.main([str(root), "--dataset", "deepfashion"]) == 1
+    assert check_data.main([str(root), "--dataset", "deepfashion"]) == 1
     out = capsys.readouterr().out
     assert "0 missing, 2 unreadable" in out and "  test_highres/: 1 unreadable" in out
     assert f"{image}  (unreadable: unreadable image (image file is truncated" in out
@@ -275,14 +276,14 @@ def test_validation_and_test_loaders(sample):
     assert len(dm.test_dataloader().dataset) == 2 * 6
     assert [p.person for p in dm.predict_dataloader().dataset.pairs] == [
         p.person for p in dm.test_dataloader().dataset.pairs]
-    assert "deepfashion" in check.DATASETS
+    assert "deepfashion" in DATA_MODULES
 
 
 def test_sample_keeps_the_clothes_of_a_person_across_poses(sample):
     height, width = NATIVE
-    outfit = {sample_vton.UPPER: True, sample_vton.PANTS: False}
-    poses = [sample_vton.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
-    people = [sample_vton.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
+    outfit = {synthetic_vton.UPPER: True, synthetic_vton.PANTS: False}
+    poses = [synthetic_vton.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
+    people = [synthetic_vton.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
               for pose in poses]
     assert np.array_equal(people[0].garment.flat, people[1].garment.flat)  # the same garment ...
     assert not np.array_equal(people[0].image, people[1].image)  # ... in another pose

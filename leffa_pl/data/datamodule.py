@@ -17,7 +17,7 @@ Lightning injects the DistributedSampler. Shuffling and augmentation are reprodu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -26,20 +26,11 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.check import CheckLevel, DatasetFilesError, FileProblem, FileReport, walk_files
-from leffa_pl.data.io import DataFileError, RequiredFile
+from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport
+from leffa_pl.data.io import walk_files
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
-
-
-class CheckableDataset(Protocol):
-    """What the base needs from a dataset: its length, samples, and the files it reads."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict: ...
-
-    def required_files(self) -> list[RequiredFile]: ...
 
 
 class PersonImageDataModule(LightningDataModule):
@@ -85,7 +76,8 @@ class PersonImageDataModule(LightningDataModule):
         """Pairs of ``split`` and problems found while resolving them; may raise ``DataFileError``."""
         raise NotImplementedError
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
+        """The dataset of ``pairs`` of ``split`` at ``resolution``, augmented or not."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -187,35 +179,41 @@ class PersonImageDataModule(LightningDataModule):
         self.set_stage(tuple(state_dict["resolution"]), state_dict["batch_size"])
 
 
-class VitonHDDataModule(PersonImageDataModule):
-    """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
-    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+class TryOnDataModule(PersonImageDataModule):
+    """Try-on data (VITON-HD, DressCode): train, test paired and test unpaired; validation on both test
+    pairings; ``test_pairing`` chooses the split of ``test_dataloader``/``predict_dataloader``."""
 
-    name = "VITON-HD"
     splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
-    def __init__(self, root: str = "data/zalando-hd-resized", resolution: tuple[int, int] = (512, 384),
-                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
-                 persistent_workers: bool = False, val_size: int = 8,
-                 test_pairing: Literal["paired", "unpaired"] = "paired",
-                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", augment: bool = True,
-                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
-                 file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, flip_p, affine_p, color_p, file_check, check_workers)
-        self.save_hyperparameters()
+    def __init__(self, root: str, test_pairing: Literal["paired", "unpaired"] = "paired", **settings: Any):
+        """``settings``: those of ``PersonImageDataModule`` (resolution, batch size, loaders, augmentation,
+        file check)."""
+        super().__init__(root=root, **settings)
         self.test_pairing = test_pairing
-        self.mask_source = mask_source
 
     @property
     def test_split(self) -> str:
         return f"test_{self.test_pairing}"
 
+
+class VitonHDDataModule(TryOnDataModule):
+    """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
+    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+
+    name = "VITON-HD"
+
+    def __init__(self, root: str = "data/zalando-hd-resized",
+                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", **settings: Any):
+        """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
+        super().__init__(root=root, **settings)
+        self.save_hyperparameters()
+        self.mask_source = mask_source
+
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return vitonhd.read_pairs(self.root, split), []
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         mask_source = vitonhd.resolve_mask_source(self.root, split, self.mask_source)
         return vitonhd.VitonHDDataset(
             self.root, pairs, resolution, mask_source=mask_source, with_flow=vitonhd.has_flow(self.root, split),
@@ -230,35 +228,23 @@ class VitonHDDataModule(PersonImageDataModule):
                 f"computed = parsing + OpenPose recipe).{flow}")
 
 
-class DressCodeDataModule(PersonImageDataModule):
+class DressCodeDataModule(TryOnDataModule):
     """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
 
     name = "DressCode"
-    splits = ("train", "test_paired", "test_unpaired")
-    val_splits = ("test_paired", "test_unpaired")
 
-    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",
-                 resolution: tuple[int, int] = (512, 384), batch_size: int = 8, num_workers: int = 4,
-                 pin_memory: bool = True, persistent_workers: bool = False, val_size: int = 8,
-                 test_pairing: Literal["paired", "unpaired"] = "paired", augment: bool = True,
-                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
-                 file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, flip_p, affine_p, color_p, file_check, check_workers)
+    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all", **settings: Any):
+        """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
+        super().__init__(root=root, **settings)
         self.save_hyperparameters()
         if category not in dresscode.CATEGORIES + ("all",):
             raise ValueError(f"category must be one of {dresscode.CATEGORIES + ('all',)}, got {category!r}")
         self.category = category
-        self.test_pairing = test_pairing
-
-    @property
-    def test_split(self) -> str:
-        return f"test_{self.test_pairing}"
 
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return dresscode.read_pairs(self.root, split, self.category)
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         return dresscode.DressCodeDataset(
             self.root, pairs, resolution, with_flow=dresscode.has_flow(self.root, split, self.category),
             augment=dresscode.dresscode_augment(self.augment_config) if augment and self.augment_config else None)
@@ -283,12 +269,9 @@ class DeepFashionDataModule(PersonImageDataModule):
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 
-    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176),
-                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
-                 persistent_workers: bool = False, val_size: int = 8, augment: bool = True, affine_p: float = 0.5,
-                 color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, 0.0, affine_p, color_p, file_check, check_workers)
+    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176), **settings: Any):
+        """``settings``: those of ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
+        super().__init__(root=root, resolution=resolution, flip_p=0.0, **settings)
         self.save_hyperparameters()
         self._split_pairs: dict[str, deepfashion.SplitPairs] = {}
 
@@ -309,7 +292,7 @@ class DeepFashionDataModule(PersonImageDataModule):
         self.pairs(split)
         return self._split_pairs.get(split, deepfashion.SplitPairs(pairs=[]))
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         augment_with = self.augment_config if augment else None
         return deepfashion.DeepFashionDataset(
             self.root, pairs, resolution, layout=deepfashion.image_layout(self.root, split),

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from leffa_pl.data import masks
-from leffa_pl.data.check import FileProblem
-from leffa_pl.data.io import (DataFileError, PairFilesDataset, RequiredFile, read_json, read_label,
-                              read_npz, read_pair_list, read_rgb)
+from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
+from leffa_pl.data.io import read_json, read_label, read_npz, read_pair_list, read_rgb
+from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER, FLOW_KEY
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, resize_views)
 
@@ -33,9 +34,7 @@ Category = Literal["upper_body", "lower_body", "dresses", "all"]
 Split = Literal["train", "test_paired", "test_unpaired"]
 PAIR_FILES = {"train": "train_pairs.txt", "test_paired": "test_pairs_paired.txt",
               "test_unpaired": "test_pairs_unpaired.txt"}
-FLOW_FOLDER = "ground-truth-flow"
 KEYPOINT_FRAME = (512, 384)  # (H, W) of the keypoint coordinates
-DENSEPOSE_PARTS = 24
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def read_pairs(root: str | Path, split: Split,
 
 
 def has_flow(root: str | Path, split: Split, category: Category) -> bool:
-    """Whether ground-truth flow exists (generated sample data; unpaired pairs have none)."""
+    """Whether ground-truth flow exists (synthetic data; unpaired pairs have none)."""
     categories = CATEGORIES if category == "all" else (category,)
     return split != "test_unpaired" and all((Path(root) / c / FLOW_FOLDER).is_dir() for c in categories)
 
@@ -113,7 +112,7 @@ def encode_densepose(parts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(parts.astype(np.float32) / 127.5 - 1.0)[None].repeat(3, 1, 1)
 
 
-class DressCodeDataset(PairFilesDataset[DressCodePair]):
+class DressCodeDataset(PairDataset[DressCodePair]):
     """Contract samples (see ``contract.py``) for DressCode pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[DressCodePair], resolution: tuple[int, int],
@@ -125,7 +124,7 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
         self.augment = augment
         self._randomness = SampleRandomness()
 
-    def _files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
+    def files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
         person, garment = self.root / pair.person_category, self.root / pair.garment_category
         files = {
             "person": RequiredFile(person / "images" / f"{pair.person}_0.jpg", "rgb"),
@@ -140,7 +139,7 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
-        files = self._files(pair)
+        files = self.files(pair)
         person = read_rgb(files["person"].path)
         labels = read_label(files["labels"].path)
         densepose = read_label(files["densepose"].path)
@@ -152,7 +151,7 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
             raise DataFileError(files["densepose"].path, f"part index {densepose.max()} > {DENSEPOSE_PARTS}")
         views = Views(person=person, reference=read_rgb(files["garment"].path),
                       labels={"labels": labels, "densepose": densepose},
-                      flow=read_npz(files["flow"].path, "flow").transpose(1, 2, 0) if "flow" in files else None)
+                      flow=read_npz(files["flow"].path, FLOW_KEY).transpose(1, 2, 0) if "flow" in files else None)
         views = resize_views(views, self.resolution)
         labels = views.labels.pop("labels")
         keypoints = read_keypoints(files["keypoints"].path, self.resolution)
@@ -169,7 +168,6 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
                                reference_id=reference_id, flow=views.flow)
 
     def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
         return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
 
 

@@ -1,63 +1,22 @@
-"""Readers for dataset files. Every error is a ``DataFileError`` naming the file and what is wrong.
+"""Readers for dataset files, and the walk that checks a dataset's files with them.
 
-Images come back as HWC ``uint8`` numpy arrays, label maps as HW ``uint8`` arrays of label indices
-(palette PNGs are read as indices, never converted to RGB). ``RequiredFile`` declares a file a
-dataset needs and which reader decodes it, so one checker can walk any dataset.
+Every error is a ``DataFileError`` naming the file and what is wrong. Images come back as HWC ``uint8``
+numpy arrays, label maps as HW ``uint8`` arrays of label indices (palette PNGs are read as indices, never
+converted to RGB). ``probe_file`` checks one ``RequiredFile`` at a level and ``walk_files`` many (in
+threads), into a ``FileReport``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Generic, Literal, Sequence, TypeVar
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
-FileKind = Literal["rgb", "label", "gray", "json", "npz"]
-
-
-class DataFileError(ValueError):
-    """A dataset file that is missing, unreadable or malformed; ``path`` names it."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-@dataclass(frozen=True)
-class RequiredFile:
-    """A file a dataset sample needs, with the reader (``kind``) that decodes it."""
-
-    path: Path
-    kind: FileKind
-
-
-PairT = TypeVar("PairT")
-
-
-class PairFilesDataset(Dataset, Generic[PairT]):
-    """A Dataset over ``pairs`` whose samples read the files ``_files(pair)`` names; the checker walks them."""
-
-    pairs: Sequence[PairT]
-
-    def _files(self, pair: PairT) -> dict[str, RequiredFile]:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def required_files(self) -> list[RequiredFile]:
-        """Every file the pairs need, for the checker."""
-        return [f for pair in self.pairs for f in self._files(pair).values()]
-
-    def person_file(self, index: int) -> Path:
-        """The person (target) image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
+from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileReport, RequiredFile
 
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
@@ -155,7 +114,7 @@ def read_pair_list(path: str | Path) -> list[tuple[str, str]]:
 _READERS = {"rgb": read_rgb, "label": read_label, "gray": read_gray, "json": read_json, "npz": read_npz}
 
 
-def probe_file(required: RequiredFile, level: Literal["exists", "open", "decode"]) -> str | None:
+def probe_file(required: RequiredFile, level: CheckLevel) -> str | None:
     """Check one file at ``level`` and return the problem (``"missing"`` or a reason), or None if fine.
 
     ``exists``: present and non-empty. ``open``: images' headers identify a format, JSON/npz parse.
@@ -182,3 +141,14 @@ def probe_file(required: RequiredFile, level: Literal["exists", "open", "decode"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         return f"unreadable image ({error})"
     return None
+
+
+def walk_files(name: str, root: Path, files: Iterable[RequiredFile], level: CheckLevel = "open",
+               pairs: int = 0, problems: Sequence[FileProblem] = (), workers: int = 8) -> FileReport:
+    """Probe each distinct file at ``level`` and collect the problems (plus ``problems`` found earlier)."""
+    distinct = list(dict.fromkeys(files))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        outcomes = list(pool.map(lambda required: probe_file(required, level), distinct))
+    found = [FileProblem(req.path, outcome) for req, outcome in zip(distinct, outcomes) if outcome is not None]
+    return FileReport(name=name, root=Path(root), level=level, pairs=pairs, files=len(distinct),
+                      problems=list(problems) + found)

@@ -1,0 +1,104 @@
+"""What a dataset's files are and what can be wrong with them: the bottom of the data layer (imports nothing
+of leffa_pl).
+
+``RequiredFile`` declares a file a sample needs and the reader (``kind``) that decodes it. ``DataFileError`` is
+raised by the readers for one bad file; a walk over many files collects ``FileProblem``s into a ``FileReport``
+(problem counts per folder, every file listed), and ``DatasetFilesError`` carries that report when a data
+module refuses a dataset in ``setup()``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+FileKind = Literal["rgb", "label", "gray", "json", "npz"]
+CheckLevel = Literal["exists", "open", "decode"]
+CHECK_LEVELS: tuple[CheckLevel, ...] = ("exists", "open", "decode")
+
+
+class DataFileError(ValueError):
+    """A dataset file that is missing, unreadable or malformed; ``path`` names it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class RequiredFile:
+    """A file a dataset sample needs, with the reader (``kind``) that decodes it."""
+
+    path: Path
+    kind: FileKind
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """One missing or unreadable file (or pair file) and what is wrong with it."""
+
+    path: Path
+    problem: str
+
+    @property
+    def missing(self) -> bool:
+        return self.problem in ("missing", "pair file not found")
+
+
+@dataclass
+class FileReport:
+    """Outcome of a walk: the problems, and how many pairs and distinct files were checked."""
+
+    name: str
+    root: Path
+    level: CheckLevel
+    pairs: int = 0
+    files: int = 0
+    problems: list[FileProblem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # dataset-specific lines printed under the summary
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def folder_of(self, problem: FileProblem) -> str:
+        try:
+            folder = problem.path.parent.relative_to(self.root)
+        except ValueError:
+            folder = problem.path.parent
+        return f"{folder.as_posix()}/"
+
+    def per_folder(self) -> dict[str, Counter]:
+        """{folder relative to the root: Counter(missing=..., unreadable=...)}, folders sorted."""
+        counts: dict[str, Counter] = {}
+        for problem in self.problems:
+            kind = "missing" if problem.missing else "unreadable"
+            counts.setdefault(self.folder_of(problem), Counter())[kind] += 1
+        return dict(sorted(counts.items()))
+
+    def format(self) -> str:
+        head = (f"{self.name} at {self.root}: {self.pairs} pairs, {self.files} files checked "
+                f"(level '{self.level}')")
+        if self.ok:
+            return "\n".join([f"{head}: OK"] + self.notes)
+        missing = sum(p.missing for p in self.problems)
+        lines = [f"{head}: {missing} missing, {len(self.problems) - missing} unreadable", *self.notes,
+                 "per folder:"]
+        for folder, counts in self.per_folder().items():
+            lines.append(f"  {folder}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+        lines.append("files:")
+        for problem in sorted(self.problems, key=lambda p: str(p.path)):
+            what = "missing" if problem.missing else f"unreadable: {problem.problem}"
+            lines.append(f"  {problem.path}  ({what})")
+        return "\n".join(lines)
+
+
+class DatasetFilesError(RuntimeError):
+    """A dataset with missing or unreadable files; the message is the full report."""
+
+    def __init__(self, report: FileReport):
+        self.report = report
+        super().__init__(report.format())

@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the stand-ins live with the tests
 from preprocess_standins import build_all  # noqa: E402
 
-from leffa_pl.data.sample_vton import PANTS, UPPER, draw_person  # noqa: E402
+from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person  # noqa: E402
 from leffa_pl.preprocess import prepare  # noqa: E402
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights  # noqa: E402
 

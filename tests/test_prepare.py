@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from preprocess_standins import build_all, cli_options
 
-from leffa_pl.data import check
+from leffa_pl.data import check_data
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
-from leffa_pl.data.sample_vton import DRESS, PANTS, UPPER, draw_person
+from leffa_pl.data.synthetic_vton import DRESS, PANTS, UPPER, draw_person
 from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
 
@@ -82,7 +82,7 @@ def test_prepare_vitonhd_folder(standins, tmp_path, capsys):
     assert (out / "test_pairs.txt").read_text().split() == ["00001_00.jpg", "00003_00.jpg",
                                                             "00003_00.jpg", "00001_00.jpg"]
     assert read_size(out / "test" / "image" / "00003_00.jpg") == SIZE  # the EXIF-rotated portrait, upright
-    assert check.main([str(out), "--dataset", "vitonhd"]) == 0
+    assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0
     module = VitonHDDataModule(root=str(out), resolution=(64, 48), batch_size=2, num_workers=0, val_size=2)
     module.setup("fit")
     batch = next(iter(module.train_dataloader()))
@@ -116,7 +116,7 @@ def test_prepare_dresscode_csv(standins, tmp_path):
     assert prepare.main(argv + cli_options(standins)) == 0
     assert (out / "dresses" / "test_pairs_unpaired.txt").read_text().split() == ["000003_0.jpg", "000003_1.jpg"]
     assert len((out / "train_pairs.txt").read_text().splitlines()) == 2
-    assert check.main([str(out), "--dataset", "dresscode", "--category", "all"]) == 0
+    assert check_data.main([str(out), "--dataset", "dresscode", "--category", "all"]) == 0
     module = DressCodeDataModule(root=str(out), resolution=(64, 48), batch_size=2, num_workers=0)
     module.setup("fit")
     check_sample({key: value[0] for key, value in next(iter(module.train_dataloader())).items()})
@@ -160,4 +160,4 @@ def test_interrupted_run_resumes_without_redoing(standins, tmp_path):
     assert json.loads((out / "prepare.json").read_text()) == {"layout": "vitonhd", "size": list(SIZE)}
     with pytest.raises(prepare.PrepareInputError, match="prepared with .*128, 96.*now.*64, 48"):
         prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), second, progress=False)
-    assert check.main([str(out), "--dataset", "vitonhd"]) == 0
+    assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0

@@ -10,7 +10,7 @@ from preprocess_standins import build_all, schp_onnx
 
 from leffa_pl.data import dresscode, vitonhd
 from leffa_pl.data.io import read_gray, read_label, read_npz, read_rgb
-from leffa_pl.data.sample_vton import PANTS, UPPER, draw_person
+from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
 from leffa_pl.preprocess import weights
 from leffa_pl.preprocess.annotate import NoPersonError, PersonAnnotation, Preprocessor, PreprocessWeights, inpaint_mask
 from leffa_pl.preprocess.densepose import DensePoseModelError, TorchScriptDensePose

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.io import DataFileError, read_gray, read_label, read_rgb
+from leffa_pl.data.files import DataFileError
+from leffa_pl.data.io import read_gray, read_label, read_rgb
+from leffa_pl.data.layout import parse_size
 from leffa_pl.data.transforms import contract_sample, image_to_tensor
-from leffa_pl.evaluation.evaluate import parse_resolution
 from leffa_pl.evaluation.predict import load_model, output_name, pair_seed
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError
@@ -154,7 +155,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
                                              "tiny model with random weights, a pipeline check)")
     parser.add_argument("--base-model", help="diffusers SD-inpainting folder giving the checkpoint's architecture")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
-    parser.add_argument("--resolution", type=parse_resolution, default=(1024, 768), help="HxW the model runs at")
+    parser.add_argument("--resolution", type=parse_size, default=(1024, 768), help="HxW the model runs at")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--guidance-scale", type=float, default=2.5)
     parser.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS)

@@ -24,8 +24,7 @@ import torch.nn.functional as F
 import torchvision  # noqa: F401  registers torchvision's operators (nms, roi_align) that the export calls
 
 from leffa_pl.data import deepfashion, vitonhd
-
-PARTS = 24
+from leffa_pl.data.layout import DENSEPOSE_PARTS as PARTS
 
 
 class DensePoseModelError(ValueError):

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data.sample_vton import palette
+from leffa_pl.data.synthetic_vton import palette
 
 JPEG_QUALITY = 95
 

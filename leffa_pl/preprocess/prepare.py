@@ -29,7 +29,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from leffa_pl.data import dresscode
-from leffa_pl.evaluation.evaluate import parse_resolution
+from leffa_pl.data.layout import parse_size
 from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
@@ -219,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inputs.add_argument("--pairs", type=Path, help="CSV: person,garment[,category][,split]")
     parser.add_argument("--garments", type=Path, help="folder of garment photos, paired with persons by name")
     parser.add_argument("--out", type=Path, required=True, help="dataset root to write (resumed when it exists)")
-    parser.add_argument("--size", type=parse_resolution, default=(1024, 768), help="HxW (default 1024x768)")
+    parser.add_argument("--size", type=parse_size, default=(1024, 768), help="HxW (default 1024x768)")
     parser.add_argument("--category", default="upper_body", choices=dresscode.CATEGORIES,
                         help="DressCode category of pairs without one")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of new pairs put in the test split")

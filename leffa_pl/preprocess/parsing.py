@@ -21,6 +21,8 @@ from typing import Literal, Protocol
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 LabelSet = Literal["cihp", "atr"]
 # SCHP's normalisation, applied to BGR channels in this order.
@@ -97,7 +99,9 @@ class SchpNetwork:
         if fusion.ndim != 3 or fusion.shape[0] != self.spec.labels:
             raise ParsingModelError(f"{self.path}: fusion output of shape {fusion.shape}, expected "
                                     f"[{self.spec.labels}, h, w] ({self.spec.name} labels)")
-        upsampled = cv2.resize(fusion.transpose(1, 2, 0), (size, size), interpolation=cv2.INTER_LINEAR)
+        # Upsampled as SCHP's inference does (bilinear, corners aligned), then warped back onto the photo.
+        upsampled = F.interpolate(torch.from_numpy(fusion)[None], size=(size, size), mode="bilinear",
+                                  align_corners=True)[0].permute(1, 2, 0).numpy()
         back = cv2.warpAffine(upsampled, cv2.invertAffineTransform(fit), (width, height), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_REPLICATE)
         return back.reshape(height, width, -1)

@@ -15,7 +15,7 @@ from leffa_pl.data import check_data
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.synthetic_vton import DRESS, PANTS, UPPER, draw_person
-from leffa_pl.preprocess import prepare
+from leffa_pl.preprocess import prepare, weights
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
 
 SIZE = (128, 96)
@@ -128,6 +128,9 @@ class _Interrupting:
     def __init__(self, inner: Preprocessor, stop_at: int | None = None):
         self.inner, self.stop_at, self.calls = inner, stop_at, 0
 
+    def load(self):
+        self.inner.load()
+
     def annotate(self, image, layout):
         self.calls += 1
         if self.calls == self.stop_at:
@@ -161,3 +164,16 @@ def test_interrupted_run_resumes_without_redoing(standins, tmp_path):
     with pytest.raises(prepare.PrepareInputError, match="prepared with .*128, 96.*now.*64, 48"):
         prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), second, progress=False)
     assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0
+
+
+def test_missing_weights_stop_before_the_first_photo(standins, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(weights.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    persons, garments = _photo_folders(tmp_path)
+    argv = ["--layout", "dresscode", "--persons", str(persons), "--garments", str(garments),
+            "--out", str(tmp_path / "out"), "--no-progress", "--offline"]
+    given = {key: path for key, path in standins.items() if key != "densepose_model"}
+    assert prepare.main(argv + cli_options(given)) == 2
+    error = capsys.readouterr().err
+    assert "densepose_r50_fpn_dl.torchscript (DensePose R50-FPN (TorchScript)) is not in the Hugging Face" in error
+    assert "huggingface.co/LayerNorm/DensePose-TorchScript-with-hint-image" in error
+    assert not list((tmp_path / "out").rglob("*.jpg"))

@@ -84,28 +84,41 @@ class Preprocessor:
     densepose_model: DensePoseEstimator | None = None
     cihp: bool = True  # load the LIP network too (VITON-HD labels)
 
-    def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
+    def load(self) -> None:
+        """Load all three networks now (a missing weight file stops a command before its first photo)."""
+        self._parser(), self._keypoint_model(), self._densepose_model()
+
+    def _parser(self) -> HumanParser:
         if self.parser is None:
             w = self.weights
             lip = weights.resolve_file(weights.SCHP_LIP, w.parser_lip, w.offline) if self.cihp else None
             self.parser = SchpParser(weights.resolve_file(weights.SCHP_ATR, w.parser_atr, w.offline), lip, w.device)
-        return self.parser(image, LABEL_SETS[layout])
+        return self.parser
 
-    def keypoints(self, image: np.ndarray) -> BodyKeypoints:
+    def _keypoint_model(self) -> KeypointEstimator:
         if self.keypoint_model is None:
             w = self.weights
             self.keypoint_model = VitPoseEstimator(w.pose_model, w.detector, w.device, w.box_threshold, w.offline)
-        found = self.keypoint_model(image)
+        return self.keypoint_model
+
+    def _densepose_model(self) -> DensePoseEstimator:
+        if self.densepose_model is None:
+            w = self.weights
+            self.densepose_model = TorchScriptDensePose(
+                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device)
+        return self.densepose_model
+
+    def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
+        return self._parser()(image, LABEL_SETS[layout])
+
+    def keypoints(self, image: np.ndarray) -> BodyKeypoints:
+        found = self._keypoint_model()(image)
         if found is None:
             raise NoPersonError("no person found (the person detector found nobody)")
         return found
 
     def densepose(self, image: np.ndarray) -> DensePoseResult:
-        if self.densepose_model is None:
-            w = self.weights
-            self.densepose_model = TorchScriptDensePose(
-                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device)
-        found = self.densepose_model(image)
+        found = self._densepose_model()(image)
         if found is None or not found.parts.any():
             raise NoPersonError("no person found (DensePose found nobody)")
         return found

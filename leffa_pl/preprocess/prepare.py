@@ -194,6 +194,8 @@ def prepare_dataset(sources: Sequence[Source], root: Path, layout_name: str, siz
     pending = []
     for item in items:
         (summary.present if all(p.is_file() for p in layout.outputs(item).values()) else pending).append(item)
+    if pending:
+        preprocessor.load()
     for item in tqdm(pending, desc="leffa-pl-prepare", unit="pair", disable=not progress):
         try:
             summary.notes += prepare_item(item, layout, preprocessor, size)

@@ -201,6 +201,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
     args = parser.parse_args(argv)
     if tryon:
         args.dataset = args.dataset or ("vitonhd" if args.category == "upper_body" else "dresscode")
+        if args.dataset == "vitonhd" and args.category != "upper_body":
+            parser.error(f"--category {args.category}: VITON-HD models try on upper-body garments only "
+                         "(use a DressCode model: --dataset dresscode)")
         people, garments, given = args.person, args.garment, (args.mask, args.densepose)
     else:
         people, garments, given = args.target_pose, args.reference, (None, args.target_densepose)

@@ -85,9 +85,12 @@ class PrepareSummary:
 # ------------------------------------------------------------------------------------------- inputs
 def sources_from_folders(persons: Path, garments: Path, category: str) -> tuple[list[Source], list[str]]:
     """Person and garment photos paired by stem; unmatched photos are returned as problems."""
-    person_files = {p.stem: p for p in list_photos(persons)}
-    garment_files = {p.stem: p for p in list_photos(garments)}
-    problems = [f"{garment_files[s]}: no person photo named {s}.*"
+    person_list, garment_list = list_photos(persons), list_photos(garments)
+    person_files, garment_files = {p.stem: p for p in person_list}, {p.stem: p for p in garment_list}
+    problems = [f"{p}: not used: {by_stem[p.stem].name} has the same name (photos are paired by name)"
+                for listed, by_stem in ((person_list, person_files), (garment_list, garment_files))
+                for p in listed if by_stem[p.stem] != p]
+    problems += [f"{garment_files[s]}: no person photo named {s}.*"
                 for s in sorted(set(garment_files) - set(person_files))]
     problems += [f"{person_files[s]}: no garment photo named {s}.*"
                  for s in sorted(set(person_files) - set(garment_files))]

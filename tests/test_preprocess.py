@@ -14,7 +14,7 @@ from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
 from leffa_pl.preprocess import weights
 from leffa_pl.preprocess.annotate import NoPersonError, PersonAnnotation, Preprocessor, PreprocessWeights, inpaint_mask
 from leffa_pl.preprocess.densepose import DensePoseModelError, TorchScriptDensePose
-from leffa_pl.preprocess.keypoints import BodyKeypoints, layout_xy
+from leffa_pl.preprocess.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.layouts import DressCodeLayout, Item, VitonHDLayout
 from leffa_pl.preprocess.parsing import ParsingModelError, SchpParser, cihp_labels
 
@@ -137,3 +137,11 @@ def test_dresscode_round_trip(preprocessor, tmp_path):
 def test_no_person_is_an_error_not_a_crash(preprocessor):
     with pytest.raises(NoPersonError, match="DensePose found nobody"):
         preprocessor.annotate(np.full(SIZE + (3,), 200, np.uint8), "vitonhd")
+
+
+def test_hub_models_offline_without_cache_name_the_repository(tmp_path):
+    with pytest.raises(weights.WeightsNotFoundError, match="PekingU/rtdetr_r50vd_coco_o365 .person detector.*"
+                                                         "huggingface-cli download PekingU/rtdetr_r50vd_coco_o365"):
+        VitPoseEstimator(offline=True)
+    with pytest.raises(weights.WeightsNotFoundError, match="nothing-here: no such folder .ViTPose"):
+        VitPoseEstimator(pose_model=tmp_path / "nothing-here", offline=True)

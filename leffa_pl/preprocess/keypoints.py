@@ -88,11 +88,13 @@ class VitPoseEstimator:
         from transformers import AutoImageProcessor, AutoModelForObjectDetection, VitPoseForPoseEstimation
 
         self.device, self.box_threshold = torch.device(device), box_threshold
+        # Both sources first: a missing explicit folder is reported before anything loads.
+        sources = [(*pretrained_source(explicit, repo_id, what, offline), what, model_class)
+                   for explicit, repo_id, what, model_class in (
+                       (detector, PERSON_DETECTOR, "person detector", AutoModelForObjectDetection),
+                       (pose_model, VITPOSE, "ViTPose keypoint model", VitPoseForPoseEstimation))]
         loaded = []
-        for explicit, repo_id, what, model_class in (
-                (detector, PERSON_DETECTOR, "person detector", AutoModelForObjectDetection),
-                (pose_model, VITPOSE, "ViTPose keypoint model", VitPoseForPoseEstimation)):
-            source, local_only = pretrained_source(explicit, repo_id, what, offline)
+        for source, local_only, what, model_class in sources:
             try:
                 processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
                 model = model_class.from_pretrained(source, local_files_only=local_only, use_safetensors=True)

@@ -89,6 +89,7 @@ def pretrained_source(explicit: str | os.PathLike | None, repo_id: str, what: st
 def pretrained_error(repo_id: str, what: str, error: Exception) -> WeightsNotFoundError:
     """The error for a hub model that could not be loaded from the cache or downloaded."""
     return WeightsNotFoundError(
-        f"{repo_id} ({what}) is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and could not be "
-        f"downloaded ({type(error).__name__}: {error}); run `huggingface-cli download {repo_id}` where online, "
-        f"or give the folder it was saved to; it comes from https://huggingface.co/{repo_id}")
+        f"{repo_id} ({what}, safetensors weights) could not be loaded from a folder, the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}) or a download ({type(error).__name__}: {error}); run `huggingface-cli "
+        f"download {repo_id}` where online, or give the folder it was saved to; it comes from "
+        f"https://huggingface.co/{repo_id}")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from leffa_pl.data.files import CHECK_LEVELS
+from leffa_pl.data.files import CHECK_LEVELS, no_such_folder
 from leffa_pl.data.registry import DATA_MODULES, build_data_module
 
 
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "(default: auto)")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
-        print(f"{args.root}: not a directory", file=sys.stderr)
+        print(no_such_folder(args.root, "dataset folder"), file=sys.stderr)
         return 1
     try:
         module = build_data_module(args.dataset, args.root, category=args.category, mask_source=args.mask_source)

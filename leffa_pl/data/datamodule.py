@@ -4,7 +4,7 @@ The base owns what every dataset shares: the current stage (``resolution``, ``ba
 with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
 subsets, augmentation settings, and the file check in ``setup()`` that fails before training starts
 with the checker's report. A dataset plugs in by reading its pair lists (``_read_pairs``) and building
-a Dataset for a split (``_dataset``) that can list its files (``required_files()``).
+a ``PairDataset`` for a split (``_dataset``), which declares the files of each pair (``files``).
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
@@ -12,6 +12,10 @@ unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one load
 Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
 ``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
 (``ResumableDataLoader``).
+
+Constructors take their own settings and pass the rest on as ``**settings`` (keyword arguments only):
+LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the base's signature, so
+``--data.init_args.*`` and the YAML configs see every setting with its type and default.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport
+from leffa_pl.data.files import (CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport,
+                                 no_such_folder)
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
@@ -60,6 +65,7 @@ class PersonImageDataModule(LightningDataModule):
         self._pairs: dict[str, tuple[list, list[FileProblem]]] = {}
         self._checked: set[str] = set()
         self._announced = False
+        self._resize_logged = False
 
     # -- what a dataset provides ------------------------------------------------------------------
     @property
@@ -107,13 +113,12 @@ class PersonImageDataModule(LightningDataModule):
         return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, self.val_size).round().astype(int))]
 
     def _walk(self, selection: dict[str, list], level: CheckLevel, workers: int) -> FileReport:
-        files, problems, count = [], [], 0
+        files, problems = [], []
         for split, pairs in selection.items():
             problems += self.pairs(split)[1]
-            files += self._dataset(split, pairs, self.resolution, augment=False).required_files()
-            count += len(pairs)
-        return walk_files(self.name, self.root, files, level=level, pairs=count,
-                          problems=list(dict.fromkeys(problems)), workers=workers)
+            files += self._dataset(split, pairs, self.resolution, augment=False).pair_files()
+        return walk_files(self.name, self.root, files, level=level, problems=list(dict.fromkeys(problems)),
+                          workers=workers)
 
     def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
         """Walk every file the pairs of ``splits`` need (the ``leffa-pl-check-data`` command)."""
@@ -122,6 +127,8 @@ class PersonImageDataModule(LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Check the files of the splits this stage uses; raise ``DatasetFilesError`` listing every problem."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
         selection: dict[str, list] = {}
         if stage in (None, "fit"):
             selection[self.train_split] = self.pairs(self.train_split)[0]
@@ -137,6 +144,9 @@ class PersonImageDataModule(LightningDataModule):
                 raise DatasetFilesError(report)
             if empty:
                 raise ValueError(f"{self.name} at {self.root}: no pairs in split(s) {empty}")
+            if report.resized and not self._resize_logged:
+                rank_zero_info(f"[leffa_pl.data] {self.name}: {report.resize_note()}")
+                self._resize_logged = True
             self._checked.update(selection)
         if not self._announced:
             rank_zero_info(f"[leffa_pl.data] {self.describe()}")

@@ -317,7 +317,7 @@ class DeepFashionDataset(PairDataset[DeepFashionPair]):
         return {
             "person": RequiredFile(image_path(self.root, pair.split, pair.person, self.layout), "rgb"),
             "reference": RequiredFile(image_path(self.root, pair.split, pair.reference, self.layout), "rgb"),
-            "densepose": RequiredFile(densepose_path(self.root, pair.person), "rgb"),
+            "densepose": RequiredFile(densepose_path(self.root, pair.person), "rgb", read_iuv, aligned=True),
         }
 
     def keypoints(self, index: int) -> dict[str, np.ndarray]:
@@ -330,13 +330,8 @@ class DeepFashionDataset(PairDataset[DeepFashionPair]):
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
-        files = self.files(pair)
-        person = read_rgb(files["person"].path)
-        iuv = read_iuv(files["densepose"].path)
-        if iuv.shape[:2] != person.shape[:2]:
-            raise DataFileError(files["densepose"].path,
-                                f"size {iuv.shape[:2]} differs from the image's {person.shape[:2]}")
-        views = Views(person=person, reference=read_rgb(files["reference"].path), labels={"densepose": iuv})
+        data = self.read(index)
+        views = Views(person=data["person"], reference=data["reference"], labels={"densepose": data["densepose"]})
         views = resize_views(views, self.resolution)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))

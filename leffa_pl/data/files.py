@@ -12,11 +12,18 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 FileKind = Literal["rgb", "label", "gray", "json", "npz"]
 CheckLevel = Literal["exists", "open", "decode"]
 CHECK_LEVELS: tuple[CheckLevel, ...] = ("exists", "open", "decode")
+
+
+def no_such_folder(path: str | Path, what: str) -> str:
+    """``"<path>: no such <what>"``, saying for a relative path which directory it was taken relative to."""
+    path = Path(path)
+    relative = "" if path.is_absolute() else f" (relative to the current directory {Path.cwd()})"
+    return f"{path}: no such {what}{relative}"
 
 
 class DataFileError(ValueError):
@@ -30,10 +37,18 @@ class DataFileError(ValueError):
 
 @dataclass(frozen=True)
 class RequiredFile:
-    """A file a dataset sample needs, with the reader (``kind``) that decodes it."""
+    """A file a dataset sample needs.
+
+    ``kind`` says how the ``open`` check probes an image (its header); ``reader`` is the function the loader
+    decodes the file with, and so what the ``decode`` check runs (None: the kind's plain reader; a module-level
+    function, so that equal declarations compare equal). ``aligned``: a map aligned with the person image, under
+    the auxiliary-map size rule (``io.check_map_size``).
+    """
 
     path: Path
     kind: FileKind
+    reader: Callable[[Path], Any] | None = None
+    aligned: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,14 @@ class FileReport:
     files: int = 0
     problems: list[FileProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # dataset-specific lines printed under the summary
+    resized: list[str] = field(default_factory=list)  # aligned maps of another size, same aspect ratio
+
+    def resize_note(self) -> str | None:
+        """The one line saying which maps the loader resizes (auxiliary-map size rule), or None."""
+        if not self.resized:
+            return None
+        return (f"{len(self.resized)} auxiliary map(s) have another size than their image with its aspect ratio: "
+                f"resized with nearest neighbour, e.g. {self.resized[0]}")
 
     @property
     def ok(self) -> bool:
@@ -82,11 +105,11 @@ class FileReport:
     def format(self) -> str:
         head = (f"{self.name} at {self.root}: {self.pairs} pairs, {self.files} files checked "
                 f"(level '{self.level}')")
+        notes = self.notes + ([self.resize_note()] if self.resized else [])
         if self.ok:
-            return "\n".join([f"{head}: OK"] + self.notes)
+            return "\n".join([f"{head}: OK"] + notes)
         missing = sum(p.missing for p in self.problems)
-        lines = [f"{head}: {missing} missing, {len(self.problems) - missing} unreadable", *self.notes,
-                 "per folder:"]
+        lines = [f"{head}: {missing} missing, {len(self.problems) - missing} unreadable", *notes, "per folder:"]
         for folder, counts in self.per_folder().items():
             lines.append(f"  {folder}: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
         lines.append("files:")

@@ -24,8 +24,8 @@ import numpy as np
 
 from leffa_pl.data import masks
 from leffa_pl.data.files import DataFileError, RequiredFile
-from leffa_pl.data.io import read_gray, read_json, read_label, read_npz, read_pair_list, read_rgb
-from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER, FLOW_KEY
+from leffa_pl.data.io import read_binary_mask, read_flow, read_json, read_pair_list
+from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, image_to_tensor, resize_views)
@@ -149,31 +149,26 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         files = {
             "person": RequiredFile(self._path(pair, "image", pair.person), "rgb"),
             "garment": RequiredFile(self._path(pair, "cloth", pair.garment), "rgb"),
-            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label"),
-            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb"),
+            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label", aligned=True),
+            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb", aligned=True),
         }
         if self.mask_source == "precomputed":
-            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray")
+            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray",
+                                         read_binary_mask, aligned=True)
         else:
-            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json")
+            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json",
+                                         read_openpose)
         if self.with_flow:
-            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz")
+            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz", read_flow, aligned=True)
         return files
 
     def __getitem__(self, index: int) -> dict:
-        pair = self.pairs[index]
-        files = self.files(pair)
-        person = read_rgb(files["person"].path)
-        parse = read_label(files["parse"].path)
-        if parse.shape != person.shape[:2]:
-            raise DataFileError(files["parse"].path,
-                                f"size {parse.shape} differs from the image's {person.shape[:2]}")
-        views = Views(person=person, reference=read_rgb(files["garment"].path),
-                      labels={"parse": parse, "densepose": read_rgb(files["densepose"].path)})
+        data = self.read(index)
+        person = data["person"]
+        views = Views(person=person, reference=data["garment"],
+                      labels={"parse": data["parse"], "densepose": data["densepose"]}, flow=data.get("flow"))
         if self.mask_source == "precomputed":
-            views.labels["inpaint_mask"] = (read_gray(files["mask"].path) >= 128).astype(np.uint8)
-        if self.with_flow:
-            views.flow = read_npz(files["flow"].path, FLOW_KEY).transpose(1, 2, 0)
+            views.labels["inpaint_mask"] = data["mask"]
         native_height, native_width = person.shape[:2]
         views = resize_views(views, self.resolution)
         height, width = self.resolution
@@ -182,7 +177,7 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         views.labels["densepose"] = decode_densepose(views.labels["densepose"])
         if self.mask_source == "computed":
             scale = np.array([width / native_width, height / native_height])
-            keypoints = read_openpose(files["pose"].path) * scale
+            keypoints = data["pose"] * scale
             views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:

@@ -22,7 +22,7 @@ import torch
 
 from leffa_pl.data import deepfashion
 from leffa_pl.data.datamodule import DeepFashionDataModule
-from leffa_pl.data.files import DataFileError, DatasetFilesError
+from leffa_pl.data.files import DataFileError, DatasetFilesError, no_such_folder
 from leffa_pl.data.layout import parse_size
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.registry import DATA_MODULES, build_data_module
@@ -92,7 +92,7 @@ def deepfashion_training_images(root: Path) -> list[Path]:
 def _check_inputs(args: argparse.Namespace) -> None:
     problems = []
     if not args.data.is_dir():
-        problems.append(f"{args.data}: no such data folder (--data)")
+        problems.append(f"{no_such_folder(args.data, 'data folder')} (--data)")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         problems.append(f"{args.checkpoint}: no such checkpoint file (--checkpoint)")
     if args.base_model is not None and not args.base_model.is_dir():

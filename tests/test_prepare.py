@@ -61,6 +61,7 @@ def _photo_folders(root: Path) -> tuple[Path, Path]:
             Image.fromarray(image[:20, :15]).save(target)
         else:
             Image.fromarray(image).save(target)
+    Image.fromarray(_draw(9)[1]).save(garments / "h_nobody_wears_it.jpg")
     return persons, garments
 
 
@@ -75,6 +76,7 @@ def test_prepare_vitonhd_folder(standins, tmp_path, capsys):
     assert "e_blank.jpg: no person found" in report
     assert "f_unreadable.jpg: unreadable image" in report
     assert "g_small.jpg: too small: 20x15 px, at least 32x24 for 128x96" in report
+    assert "h_nobody_wears_it.jpg: no person photo named h_nobody_wears_it.*" in report
     for note in ("b_cmyk.jpg: CMYK converted to RGB", "c_alpha.png: transparent pixels composited on white",
                  "d_exif.jpg: EXIF orientation 6 applied"):
         assert note in report

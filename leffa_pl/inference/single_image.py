@@ -86,6 +86,7 @@ class ImageGenerator:
         self.resolution, self.seed, self.out = args.resolution, args.seed, args.out
         self.preprocessor = Preprocessor(weights_from_args(args, self.device),
                                          cihp=getattr(args, "dataset", "vitonhd") == "vitonhd")
+        self.last_person: tuple[tuple, PersonMaps] | None = None
 
     def generate(self, sample: dict, target: Photo, placement: Placement, record: dict) -> Path:
         """Generate ``sample`` (the data contract) and write it at ``target``'s size with ``record``."""
@@ -103,24 +104,46 @@ class ImageGenerator:
         return path
 
 
-def tryon_sample(runner: ImageGenerator, job: Job, dataset: str,
-                 category: str) -> tuple[dict, Photo, Placement, dict]:
-    """The contract sample of a try-on job, the person photo, where it lies in the sample, and a record."""
+@dataclass
+class PersonMaps:
+    """A person photo fitted to the model's resolution, with its inpaint mask and DensePose part indices."""
+
+    photo: Photo
+    fitted: np.ndarray
+    placement: Placement
+    mask: np.ndarray
+    parts: np.ndarray
+
+
+def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str) -> PersonMaps:
     size, pre = runner.resolution, runner.preprocessor
-    person, garment = load_photo(job.person), load_photo(job.garment)
-    person_fit, placement = fit(person.image, size, pad="edge")
-    garment_fit = fit(garment.image, size, pad="white")[0]
+    person = load_photo(job.person)
+    fitted, placement = fit(person.image, size, pad="edge")
     given_mask = _given_map(job.mask, person, read_gray, size)
     if given_mask is not None:
         mask = given_mask >= 128
     else:
-        mask = inpaint_mask(dataset, pre.labels(person_fit, dataset), pre.keypoints(person_fit), category)
+        mask = inpaint_mask(dataset, pre.labels(fitted, dataset), pre.keypoints(fitted), category)
     reader = read_rgb if dataset == "vitonhd" else read_label
     given_densepose = _given_map(job.densepose, person, reader, size)
     if given_densepose is None:
-        parts = pre.densepose(person_fit).parts
+        parts = pre.densepose(fitted).parts
     else:
         parts = vitonhd.decode_densepose(given_densepose) if dataset == "vitonhd" else given_densepose
+    return PersonMaps(person, fitted, placement, mask, parts)
+
+
+def tryon_sample(runner: ImageGenerator, job: Job, dataset: str,
+                 category: str) -> tuple[dict, Photo, Placement, dict]:
+    """The contract sample of a try-on job, the person photo, where it lies in the sample, and a record. A
+    person's maps are computed once for all the garments tried on it in a row."""
+    key = (job.person, job.mask, job.densepose)
+    if runner.last_person is None or runner.last_person[0] != key:
+        runner.last_person = key, person_maps(runner, job, dataset, category)
+    maps = runner.last_person[1]
+    person, person_fit, placement, mask, parts = maps.photo, maps.fitted, maps.placement, maps.mask, maps.parts
+    garment = load_photo(job.garment)
+    garment_fit = fit(garment.image, runner.resolution, pad="white")[0]
     densepose = image_to_tensor(vitonhd.encode_densepose(parts)) if dataset == "vitonhd" \
         else dresscode.encode_densepose(parts)
     sample = contract_sample(person_fit, garment_fit, mask.astype(np.uint8), densepose, mask.astype(np.uint8),

@@ -69,6 +69,7 @@ class PrepareSummary:
     failed: list[tuple[Item, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pair_files: list[Path] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)  # photos left out before planning (folder input)
 
     def format(self, title: str, root: Path) -> str:
         lines = [f"{title} layout at {root}: {len(self.items)} pairs: {len(self.prepared)} prepared now, "
@@ -77,6 +78,8 @@ class PrepareSummary:
             lines += ["converted:"] + [f"  {note}" for note in self.notes]
         if self.failed:
             lines += ["skipped:"] + [f"  {item.id}: {reason}" for item, reason in self.failed]
+        if self.unpaired:
+            lines += ["not paired:"] + [f"  {problem}" for problem in self.unpaired]
         done = len(self.items) - len(self.failed)
         lines.append(f"pair files ({done} pairs): " + ", ".join(str(p.relative_to(root)) for p in self.pair_files))
         return "\n".join(lines)
@@ -239,20 +242,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             sources, unmatched = sources_from_folders(args.persons, args.garments, args.category)
         else:
             sources, unmatched = sources_from_csv(args.pairs, args.category), []
-        for problem in unmatched:
-            print(f"not paired: {problem}", file=sys.stderr)
         if not sources:
-            raise PrepareInputError("no person/garment pairs found")
+            raise PrepareInputError("no person/garment pairs found" + "".join(f"\n  {p}" for p in unmatched))
         preprocessor = Preprocessor(weights_from_args(args, resolve_device(args.device)),
                                     cihp=args.layout == "vitonhd")
         summary = prepare_dataset(sources, args.out, args.layout, args.size, preprocessor, args.test_fraction,
                                   progress=not args.no_progress)
+        summary.unpaired = unmatched
     except (PrepareInputError, PhotoError, WeightsNotFoundError, ValueError) as error:
         print(f"leffa-pl-prepare: {error}", file=sys.stderr)
         return 2
     print(summary.format(LAYOUTS[args.layout].title, args.out))
     print(f"check it: leffa-pl-check-data {args.out} --dataset {args.layout}")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.unpaired else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,14 @@
 """The dataset checker (``leffa-pl-check-data``), the data modules' file check, and the readers' errors."""
 
+import json
 import shutil
 
+import lightning
 import numpy as np
 import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from PIL import Image
 
 from leffa_pl.data import check_data, synthetic_vton
@@ -146,3 +151,62 @@ def test_a_missing_relative_root_says_what_it_is_relative_to(tmp_path, monkeypat
     assert "relative to the current directory" not in str(caught.value)
     assert check_data.main(["data/absent", "--dataset", "vitonhd"]) == 1
     assert f"relative to the current directory {tmp_path}" in capsys.readouterr().err
+
+
+class CountingModule(lightning.LightningModule):
+    """Counts its training steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.steps = 0
+
+    def training_step(self, batch, batch_idx):
+        self.steps += 1
+        return self.weight * 0
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_fit_stops_before_the_first_step_on_a_truncated_jpeg(pristine, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(pristine[0], root)
+    cloth = root / "train/cloth/00003_00.jpg"
+    cloth.write_bytes(cloth.read_bytes()[:-400])
+    trainer = lightning.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                                default_root_dir=tmp_path)
+    data = VitonHDDataModule(str(root), resolution=SIZE, batch_size=1, num_workers=0)  # default file_check
+    module = CountingModule()
+    with pytest.raises(DatasetFilesError, match=r"train/cloth/00003_00.jpg  \(unreadable: truncated JPEG"):
+        trainer.fit(module, datamodule=data)
+    assert module.steps == 0
+
+
+def check_in_rank(rank: int, root: str, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dm = VitonHDDataModule(root, mask_source="computed", num_workers=0)
+    report = dm.check_files(dm.splits, level="decode")
+    try:
+        dm.setup("fit")
+        raised = False
+    except DatasetFilesError:
+        raised = True
+    with open(f"{out}.{rank}", "w") as handle:
+        json.dump({"problems": sorted(str(p.path) for p in report.problems), "pairs": report.pairs,
+                   "text": report.format(), "raised": raised}, handle)
+    dist.destroy_process_group()
+
+
+def test_under_ddp_the_ranks_share_the_walk_and_all_get_the_whole_report(broken, tmp_path):
+    single = VitonHDDataModule(str(broken), mask_source="computed").check_files(
+        ["train", "test_paired", "test_unpaired"], level="decode")
+    mp.spawn(check_in_rank, args=(str(broken), str(tmp_path / "store"), str(tmp_path / "report")), nprocs=2,
+             join=True)
+    for rank in (0, 1):
+        shared = json.loads((tmp_path / f"report.{rank}").read_text())
+        assert shared["problems"] == sorted(str(p.path) for p in single.problems)
+        assert shared["pairs"] == single.pairs and "shared by 2 processes" in shared["text"]
+        assert shared["raised"]  # every rank raises, so none waits for the others

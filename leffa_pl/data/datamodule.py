@@ -113,12 +113,21 @@ class PersonImageDataModule(LightningDataModule):
         return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, self.val_size).round().astype(int))]
 
     def _walk(self, selection: dict[str, list], level: CheckLevel, workers: int) -> FileReport:
+        """Walk the files of the selected pairs. In a process group (DDP) every rank walks every world-size-th
+        pair and all ranks get the merged report, so they all pass or all raise; every rank must call this."""
         files, problems = [], []
         for split, pairs in selection.items():
             problems += self.pairs(split)[1]
             files += self._dataset(split, pairs, self.resolution, augment=False).pair_files()
-        return walk_files(self.name, self.root, files, level=level, problems=list(dict.fromkeys(problems)),
-                          workers=workers)
+        grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if grouped else (0, 1)
+        report = walk_files(self.name, self.root, files[rank::world], level=level,
+                            problems=list(dict.fromkeys(problems)), workers=workers)
+        if world == 1:
+            return report
+        shares: list[FileReport | None] = [None] * world
+        torch.distributed.all_gather_object(shares, report)
+        return FileReport.merged(shares)
 
     def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
         """Walk every file the pairs of ``splits`` need (the ``leffa-pl-check-data`` command)."""

@@ -75,6 +75,16 @@ class FileReport:
     problems: list[FileProblem] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # dataset-specific lines printed under the summary
     resized: list[str] = field(default_factory=list)  # aligned maps of another size, same aspect ratio
+    ranks: int = 1  # processes that shared the walk
+
+    @classmethod
+    def merged(cls, reports: list[FileReport]) -> FileReport:
+        """One report from the shares of a walk split over processes (each walked some of the pairs)."""
+        first = reports[0]
+        return cls(name=first.name, root=first.root, level=first.level, pairs=sum(r.pairs for r in reports),
+                   files=sum(r.files for r in reports),
+                   problems=list(dict.fromkeys(p for r in reports for p in r.problems)), notes=first.notes,
+                   resized=list(dict.fromkeys(line for r in reports for line in r.resized)), ranks=len(reports))
 
     def resize_note(self) -> str | None:
         """The one line saying which maps the loader resizes (auxiliary-map size rule), or None."""
@@ -103,8 +113,9 @@ class FileReport:
         return dict(sorted(counts.items()))
 
     def format(self) -> str:
+        shared = f", shared by {self.ranks} processes" if self.ranks > 1 else ""
         head = (f"{self.name} at {self.root}: {self.pairs} pairs, {self.files} files checked "
-                f"(level '{self.level}')")
+                f"(level '{self.level}'{shared})")
         notes = self.notes + ([self.resize_note()] if self.resized else [])
         if self.ok:
             return "\n".join([f"{head}: OK"] + notes)

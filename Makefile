@@ -86,13 +86,16 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
-.PHONY: bench-eval bench-fingerprint
+.PHONY: bench-eval bench-fingerprint bench-preprocess
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
 
 # SHA-256 of the weights that prediction records in prediction.json: time per GiB.
 bench-fingerprint: $(INSTALLED)
 	$(PY) benchmarks/bench_fingerprint.py
+
+bench-preprocess: $(INSTALLED)
+	$(PY) benchmarks/bench_preprocess.py
 
 # ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
 # `make eval-vton` / `make eval-deepfashion` with no DATA: the synthetic dataset, the demo export when

@@ -25,7 +25,7 @@ def _write(path: Path, write: Callable[[Path], Any]) -> Path:
 def write_jpeg(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY, subsampling: int = -1) -> Path:
     """RGB or grey uint8 JPEG (``subsampling=0``: no chroma subsampling, for colour-coded maps)."""
     return _write(path, lambda t: Image.fromarray(image).save(t, format="JPEG", quality=quality,
-                                                                       subsampling=subsampling))
+                                                                  subsampling=subsampling))
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:

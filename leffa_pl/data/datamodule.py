@@ -38,6 +38,22 @@ from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
 
 
+def shuffle_generator(trainer: Any) -> torch.Generator:
+    """The training shuffle's generator, seeded by the seed and the optimizer step the loader is built at (the
+    state ``ResumableDataLoader`` checkpoints and restores)."""
+    step = trainer.global_step if trainer is not None else 0
+    return torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool,
+                 persistent_workers: bool, generator: torch.Generator | None = None,
+                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
+    """A loader with the data modules' settings; pinned memory only helps (and only exists) with an accelerator."""
+    return loader_class(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                        pin_memory=pin_memory and torch.accelerator.is_available(),
+                        persistent_workers=persistent_workers and num_workers > 0, generator=generator)
+
+
 class PersonImageDataModule(LightningDataModule):
     """Shared base; subclasses set ``name``, ``val_splits``, ``test_split`` and implement ``_read_pairs``
     and ``_dataset``."""
@@ -163,22 +179,20 @@ class PersonImageDataModule(LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None,
                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-        # Pinned memory only helps (and only exists) with an accelerator.
-        pin_memory = self.pin_memory and torch.accelerator.is_available()
-        persistent = self.persistent_workers and self.num_workers > 0
-        return loader_class(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                            pin_memory=pin_memory, persistent_workers=persistent, generator=generator)
+        return build_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory,
+                            self.persistent_workers, generator, loader_class)
+
+    def train_dataset(self) -> PairDataset:
+        """The training split at the current resolution, augmented as configured."""
+        pairs = self.pairs(self.train_split)[0]
+        return self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
 
     def train_dataloader(self) -> ResumableDataLoader:
-        """Shuffled in an order set by the seed and the optimizer step the loader is built at (loaders are
-        rebuilt every epoch by the stage schedule), so a resumed run shuffles like the uninterrupted one.
-        Under DDP Lightning's DistributedSampler shuffles instead (seeded, by epoch). Resumable mid-epoch
-        (``ResumableDataLoader``)."""
-        pairs = self.pairs(self.train_split)[0]
-        dataset = self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
-        step = self.trainer.global_step if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
-        return self._loader(dataset, shuffle=True, generator=generator, loader_class=ResumableDataLoader)
+        """Shuffled by ``shuffle_generator`` (loaders are rebuilt every epoch by the stage schedule), so a
+        resumed run shuffles like the uninterrupted one. Under DDP Lightning's DistributedSampler shuffles
+        instead (seeded, by epoch). Resumable mid-epoch (``ResumableDataLoader``)."""
+        return self._loader(self.train_dataset(), shuffle=True, generator=shuffle_generator(self.trainer),
+                            loader_class=ResumableDataLoader)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False), False)

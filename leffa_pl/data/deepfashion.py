@@ -225,8 +225,12 @@ class SplitPairs:
     missing: list[FileProblem] = field(default_factory=list)  # distinct missing images / DensePose maps
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def missing_densepose(self) -> int:
+        return sum(p.path.parent.name == DENSEPOSE_FOLDER for p in self.missing)
+
     def skip_summary(self) -> str:
-        densepose = sum(p.path.parent.name == DENSEPOSE_FOLDER for p in self.missing)
+        densepose = self.missing_densepose
         return (f"skipped {self.skipped_pairs} of {self.skipped_pairs + len(self.pairs)} pairs with missing files "
                 f"({densepose} DensePose maps, {len(self.missing) - densepose} images missing)")
 

@@ -30,8 +30,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.files import (CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport,
-                                 no_such_folder)
+from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport, no_such_folder
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader

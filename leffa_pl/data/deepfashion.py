@@ -48,11 +48,10 @@ import torch
 
 from leffa_pl.data import masks
 from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
-from leffa_pl.data.io import read_rgb, read_stored
+from leffa_pl.data.io import read_stored
 from leffa_pl.data.layout import DENSEPOSE_PARTS
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.transforms import (AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample,
-                                      resize_views)
+from leffa_pl.data.transforms import AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample, resize_views
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")

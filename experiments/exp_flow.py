@@ -1,8 +1,8 @@
 """Experiment: does the Leffa loss make approximately-right attention flow match the ground truth better?
 
 The Leffa loss only sharpens correspondence that attention already has (pretrained SD); a randomly
-initialised tiny model has none. So, per seed and teacher-error size, on the generated VITON-HD sample
-(whose ``ground-truth-flow/`` files give the exact person -> garment flow):
+initialised tiny model has none. So, per seed and teacher-error size, on the synthetic VITON-HD
+dataset (whose ``ground-truth-flow/`` files give the exact person -> garment flow):
 
 1. init: the tiny model trained with the diffusion loss plus a supervised attention-flow term toward a
    *teacher* flow = ground truth shifted by a known number of pixels (``teacher_flow.TeacherSeededModule``,
@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import sample_vton
+from leffa_pl.data import make_synthetic
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.losses.leffa_loss import LeffaLoss
 from leffa_pl.metrics.flow_error import end_point_error
@@ -60,7 +60,7 @@ TRAINED_T = 500  # the Leffa loss's theta_timestep: the flow is compared at t be
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/sample/zalando-hd-resized",
+    parser.add_argument("--data", default="data/synthetic/zalando-hd-resized",
                         help="VITON-HD root with ground-truth-flow/ (generated here if missing)")
     parser.add_argument("--out", default="runs/exp-flow")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -97,7 +97,7 @@ def ensure_data(root: Path) -> None:
         return
     if root.name != "zalando-hd-resized":
         raise FileNotFoundError(f"{root}: no such VITON-HD folder")
-    sample_vton.main(["--out", str(root.parent), "--datasets", "vitonhd"])
+    make_synthetic.main(["--out", str(root.parent), "--datasets", "vitonhd"])
 
 
 def make_data(root: Path, args: argparse.Namespace) -> VitonHDDataModule:

@@ -67,7 +67,7 @@ def flow_supervision_loss(flows: Sequence[torch.Tensor], teacher: torch.Tensor) 
 class TeacherSeededModule(LeffaModule):
     """``LeffaModule`` whose training loss adds ``teacher_weight`` x the flow supervision toward the batch's
     ground-truth flow shifted by ``teacher_shift`` pixels (samples whose reference was dropped excluded), at
-    the Leffa loss's layers and temperature. Needs batches with ``flow`` (the generated sample data)."""
+    the Leffa loss's layers and temperature. Needs batches with ``flow`` (the synthetic data)."""
 
     records_attention = True
 
@@ -79,7 +79,7 @@ class TeacherSeededModule(LeffaModule):
     def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
                      keep: torch.Tensor) -> dict[str, torch.Tensor]:
         if "flow" not in batch:
-            raise KeyError("TeacherSeededModule needs ground-truth flow in the batch (generated sample data)")
+            raise KeyError("TeacherSeededModule needs ground-truth flow in the batch (synthetic data)")
         index = keep.nonzero().squeeze(1)
         if len(index) == 0:
             return {}

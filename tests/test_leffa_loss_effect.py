@@ -1,7 +1,7 @@
 """Regression test of the Leffa loss's effect: from a near-correct init it moves attention flow toward the truth.
 
 The init is seeded as in ``make exp-flow`` (experiments/teacher_flow.py: attention-flow supervision toward the
-ground truth shifted by a few pixels) on one fixed batch of generated VITON-HD pairs; then a few steps of the
+ground truth shifted by a few pixels) on one fixed batch of synthetic VITON-HD pairs; then a few steps of the
 Leffa loss alone must lower that batch's attention-flow EPE, and the same steps of the diffusion loss alone
 must not. A sign, coordinate-order or layer-selection bug in the loss breaks the first half.
 """
@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leffa_pl.data import sample_vton
+from leffa_pl.data import synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.training.leffa_module import LeffaModule
@@ -34,7 +34,7 @@ def load_teacher_flow():
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory) -> dict:
-    root = sample_vton.make_vitonhd(tmp_path_factory.mktemp("effect") / "zalando-hd-resized", n_train=1, n_test=4,
+    root = synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("effect") / "zalando-hd-resized", n_train=1, n_test=4,
                                     size=(128, 96), seed=5)
     data = VitonHDDataModule(root=str(root), resolution=RESOLUTION, batch_size=4, num_workers=0, val_size=1)
     data.setup("test")

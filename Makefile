@@ -133,7 +133,7 @@ endif
 # ---- experiment and training benchmark (not part of the tests)
 .PHONY: exp-flow bench-train
 # Held-out attention-flow EPE, fine-tuned with and without the Leffa loss from teacher-seeded inits (tiny model,
-# CPU, ~15 min); the figure needs matplotlib (the `experiments` extra).
+# CPU; 46 min on the shared machine under load 10-15, see README); the figure needs matplotlib (`experiments` extra).
 EXPERIMENTS_INSTALLED := $(VENV)/.installed-experiments
 $(EXPERIMENTS_INSTALLED): $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[experiments]'

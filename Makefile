@@ -87,9 +87,12 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
-.PHONY: bench-eval
+.PHONY: bench-eval bench-preprocess
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
+
+bench-preprocess: $(INSTALLED)
+	$(PY) benchmarks/bench_preprocess.py
 
 # ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
 # `make eval-vton` / `make eval-deepfashion` with no DATA: the synthetic dataset, the demo export when

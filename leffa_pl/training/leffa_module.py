@@ -22,6 +22,7 @@ from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+from leffa_pl.training.trainable import TrainableChoice, select_trainable
 
 
 class NonFiniteLossError(RuntimeError):
@@ -54,6 +55,7 @@ class LeffaModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         reference_dropout: float = 0.1,
         gradient_checkpointing: bool = False,
+        trainable: TrainableChoice = "both",
         seed: int = 0,
         leffa_tau: float = 2.0,
         leffa_weight: float = 1e-3,
@@ -68,6 +70,9 @@ class LeffaModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(base_model, init_checkpoint)
+        # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
+        self.trainable_summary = select_trainable(self.model, trainable)
+        rank_zero_info(str(self.trainable_summary))
         if gradient_checkpointing:
             self.model.unet.enable_gradient_checkpointing()
             self.model.unet_encoder.enable_gradient_checkpointing()
@@ -131,6 +136,12 @@ class LeffaModule(pl.LightningModule):
         batch_size = noisy.shape[0]
         self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": total, "leffa": leffa, "log_images": log_images}
+
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            summary = self.trainable_summary
+            self.logger.log_metrics({"parameters/trainable": sum(summary.trainable.values()),
+                                     "parameters/total": sum(summary.total.values())}, step=0)
 
     def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> int | None:
         # -1 ends the epoch without training this batch (Lightning's API for it).

@@ -20,9 +20,13 @@ lint: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
-.PHONY: bench-leffa
+.PHONY: bench-leffa bench-ddp
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py
+
+# 2-process CPU DDP step: plain ddp (unreached parameters frozen) vs find_unused_parameters (tiny model).
+bench-ddp: $(INSTALLED)
+	$(PY) benchmarks/bench_ddp.py
 
 .PHONY: sample-data bench-data
 

@@ -20,6 +20,16 @@ lint: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
+# ---- memory plan: `make plan CONFIG=configs/stages/vton_paper.yaml ARCH=sd15 MEMORY=80 [TRAINER=...] [DEVICES=8]`
+CONFIG ?= configs/stages/vton_paper.yaml
+ARCH ?= sd15
+MEMORY ?= 80
+TRAINER ?= configs/trainer/gpu.yaml
+.PHONY: plan
+plan: $(INSTALLED)
+	$(PY) -m leffa_pl.planning.plan --stages $(CONFIG) --architecture $(ARCH) --memory-gib $(MEMORY) --trainer $(TRAINER) \
+	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
+
 .PHONY: bench-leffa bench-ddp
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py

@@ -38,13 +38,14 @@ bench-leffa: $(INSTALLED)
 bench-ddp: $(INSTALLED)
 	$(PY) benchmarks/bench_ddp.py
 
-.PHONY: sample-data bench-data
+.PHONY: synthetic-data bench-data
 
-# Generated VITON-HD + DressCode sample (256x192) and DeepFashion sample (220x150) under data/sample/;
+# Synthetic VITON-HD + DressCode (256x192) and DeepFashion (220x150) datasets under data/synthetic/;
 # existing folders are left alone.
-sample-data: $(INSTALLED)
-	$(PY) -m leffa_pl.data.sample_vton --out data/sample
-	$(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
+SYNTHETIC := data/synthetic
+MAKE_SYNTHETIC := $(PY) -m leffa_pl.data.make_synthetic --out $(SYNTHETIC)
+synthetic-data: $(INSTALLED)
+	$(MAKE_SYNTHETIC)
 
 bench-data: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
@@ -78,9 +79,9 @@ endef
 .PHONY: train-vton train-pose tensorboard
 train-vton: $(INSTALLED)
 ifeq ($(DATA),)
-	@echo "train-vton: no DATA given -> embedded demo: generated VITON-HD sample (data/sample), tiny model, CPU;"
-	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
-	$(call train_demo,vton-demo,--config configs/trainer/cpu_demo.yaml --config configs/data/vitonhd_sample.yaml \
+	@echo "train-vton: no DATA given -> embedded demo: synthetic VITON-HD ($(SYNTHETIC)), tiny model, CPU;"
+	test -d $(SYNTHETIC)/zalando-hd-resized || $(MAKE_SYNTHETIC) --datasets vitonhd
+	$(call train_demo,vton-demo,--config configs/trainer/cpu_demo.yaml --config configs/data/vitonhd_synthetic.yaml \
 	  --config configs/stages/vton_demo.yaml)
 else
 	$(call train_real,configs/data/vitonhd.yaml,configs/stages/vton_paper.yaml)
@@ -88,10 +89,10 @@ endif
 
 train-pose: $(INSTALLED)
 ifeq ($(DATA),)
-	@echo "train-pose: no DATA given -> embedded demo: generated DeepFashion sample (data/sample), tiny model, CPU;"
-	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
+	@echo "train-pose: no DATA given -> embedded demo: synthetic DeepFashion ($(SYNTHETIC)), tiny model, CPU;"
+	test -d $(SYNTHETIC)/deepfashion || $(MAKE_SYNTHETIC) --datasets deepfashion
 	$(call train_demo,pose-demo,--config configs/trainer/cpu_pose_demo.yaml \
-	  --config configs/data/deepfashion_sample.yaml --config configs/stages/pose_demo.yaml)
+	  --config configs/data/deepfashion_synthetic.yaml --config configs/stages/pose_demo.yaml)
 else
 	$(call train_real,configs/data/deepfashion.yaml,configs/stages/pose_paper.yaml)
 endif
@@ -99,12 +100,15 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
-.PHONY: bench-eval
+.PHONY: bench-eval bench-preprocess
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
 
+bench-preprocess: $(INSTALLED)
+	$(PY) benchmarks/bench_preprocess.py
+
 # ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
-# `make eval-vton` / `make eval-deepfashion` with no DATA: the generated sample, the demo export when
+# `make eval-vton` / `make eval-deepfashion` with no DATA: the synthetic dataset, the demo export when
 # `make train-*` made one, else the tiny model (random weights), few steps on CPU.
 # `make eval-vton DATA=... CKPT=... [BASE_MODEL=...] [RES=1024x768] [DATASET=dresscode] [DEVICES=8] [OUT=...]`
 CKPT ?=
@@ -119,10 +123,10 @@ EVAL_ARGS = $(if $(CKPT),--checkpoint $(CKPT)) $(if $(BASE_MODEL),--base-model $
 .PHONY: eval-vton eval-deepfashion
 eval-vton: $(INSTALLED)
 ifeq ($(DATA),)
-	test -d data/sample/zalando-hd-resized || $(PY) -m leffa_pl.data.sample_vton --out data/sample
-	@echo "eval-vton: no DATA given -> generated VITON-HD sample (data/sample/zalando-hd-resized), model:" \
+	test -d $(SYNTHETIC)/zalando-hd-resized || $(MAKE_SYNTHETIC) --datasets vitonhd
+	@echo "eval-vton: no DATA given -> synthetic VITON-HD ($(SYNTHETIC)/zalando-hd-resized), model:" \
 	  "$(or $(wildcard $(VTON_DEMO_CKPT)),tiny model with random weights (no demo export; make train-vton makes one))"
-	$(EVALUATE) --dataset vitonhd --data data/sample/zalando-hd-resized --out runs/eval/vton-demo \
+	$(EVALUATE) --dataset vitonhd --data $(SYNTHETIC)/zalando-hd-resized --out runs/eval/vton-demo \
 	  --resolution $(or $(RES),128x96) --steps $(or $(STEPS),10) --batch-size 4 --num-workers 1 --accelerator cpu \
 	  $(if $(wildcard $(VTON_DEMO_CKPT)),--checkpoint $(VTON_DEMO_CKPT))
 else
@@ -132,10 +136,10 @@ endif
 
 eval-deepfashion: $(INSTALLED)
 ifeq ($(DATA),)
-	test -d data/sample/deepfashion || $(PY) -m leffa_pl.data.sample_deepfashion --out data/sample
-	@echo "eval-deepfashion: no DATA given -> generated DeepFashion sample (data/sample/deepfashion), model:" \
+	test -d $(SYNTHETIC)/deepfashion || $(MAKE_SYNTHETIC) --datasets deepfashion
+	@echo "eval-deepfashion: no DATA given -> synthetic DeepFashion ($(SYNTHETIC)/deepfashion), model:" \
 	  "$(or $(wildcard $(POSE_DEMO_CKPT)),tiny model with random weights (no demo export))"
-	$(EVALUATE) --dataset deepfashion --data data/sample/deepfashion --out runs/eval/pose-demo \
+	$(EVALUATE) --dataset deepfashion --data $(SYNTHETIC)/deepfashion --out runs/eval/pose-demo \
 	  --resolution $(or $(RES),128x88) --steps $(or $(STEPS),10) --batch-size 4 --num-workers 1 --accelerator cpu \
 	  $(if $(wildcard $(POSE_DEMO_CKPT)),--checkpoint $(POSE_DEMO_CKPT))
 else

@@ -22,15 +22,11 @@ from pathlib import Path
 
 import torch
 
+from leffa_pl.data.layout import parse_size
 from leffa_pl.losses.attention_flow import attention_flow, naive_attention_flow
 
 METHODS = {"naive": naive_attention_flow, "fused": attention_flow}
 NAIVE_MAPS_ALIVE = 3  # scores/softmax output and two backward temporaries of [B, heads, n, n]: measured ~3x
-
-
-def parse_grid(text: str) -> tuple[int, int]:
-    height, width = (int(side) for side in text.lower().split("x"))
-    return height, width
 
 
 def _status_kib(field: str) -> int:
@@ -131,7 +127,7 @@ def main() -> None:
                         help="run naive only if its estimated peak is below this share of free memory")
     parser.add_argument("--measure", choices=sorted(METHODS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    grids = [parse_grid(text) for text in args.grids]
+    grids = [parse_size(text) for text in args.grids]
 
     if args.measure:
         print(json.dumps(measure(args.measure, grids[0], args.heads, args.head_dim, args.batch, args.repeats,

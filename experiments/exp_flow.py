@@ -1,6 +1,6 @@
 """Experiment: does the Leffa loss make the attention flow match the ground-truth flow?
 
-From one initialisation (per seed), on the generated VITON-HD sample (whose ``ground-truth-flow/``
+From one initialisation (per seed), on the synthetic VITON-HD dataset (whose ``ground-truth-flow/``
 files give the exact person -> garment flow):
 
 1. base: the tiny model (or ``--base-model``) trained without the Leffa loss (Lightning ``Trainer`` +
@@ -34,7 +34,7 @@ import lightning.pytorch as pl
 import torch
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import sample_vton
+from leffa_pl.data import make_synthetic
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.losses.leffa_loss import LeffaLoss
 from leffa_pl.metrics.flow_error import end_point_error
@@ -48,7 +48,7 @@ EVAL_TAU = 2.0  # the paper's temperature: the same flow definition for every mo
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/sample/zalando-hd-resized",
+    parser.add_argument("--data", default="data/synthetic/zalando-hd-resized",
                         help="VITON-HD root with ground-truth-flow/ (generated here if missing)")
     parser.add_argument("--out", default="runs/exp-flow")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -73,7 +73,7 @@ def ensure_data(root: Path) -> None:
         return
     if root.name != "zalando-hd-resized":
         raise FileNotFoundError(f"{root}: no such VITON-HD folder")
-    sample_vton.main(["--out", str(root.parent), "--datasets", "vitonhd"])
+    make_synthetic.main(["--out", str(root.parent), "--datasets", "vitonhd"])
 
 
 def make_data(root: Path, resolution: tuple[int, int], batch_size: int) -> VitonHDDataModule:
@@ -208,7 +208,7 @@ def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, fixed: d
     seeds = [run["seed"] for run in runs]
     lines = [
         f"Attention-flow end-point error (pixels at {args.resolution[0]}x{args.resolution[1]}, lower is better) "
-        f"on the {runs[0]['pairs']} held-out paired test pairs of the generated VITON-HD sample; mean over the "
+        f"on the {runs[0]['pairs']} held-out paired test pairs of the synthetic VITON-HD dataset; mean over the "
         f"{len(summary['init']['per_layer_trained_t'])} layers the loss uses, flow at tau = {EVAL_TAU}; "
         f"seeds {seeds} (mean; per seed in brackets).",
         "",

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leffa_pl.data import check, deepfashion, sample_deepfashion, sample_vton
-from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data import check_data, deepfashion, synthetic_deepfashion, synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DeepFashionDataModule
-from leffa_pl.data.io import DataFileError, read_rgb
+from leffa_pl.data.files import DataFileError, DatasetFilesError
+from leffa_pl.data.io import read_rgb
+from leffa_pl.data.registry import DATA_MODULES
 from leffa_pl.data.transforms import AugmentConfig
 
 NATIVE = (88, 60)  # the 1101x750 aspect, small
@@ -44,7 +45,7 @@ def _person(height, width, seed):
 
 
 def write_real_layout(root, layout="flat"):
-    """A DeepFashion copy written by hand in the distributed formats (not by the sample generator)."""
+    """A DeepFashion copy written by hand in the distributed formats (not by the synthetic-data generator)."""
     root.mkdir(parents=True)
     splits = {"train": BLOUSE, "test": DENIM}
     (root / "densepose").mkdir()
@@ -66,8 +67,8 @@ def write_real_layout(root, layout="flat"):
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory):
-    return sample_deepfashion.make_deepfashion(tmp_path_factory.mktemp("df") / "deepfashion", train_people=3,
+def synthetic(tmp_path_factory):
+    return synthetic_deepfashion.make_deepfashion(tmp_path_factory.mktemp("df") / "deepfashion", train_people=3,
                                                test_people=2, views=3, size=NATIVE, seed=1)
 
 
@@ -119,8 +120,8 @@ def test_flattened_names():
         deepfashion.unflatten_name("00006_00.jpg")
 
 
-def test_contract_mask_agnostic_and_loss_region(sample):
-    dm = module(sample, resolution=(88, 60))
+def test_contract_mask_agnostic_and_loss_region(synthetic):
+    dm = module(synthetic, resolution=(88, 60))
     dm.setup("fit")
     data = dm.train_dataloader().dataset
     assert len(data) == 3 * 6  # all ordered pairs of 3 views of 3 train people
@@ -192,9 +193,9 @@ def test_annotation_and_pair_files_are_validated(tmp_path):
         module(root).setup("fit")
 
 
-def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(sample, tmp_path, capsys):
+def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(synthetic, tmp_path, capsys):
     root = tmp_path / "deepfashion"
-    shutil.copytree(sample, root)
+    shutil.copytree(synthetic, root)
     names = (root / "train.lst").read_text().split()
     (root / "densepose" / f"{names[1][:-4]}.png").unlink()  # no detection: the 2 pairs with it as target go
     (root / "train_highres" / names[3]).unlink()  # an image: the 4 pairs using it (either side) go
@@ -204,7 +205,7 @@ def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(sample
         dm.setup("fit")
     kept = dm.train_dataloader().dataset.pairs
     assert len(kept) == 12 and all(p.person != names[1] and names[3] not in (p.person, p.reference) for p in kept)
-    assert check.main([str(root), "--dataset", "deepfashion", "--level", "exists"]) == 1
+    assert check_data.main([str(root), "--dataset", "deepfashion", "--level", "exists"]) == 1
     out = capsys.readouterr().out
     assert "train: skipped 6 of 18 pairs" in out and "2 missing, 0 unreadable" in out
     assert "  densepose/: 1 missing" in out and "  train_highres/: 1 missing" in out
@@ -212,16 +213,16 @@ def test_missing_files_skip_pairs_with_a_count_and_the_checker_lists_them(sample
     assert f"{root / 'train_highres' / names[3]}  (missing)" in out
 
 
-def test_checker_passes_the_sample_and_names_corrupt_files(sample, tmp_path, capsys):
-    assert check.main([str(sample), "--dataset", "deepfashion"]) == 0
+def test_checker_passes_the_synthetic_dataset_and_names_corrupt_files(synthetic, tmp_path, capsys):
+    assert check_data.main([str(synthetic), "--dataset", "deepfashion"]) == 0
     assert "DeepFashion" in capsys.readouterr().out
     root = tmp_path / "deepfashion"
-    shutil.copytree(sample, root)
+    shutil.copytree(synthetic, root)
     name = (root / "test.lst").read_text().split()[0]
     image = root / "test_highres" / name
     image.write_bytes(image.read_bytes()[:-300])
     (root / "densepose" / f"{name[:-4]}.png").write_bytes(b"not a png")
-    assert check.main([str(root), "--dataset", "deepfashion"]) == 1
+    assert check_data.main([str(root), "--dataset", "deepfashion"]) == 1
     out = capsys.readouterr().out
     assert "0 missing, 2 unreadable" in out and "  test_highres/: 1 unreadable" in out
     assert f"{image}  (unreadable: unreadable image (image file is truncated" in out
@@ -229,8 +230,8 @@ def test_checker_passes_the_sample_and_names_corrupt_files(sample, tmp_path, cap
         module(root).setup("test")
 
 
-def test_resolution_switch(sample):
-    dm = module(sample, resolution=(64, 44))
+def test_resolution_switch(synthetic):
+    dm = module(synthetic, resolution=(64, 44))
     dm.setup("fit")
     small = next(iter(dm.train_dataloader()))
     dm.set_stage((128, 88), 2)
@@ -239,7 +240,7 @@ def test_resolution_switch(sample):
     for key in ("inpaint_mask", "loss_region", "densepose", "agnostic", "reference"):
         assert large[key].shape[-2:] == (128, 88), key
     data = dm.train_dataloader().dataset
-    a = deepfashion.DeepFashionDataset(sample, data.pairs, (64, 44))[0]
+    a = deepfashion.DeepFashionDataset(synthetic, data.pairs, (64, 44))[0]
     b = data[0]
     down = F.interpolate(b["loss_region"][None], size=(64, 44), mode="nearest")[0].bool()
     region = a["loss_region"].bool()
@@ -248,15 +249,15 @@ def test_resolution_switch(sample):
     assert (densepose == a["densepose"]).float().mean() > 0.9
 
 
-def test_no_flips_and_augmentation_keeps_region_on_densepose(sample):
+def test_no_flips_and_augmentation_keeps_region_on_densepose(synthetic):
     with pytest.raises(ValueError, match="horizontal flips are off for DeepFashion"):
         deepfashion.deepfashion_augment(AugmentConfig(flip_p=0.5))
     with pytest.raises(TypeError):
-        DeepFashionDataModule(str(sample), flip_p=0.5)
+        DeepFashionDataModule(str(synthetic), flip_p=0.5)
     augment = deepfashion.deepfashion_augment(AugmentConfig(flip_p=0, affine_p=1.0, color_p=1.0))
-    pairs = deepfashion.read_pairs(sample, "train").pairs
-    plain = deepfashion.DeepFashionDataset(sample, pairs, (88, 60))
-    moved = deepfashion.DeepFashionDataset(sample, pairs, (88, 60), augment=augment)
+    pairs = deepfashion.read_pairs(synthetic, "train").pairs
+    plain = deepfashion.DeepFashionDataset(synthetic, pairs, (88, 60))
+    moved = deepfashion.DeepFashionDataset(synthetic, pairs, (88, 60), augment=augment)
     torch.manual_seed(0)
     for index in (0, 7):
         a, b = plain[index], moved[index]
@@ -266,8 +267,8 @@ def test_no_flips_and_augmentation_keeps_region_on_densepose(sample):
         assert torch.equal(b["agnostic"], torch.zeros_like(b["agnostic"]))
 
 
-def test_validation_and_test_loaders(sample):
-    dm = module(sample, val_size=2)
+def test_validation_and_test_loaders(synthetic):
+    dm = module(synthetic, val_size=2)
     dm.setup("fit")
     loaders = dm.val_dataloader()
     assert len(loaders) == 1 and len(loaders[0].dataset) == 2 and dm.val_names == ["test"]
@@ -275,24 +276,24 @@ def test_validation_and_test_loaders(sample):
     assert len(dm.test_dataloader().dataset) == 2 * 6
     assert [p.person for p in dm.predict_dataloader().dataset.pairs] == [
         p.person for p in dm.test_dataloader().dataset.pairs]
-    assert "deepfashion" in check.DATASETS
+    assert "deepfashion" in DATA_MODULES
 
 
-def test_sample_keeps_the_clothes_of_a_person_across_poses(sample):
+def test_sample_keeps_the_clothes_of_a_person_across_poses(synthetic):
     height, width = NATIVE
-    outfit = {sample_vton.UPPER: True, sample_vton.PANTS: False}
-    poses = [sample_vton.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
-    people = [sample_vton.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
+    outfit = {synthetic_vton.UPPER: True, synthetic_vton.PANTS: False}
+    poses = [synthetic_vton.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
+    people = [synthetic_vton.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
               for pose in poses]
     assert np.array_equal(people[0].garment.flat, people[1].garment.flat)  # the same garment ...
     assert not np.array_equal(people[0].image, people[1].image)  # ... in another pose
-    names = (sample / "train.lst").read_text().split()
+    names = (synthetic / "train.lst").read_text().split()
     assert len(names) == 9 and all(deepfashion.NAME_PATTERN.match(n) for n in names)
-    assert (sample / "fasion-resize-pairs-train.csv").read_text().startswith("from,to\n")
-    with Image.open(sample / "train_highres" / names[0]) as image:
+    assert (synthetic / "fasion-resize-pairs-train.csv").read_text().startswith("from,to\n")
+    with Image.open(synthetic / "train_highres" / names[0]) as image:
         assert image.format == "JPEG" and image.size == (width, height)
-    with Image.open(sample / "densepose" / f"{names[0][:-4]}.png") as dense:
+    with Image.open(synthetic / "densepose" / f"{names[0][:-4]}.png") as dense:
         assert dense.format == "PNG" and dense.mode == "RGB"
-    iuv = deepfashion.read_iuv(sample / "densepose" / f"{names[0][:-4]}.png")
+    iuv = deepfashion.read_iuv(synthetic / "densepose" / f"{names[0][:-4]}.png")
     assert set(np.unique(iuv[..., 2])) >= {0, 2, 23, 24} and iuv[iuv[..., 2] > 0, 0].std() > 20  # U varies
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from leffa_pl.data import dresscode, sample_vton
-from leffa_pl.data.check import DatasetFilesError
+from leffa_pl.data import dresscode, synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule
+from leffa_pl.data.files import DatasetFilesError
 from leffa_pl.data.io import read_label
 from leffa_pl.data.transforms import AugmentConfig
 
@@ -18,7 +18,7 @@ NATIVE = (128, 96)
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return sample_vton.make_dresscode(tmp_path_factory.mktemp("dresscode") / "DressCode", n_train=2, n_test=2,
+    return synthetic_vton.make_dresscode(tmp_path_factory.mktemp("dresscode") / "DressCode", n_train=2, n_test=2,
                                       size=NATIVE, seed=2)
 
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leffa_pl.data import sample_vton, vitonhd
+from leffa_pl.data import synthetic_vton, vitonhd
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import VitonHDDataModule
-from leffa_pl.data.io import DataFileError, read_label
+from leffa_pl.data.files import DataFileError
+from leffa_pl.data.io import read_label
 from leffa_pl.data.transforms import AugmentConfig
 
 NATIVE = (128, 96)
@@ -19,7 +20,7 @@ NATIVE = (128, 96)
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return sample_vton.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "zalando-hd-resized", n_train=6, n_test=4,
+    return synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "zalando-hd-resized", n_train=6, n_test=4,
                                     size=NATIVE, seed=1)
 
 

@@ -17,7 +17,7 @@ read only these keys, so a new dataset plugs in by producing them.
 | ``person_id``   | str                 | file name of the person/target image                          |
 | ``reference_id``| str                 | file name of the garment/reference image                      |
 
-Optional, only where the data ships it (the generated sample data):
+Optional, only where the data ships it (the synthetic data):
 
 | ``flow``        | float [2, H, W]     | ground-truth flow person -> reference in grid_sample          |
 |                 |                     | coordinates (x, y in [-1, 1]); NaN where undefined            |

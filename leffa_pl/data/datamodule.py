@@ -4,7 +4,7 @@ The base owns what every dataset shares: the current stage (``resolution``, ``ba
 with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
 subsets, augmentation settings, and the file check in ``setup()`` that fails before training starts
 with the checker's report. A dataset plugs in by reading its pair lists (``_read_pairs``) and building
-a Dataset for a split (``_dataset``) that can list its files (``required_files()``).
+a ``PairDataset`` for a split (``_dataset``), which declares the files of each pair (``files``).
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
@@ -12,12 +12,16 @@ unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one load
 Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
 ``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
 (``ResumableDataLoader``).
+
+Constructors take their own settings and pass the rest on as ``**settings`` (keyword arguments only):
+LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the base's signature, so
+``--data.init_args.*`` and the YAML configs see every setting with its type and default.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -26,20 +30,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.check import CheckLevel, DatasetFilesError, FileProblem, FileReport, walk_files
-from leffa_pl.data.io import DataFileError, RequiredFile
+from leffa_pl.data.files import (CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport,
+                                 no_such_folder)
+from leffa_pl.data.io import walk_files
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
-
-
-class CheckableDataset(Protocol):
-    """What the base needs from a dataset: its length, samples, and the files it reads."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict: ...
-
-    def required_files(self) -> list[RequiredFile]: ...
 
 
 class PersonImageDataModule(LightningDataModule):
@@ -69,6 +65,7 @@ class PersonImageDataModule(LightningDataModule):
         self._pairs: dict[str, tuple[list, list[FileProblem]]] = {}
         self._checked: set[str] = set()
         self._announced = False
+        self._resize_logged = False
 
     # -- what a dataset provides ------------------------------------------------------------------
     @property
@@ -85,7 +82,8 @@ class PersonImageDataModule(LightningDataModule):
         """Pairs of ``split`` and problems found while resolving them; may raise ``DataFileError``."""
         raise NotImplementedError
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
+        """The dataset of ``pairs`` of ``split`` at ``resolution``, augmented or not."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -115,13 +113,21 @@ class PersonImageDataModule(LightningDataModule):
         return [pairs[i] for i in np.unique(np.linspace(0, len(pairs) - 1, self.val_size).round().astype(int))]
 
     def _walk(self, selection: dict[str, list], level: CheckLevel, workers: int) -> FileReport:
-        files, problems, count = [], [], 0
+        """Walk the files of the selected pairs. In a process group (DDP) every rank walks every world-size-th
+        pair and all ranks get the merged report, so they all pass or all raise; every rank must call this."""
+        files, problems = [], []
         for split, pairs in selection.items():
             problems += self.pairs(split)[1]
-            files += self._dataset(split, pairs, self.resolution, augment=False).required_files()
-            count += len(pairs)
-        return walk_files(self.name, self.root, files, level=level, pairs=count,
-                          problems=list(dict.fromkeys(problems)), workers=workers)
+            files += self._dataset(split, pairs, self.resolution, augment=False).pair_files()
+        grouped = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank, world = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if grouped else (0, 1)
+        report = walk_files(self.name, self.root, files[rank::world], level=level,
+                            problems=list(dict.fromkeys(problems)), workers=workers)
+        if world == 1:
+            return report
+        shares: list[FileReport | None] = [None] * world
+        torch.distributed.all_gather_object(shares, report)
+        return FileReport.merged(shares)
 
     def check_files(self, splits: Sequence[str], level: CheckLevel = "decode", workers: int = 8) -> FileReport:
         """Walk every file the pairs of ``splits`` need (the ``leffa-pl-check-data`` command)."""
@@ -130,6 +136,8 @@ class PersonImageDataModule(LightningDataModule):
     # -- Lightning hooks -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
         """Check the files of the splits this stage uses; raise ``DatasetFilesError`` listing every problem."""
+        if not self.root.is_dir():
+            raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
         selection: dict[str, list] = {}
         if stage in (None, "fit"):
             selection[self.train_split] = self.pairs(self.train_split)[0]
@@ -145,6 +153,9 @@ class PersonImageDataModule(LightningDataModule):
                 raise DatasetFilesError(report)
             if empty:
                 raise ValueError(f"{self.name} at {self.root}: no pairs in split(s) {empty}")
+            if report.resized and not self._resize_logged:
+                rank_zero_info(f"[leffa_pl.data] {self.name}: {report.resize_note()}")
+                self._resize_logged = True
             self._checked.update(selection)
         if not self._announced:
             rank_zero_info(f"[leffa_pl.data] {self.describe()}")
@@ -187,35 +198,41 @@ class PersonImageDataModule(LightningDataModule):
         self.set_stage(tuple(state_dict["resolution"]), state_dict["batch_size"])
 
 
-class VitonHDDataModule(PersonImageDataModule):
-    """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
-    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+class TryOnDataModule(PersonImageDataModule):
+    """Try-on data (VITON-HD, DressCode): train, test paired and test unpaired; validation on both test
+    pairings; ``test_pairing`` chooses the split of ``test_dataloader``/``predict_dataloader``."""
 
-    name = "VITON-HD"
     splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
-    def __init__(self, root: str = "data/zalando-hd-resized", resolution: tuple[int, int] = (512, 384),
-                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
-                 persistent_workers: bool = False, val_size: int = 8,
-                 test_pairing: Literal["paired", "unpaired"] = "paired",
-                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", augment: bool = True,
-                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
-                 file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, flip_p, affine_p, color_p, file_check, check_workers)
-        self.save_hyperparameters()
+    def __init__(self, root: str, test_pairing: Literal["paired", "unpaired"] = "paired", **settings: Any):
+        """``settings``: those of ``PersonImageDataModule`` (resolution, batch size, loaders, augmentation,
+        file check)."""
+        super().__init__(root=root, **settings)
         self.test_pairing = test_pairing
-        self.mask_source = mask_source
 
     @property
     def test_split(self) -> str:
         return f"test_{self.test_pairing}"
 
+
+class VitonHDDataModule(TryOnDataModule):
+    """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
+    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+
+    name = "VITON-HD"
+
+    def __init__(self, root: str = "data/zalando-hd-resized",
+                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", **settings: Any):
+        """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
+        super().__init__(root=root, **settings)
+        self.save_hyperparameters()
+        self.mask_source = mask_source
+
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return vitonhd.read_pairs(self.root, split), []
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         mask_source = vitonhd.resolve_mask_source(self.root, split, self.mask_source)
         return vitonhd.VitonHDDataset(
             self.root, pairs, resolution, mask_source=mask_source, with_flow=vitonhd.has_flow(self.root, split),
@@ -230,35 +247,23 @@ class VitonHDDataModule(PersonImageDataModule):
                 f"computed = parsing + OpenPose recipe).{flow}")
 
 
-class DressCodeDataModule(PersonImageDataModule):
+class DressCodeDataModule(TryOnDataModule):
     """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
 
     name = "DressCode"
-    splits = ("train", "test_paired", "test_unpaired")
-    val_splits = ("test_paired", "test_unpaired")
 
-    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",
-                 resolution: tuple[int, int] = (512, 384), batch_size: int = 8, num_workers: int = 4,
-                 pin_memory: bool = True, persistent_workers: bool = False, val_size: int = 8,
-                 test_pairing: Literal["paired", "unpaired"] = "paired", augment: bool = True,
-                 flip_p: float = 0.5, affine_p: float = 0.5, color_p: float = 0.5,
-                 file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, flip_p, affine_p, color_p, file_check, check_workers)
+    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all", **settings: Any):
+        """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
+        super().__init__(root=root, **settings)
         self.save_hyperparameters()
         if category not in dresscode.CATEGORIES + ("all",):
             raise ValueError(f"category must be one of {dresscode.CATEGORIES + ('all',)}, got {category!r}")
         self.category = category
-        self.test_pairing = test_pairing
-
-    @property
-    def test_split(self) -> str:
-        return f"test_{self.test_pairing}"
 
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return dresscode.read_pairs(self.root, split, self.category)
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         return dresscode.DressCodeDataset(
             self.root, pairs, resolution, with_flow=dresscode.has_flow(self.root, split, self.category),
             augment=dresscode.dresscode_augment(self.augment_config) if augment and self.augment_config else None)
@@ -283,12 +288,9 @@ class DeepFashionDataModule(PersonImageDataModule):
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 
-    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176),
-                 batch_size: int = 8, num_workers: int = 4, pin_memory: bool = True,
-                 persistent_workers: bool = False, val_size: int = 8, augment: bool = True, affine_p: float = 0.5,
-                 color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__(root, resolution, batch_size, num_workers, pin_memory, persistent_workers, val_size,
-                         augment, 0.0, affine_p, color_p, file_check, check_workers)
+    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176), **settings: Any):
+        """``settings``: those of ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
+        super().__init__(root=root, resolution=resolution, flip_p=0.0, **settings)
         self.save_hyperparameters()
         self._split_pairs: dict[str, deepfashion.SplitPairs] = {}
 
@@ -309,7 +311,7 @@ class DeepFashionDataModule(PersonImageDataModule):
         self.pairs(split)
         return self._split_pairs.get(split, deepfashion.SplitPairs(pairs=[]))
 
-    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> CheckableDataset:
+    def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         augment_with = self.augment_config if augment else None
         return deepfashion.DeepFashionDataset(
             self.root, pairs, resolution, layout=deepfashion.image_layout(self.root, split),

@@ -47,8 +47,10 @@ import numpy as np
 import torch
 
 from leffa_pl.data import masks
-from leffa_pl.data.check import FileProblem
-from leffa_pl.data.io import DataFileError, PairFilesDataset, RequiredFile, read_rgb, read_stored
+from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
+from leffa_pl.data.io import read_rgb, read_stored
+from leffa_pl.data.layout import DENSEPOSE_PARTS
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample,
                                       resize_views)
 
@@ -60,7 +62,6 @@ ANNOTATION_FILES = {"train": "fasion-resize-annotation-train.csv", "test": "fasi
 ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
 NESTED_FOLDER = "img_highres"
 DENSEPOSE_FOLDER = "densepose"
-DENSEPOSE_PARTS = 24
 KEYPOINT_FRAME = (256, 176)  # (H, W) of the annotation coordinates
 # COCO-18: 0 nose, 1 neck, 2-4 right arm, 5-7 left arm, 8-10 right leg, 11-13 left leg, 14-17 eyes/ears.
 KEYPOINTS = 18
@@ -298,7 +299,7 @@ def read_pairs(root: str | Path, split: Split) -> SplitPairs:
 
 # -- the Dataset -----------------------------------------------------------------------------------
 
-class DeepFashionDataset(PairFilesDataset[DeepFashionPair]):
+class DeepFashionDataset(PairDataset[DeepFashionPair]):
     """Contract samples (see ``contract.py``) for DeepFashion pose-transfer pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[DeepFashionPair], resolution: tuple[int, int],
@@ -312,11 +313,11 @@ class DeepFashionDataset(PairFilesDataset[DeepFashionPair]):
         self.augment = augment
         self._randomness = SampleRandomness()
 
-    def _files(self, pair: DeepFashionPair) -> dict[str, RequiredFile]:
+    def files(self, pair: DeepFashionPair) -> dict[str, RequiredFile]:
         return {
             "person": RequiredFile(image_path(self.root, pair.split, pair.person, self.layout), "rgb"),
             "reference": RequiredFile(image_path(self.root, pair.split, pair.reference, self.layout), "rgb"),
-            "densepose": RequiredFile(densepose_path(self.root, pair.person), "rgb"),
+            "densepose": RequiredFile(densepose_path(self.root, pair.person), "rgb", read_iuv, aligned=True),
         }
 
     def keypoints(self, index: int) -> dict[str, np.ndarray]:
@@ -329,13 +330,8 @@ class DeepFashionDataset(PairFilesDataset[DeepFashionPair]):
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
-        files = self._files(pair)
-        person = read_rgb(files["person"].path)
-        iuv = read_iuv(files["densepose"].path)
-        if iuv.shape[:2] != person.shape[:2]:
-            raise DataFileError(files["densepose"].path,
-                                f"size {iuv.shape[:2]} differs from the image's {person.shape[:2]}")
-        views = Views(person=person, reference=read_rgb(files["reference"].path), labels={"densepose": iuv})
+        data = self.read(index)
+        views = Views(person=data["person"], reference=data["reference"], labels={"densepose": data["densepose"]})
         views = resize_views(views, self.resolution)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))
@@ -346,7 +342,6 @@ class DeepFashionDataset(PairFilesDataset[DeepFashionPair]):
                                person_id=pair.person, reference_id=pair.reference)
 
     def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
         return self.pairs[index].person, self.pairs[index].reference
 
 

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from leffa_pl.data import masks
-from leffa_pl.data.check import FileProblem
-from leffa_pl.data.io import (DataFileError, PairFilesDataset, RequiredFile, read_json, read_label,
-                              read_npz, read_pair_list, read_rgb)
+from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
+from leffa_pl.data.io import read_flow, read_json, read_label, read_pair_list
+from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, resize_views)
 
@@ -33,9 +34,7 @@ Category = Literal["upper_body", "lower_body", "dresses", "all"]
 Split = Literal["train", "test_paired", "test_unpaired"]
 PAIR_FILES = {"train": "train_pairs.txt", "test_paired": "test_pairs_paired.txt",
               "test_unpaired": "test_pairs_unpaired.txt"}
-FLOW_FOLDER = "ground-truth-flow"
 KEYPOINT_FRAME = (512, 384)  # (H, W) of the keypoint coordinates
-DENSEPOSE_PARTS = 24
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def read_pairs(root: str | Path, split: Split,
 
 
 def has_flow(root: str | Path, split: Split, category: Category) -> bool:
-    """Whether ground-truth flow exists (generated sample data; unpaired pairs have none)."""
+    """Whether ground-truth flow exists (synthetic data; unpaired pairs have none)."""
     categories = CATEGORIES if category == "all" else (category,)
     return split != "test_unpaired" and all((Path(root) / c / FLOW_FOLDER).is_dir() for c in categories)
 
@@ -96,16 +95,33 @@ def _listing(folder: Path) -> frozenset[str]:
     return frozenset(p.name for p in folder.iterdir()) if folder.is_dir() else frozenset()
 
 
-def read_keypoints(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """COCO-18 keypoints as [18, 2] (x, y) pixels of an image of ``size`` (H, W); NaN where invalid."""
+def read_keypoint_file(path: Path) -> np.ndarray:
+    """COCO-18 keypoints as [18, 2] (x, y) in the 384x512 keypoint frame; NaN where invalid."""
     data = read_json(path)
     try:
-        points = np.asarray(data["keypoints"], dtype=np.float32)[:, :2]
+        points = np.asarray(data["keypoints"], dtype=np.float32)[:, :2].copy()
     except (KeyError, TypeError, IndexError, ValueError) as error:
         raise DataFileError(path, f"not a DressCode keypoint file ({error!r})") from None
-    xy = points * np.array([size[1] / KEYPOINT_FRAME[1], size[0] / KEYPOINT_FRAME[0]], np.float32)
-    xy[(points[:, 0] <= 1) | (points[:, 1] <= 1)] = np.nan  # cut off or not detected
-    return xy
+    points[(points[:, 0] <= 1) | (points[:, 1] <= 1)] = np.nan  # cut off or not detected
+    return points
+
+
+def scale_keypoints(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Keypoints from the 384x512 keypoint frame to pixels of an image of ``size`` (H, W)."""
+    return points * np.array([size[1] / KEYPOINT_FRAME[1], size[0] / KEYPOINT_FRAME[0]], np.float32)
+
+
+def read_keypoints(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """COCO-18 keypoints as [18, 2] (x, y) pixels of an image of ``size`` (H, W); NaN where invalid."""
+    return scale_keypoints(read_keypoint_file(path), size)
+
+
+def read_part_index(path: Path) -> np.ndarray:
+    """``dense/{id}_5.png``: the DensePose part index map (0..24) as uint8 [H, W]."""
+    parts = read_label(path)
+    if parts.max() > DENSEPOSE_PARTS:
+        raise DataFileError(path, f"part index {parts.max()} > {DENSEPOSE_PARTS}")
+    return parts
 
 
 def encode_densepose(parts: np.ndarray) -> torch.Tensor:
@@ -113,7 +129,7 @@ def encode_densepose(parts: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(parts.astype(np.float32) / 127.5 - 1.0)[None].repeat(3, 1, 1)
 
 
-class DressCodeDataset(PairFilesDataset[DressCodePair]):
+class DressCodeDataset(PairDataset[DressCodePair]):
     """Contract samples (see ``contract.py``) for DressCode pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[DressCodePair], resolution: tuple[int, int],
@@ -125,37 +141,28 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
         self.augment = augment
         self._randomness = SampleRandomness()
 
-    def _files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
+    def files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
         person, garment = self.root / pair.person_category, self.root / pair.garment_category
         files = {
             "person": RequiredFile(person / "images" / f"{pair.person}_0.jpg", "rgb"),
             "garment": RequiredFile(garment / "images" / f"{pair.garment}_1.jpg", "rgb"),
-            "keypoints": RequiredFile(person / "keypoints" / f"{pair.person}_2.json", "json"),
-            "labels": RequiredFile(person / "label_maps" / f"{pair.person}_4.png", "label"),
-            "densepose": RequiredFile(person / "dense" / f"{pair.person}_5.png", "label"),
+            "keypoints": RequiredFile(person / "keypoints" / f"{pair.person}_2.json", "json", read_keypoint_file),
+            "labels": RequiredFile(person / "label_maps" / f"{pair.person}_4.png", "label", aligned=True),
+            "densepose": RequiredFile(person / "dense" / f"{pair.person}_5.png", "label", read_part_index,
+                                      aligned=True),
         }
         if self.with_flow:
-            files["flow"] = RequiredFile(person / FLOW_FOLDER / f"{pair.person}.npz", "npz")
+            files["flow"] = RequiredFile(person / FLOW_FOLDER / f"{pair.person}.npz", "npz", read_flow, aligned=True)
         return files
 
     def __getitem__(self, index: int) -> dict:
         pair = self.pairs[index]
-        files = self._files(pair)
-        person = read_rgb(files["person"].path)
-        labels = read_label(files["labels"].path)
-        densepose = read_label(files["densepose"].path)
-        for key, value in (("labels", labels), ("densepose", densepose)):
-            if value.shape != person.shape[:2]:
-                raise DataFileError(files[key].path,
-                                    f"size {value.shape} differs from the image's {person.shape[:2]}")
-        if densepose.max() > DENSEPOSE_PARTS:
-            raise DataFileError(files["densepose"].path, f"part index {densepose.max()} > {DENSEPOSE_PARTS}")
-        views = Views(person=person, reference=read_rgb(files["garment"].path),
-                      labels={"labels": labels, "densepose": densepose},
-                      flow=read_npz(files["flow"].path, "flow").transpose(1, 2, 0) if "flow" in files else None)
+        data = self.read(index)
+        views = Views(person=data["person"], reference=data["garment"],
+                      labels={"labels": data["labels"], "densepose": data["densepose"]}, flow=data.get("flow"))
         views = resize_views(views, self.resolution)
         labels = views.labels.pop("labels")
-        keypoints = read_keypoints(files["keypoints"].path, self.resolution)
+        keypoints = scale_keypoints(data["keypoints"], self.resolution)
         category = pair.garment_category
         views.labels["inpaint_mask"] = masks.dresscode_inpaint_mask(labels, keypoints, category).astype(np.uint8)
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
@@ -169,7 +176,6 @@ class DressCodeDataset(PairFilesDataset[DressCodePair]):
                                reference_id=reference_id, flow=views.flow)
 
     def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
         return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
 
 

@@ -1,63 +1,26 @@
-"""Readers for dataset files. Every error is a ``DataFileError`` naming the file and what is wrong.
+"""Readers for dataset files, and the walk that checks a dataset's files with them.
 
-Images come back as HWC ``uint8`` numpy arrays, label maps as HW ``uint8`` arrays of label indices
-(palette PNGs are read as indices, never converted to RGB). ``RequiredFile`` declares a file a
-dataset needs and which reader decodes it, so one checker can walk any dataset.
+Every error is a ``DataFileError`` naming the file and what is wrong. Images come back as HWC ``uint8``
+numpy arrays, label maps as HW ``uint8`` arrays of label indices (palette PNGs are read as indices, never
+converted to RGB). ``probe_file`` checks one ``RequiredFile`` at a level and ``walk_files`` many (in
+threads), into a ``FileReport``.
 """
 
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, Literal, Sequence, TypeVar
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
-FileKind = Literal["rgb", "label", "gray", "json", "npz"]
-
-
-class DataFileError(ValueError):
-    """A dataset file that is missing, unreadable or malformed; ``path`` names it."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path = Path(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
-
-
-@dataclass(frozen=True)
-class RequiredFile:
-    """A file a dataset sample needs, with the reader (``kind``) that decodes it."""
-
-    path: Path
-    kind: FileKind
-
-
-PairT = TypeVar("PairT")
-
-
-class PairFilesDataset(Dataset, Generic[PairT]):
-    """A Dataset over ``pairs`` whose samples read the files ``_files(pair)`` names; the checker walks them."""
-
-    pairs: Sequence[PairT]
-
-    def _files(self, pair: PairT) -> dict[str, RequiredFile]:
-        raise NotImplementedError
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def required_files(self) -> list[RequiredFile]:
-        """Every file the pairs need, for the checker."""
-        return [f for pair in self.pairs for f in self._files(pair).values()]
-
-    def person_file(self, index: int) -> Path:
-        """The person (target) image of a sample: the evaluation's ground truth."""
-        return self._files(self.pairs[index])["person"].path
-
+from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileReport, RequiredFile
+from leffa_pl.data.layout import FLOW_KEY
 
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
@@ -128,7 +91,7 @@ def read_npz(path: str | Path, key: str | None = None) -> np.ndarray | dict[str,
             return archive[key]
     except FileNotFoundError:
         raise DataFileError(path, "file not found") from None
-    except (OSError, ValueError, EOFError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise DataFileError(path, f"unreadable npz ({error})") from None
 
 
@@ -152,33 +115,125 @@ def read_pair_list(path: str | Path) -> list[tuple[str, str]]:
     return pairs
 
 
+def read_binary_mask(path: str | Path) -> np.ndarray:
+    """A mask stored as an 8-bit image (JPEG or PNG) -> ``uint8`` [H, W] of 0/1 (1 where >= 128)."""
+    return (read_gray(path) >= 128).astype(np.uint8)
+
+
+def read_flow(path: str | Path) -> np.ndarray:
+    """A ground-truth flow archive (key ``flow``, float [2, H, W]) -> float32 [H, W, 2]."""
+    path = Path(path)
+    flow = read_npz(path, FLOW_KEY)
+    if flow.ndim != 3 or flow.shape[0] != 2 or not np.issubdtype(flow.dtype, np.floating):
+        raise DataFileError(path, f"expected a float [2, H, W] flow, got {flow.dtype} {list(flow.shape)}")
+    return flow.transpose(1, 2, 0).astype(np.float32, copy=False)
+
+
 _READERS = {"rgb": read_rgb, "label": read_label, "gray": read_gray, "json": read_json, "npz": read_npz}
 
 
-def probe_file(required: RequiredFile, level: Literal["exists", "open", "decode"]) -> str | None:
-    """Check one file at ``level`` and return the problem (``"missing"`` or a reason), or None if fine.
+def read_file(required: RequiredFile) -> Any:
+    """Decode a required file with its reader (raises ``DataFileError`` naming it)."""
+    return (required.reader or _READERS[required.kind])(required.path)
 
-    ``exists``: present and non-empty. ``open``: images' headers identify a format, JSON/npz parse.
-    ``decode``: every file fully decoded by its reader (catches truncated images).
+
+def check_map_size(path: Path, size: tuple[int, int], image_size: tuple[int, int]) -> bool:
+    """The auxiliary-map size rule: a map aligned with an image of ``image_size`` (H, W) may have another size
+    with the same aspect ratio, up to rounding to whole pixels (True: the loader resizes it with nearest
+    neighbour); another aspect ratio is a ``DataFileError`` naming the map."""
+    if tuple(size) == tuple(image_size):
+        return False
+    (height, width), (image_height, image_width) = size, image_size
+    # e.g. 550x375 for 1101x750: the width its height implies is 374.6, within a pixel.
+    if abs(width - height * image_width / image_height) > 1 and abs(height - width * image_height / image_width) > 1:
+        raise DataFileError(path, f"size {height}x{width} has another aspect ratio than its image's "
+                                  f"{image_height}x{image_width} (maps aligned with the image must have its aspect "
+                                  "ratio; those of another size are resized)")
+    return True
+
+
+def data_size(data: Any) -> tuple[int, int] | None:
+    """(H, W) of a decoded map or image, None for other data (JSON)."""
+    return tuple(data.shape[:2]) if isinstance(data, np.ndarray) and data.ndim >= 2 else None
+
+
+# What ends an intact file of a format: a truncated file lacks it (checked at the ``open`` level, cheaply).
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_TAIL_BYTES = 1024
+
+
+def _missing_end_marker(path: Path, image_format: str | None) -> bool:
+    marker = _END_MARKERS.get(image_format or "")
+    if marker is None:
+        return False
+    with open(path, "rb") as handle:
+        handle.seek(0, 2)
+        handle.seek(max(0, handle.tell() - _TAIL_BYTES))
+        return marker not in handle.read()
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Outcome of checking one file: the problem (None when fine) and its (H, W) where the level knows it."""
+
+    problem: str | None
+    size: tuple[int, int] | None = None
+
+
+def probe_file(required: RequiredFile, level: CheckLevel) -> Probe:
+    """Check one file at ``level``.
+
+    ``exists``: present and non-empty. ``open``: plain images (photos, renderings: every pixel value is valid)
+    have a header naming a format and, as JPEG/PNG, their end marker (a truncated file has none); every other
+    file (label maps, masks, DensePose, JSON, npz: their values are checked) is read by the loader's reader.
+    ``decode``: every file read by the loader's reader (also catches corrupt data inside a plain image).
     """
     path = required.path
     try:
         if path.stat().st_size == 0:
-            return "empty file"
+            return Probe("empty file")
     except FileNotFoundError:
-        return "missing"
+        return Probe("missing")
     except OSError as error:
-        return f"cannot stat ({error})"
+        return Probe(f"cannot stat ({error})")
     if level == "exists":
-        return None
+        return Probe(None)
     try:
-        if level == "open" and required.kind in ("rgb", "label", "gray"):
+        if level == "open" and required.kind == "rgb" and required.reader is None:
             with Image.open(path) as image:
-                image.size  # the header was parsed
-        else:
-            _READERS[required.kind](path)
+                width, height = image.size  # the header was parsed
+                image_format = image.format
+            if _missing_end_marker(path, image_format):
+                return Probe(f"truncated {image_format} (no end marker)", (height, width))
+            return Probe(None, (height, width))
+        return Probe(None, data_size(read_file(required)))
     except DataFileError as error:
-        return error.problem
+        return Probe(error.problem)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        return f"unreadable image ({error})"
-    return None
+        return Probe(f"unreadable image ({error})")
+
+
+def walk_files(name: str, root: Path, pair_files: Iterable[dict[str, RequiredFile]], level: CheckLevel = "open",
+               problems: Sequence[FileProblem] = (), workers: int = 8) -> FileReport:
+    """Probe each distinct file of the pairs at ``level``, then apply the auxiliary-map size rule per pair
+    where the level knows the sizes; collect the problems (plus ``problems`` found earlier)."""
+    pair_files = list(pair_files)
+    distinct = list(dict.fromkeys(f for files in pair_files for f in files.values()))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        probes = dict(zip(distinct, pool.map(lambda required: probe_file(required, level), distinct)))
+    found = {req.path: FileProblem(req.path, probe.problem) for req, probe in probes.items() if probe.problem}
+    resized: dict[Path, str] = {}
+    for files in pair_files:
+        image_size = probes[files["person"]].size
+        for required in files.values():
+            size = probes[required].size
+            if not required.aligned or image_size is None or size is None or required.path in found:
+                continue
+            try:
+                if check_map_size(required.path, size, image_size):
+                    resized[required.path] = (f"{required.path} {size[0]}x{size[1]} for "
+                                              f"{image_size[0]}x{image_size[1]}")
+            except DataFileError as error:
+                found[required.path] = FileProblem(required.path, error.problem)
+    return FileReport(name=name, root=Path(root), level=level, pairs=len(pair_files), files=len(distinct),
+                      problems=list(problems) + list(found.values()), resized=list(resized.values()))

@@ -8,7 +8,7 @@ own garment (same file name); unpaired testing uses ``test_pairs.txt`` as writte
 decoded back to I (nearest colour) so that it can be resized with nearest neighbour and flipped with
 its left/right parts swapped, then rendered again in the same encoding for the model.
 
-The generated sample data adds ``{split}/ground-truth-flow/{id}.npz`` (key ``flow``); when that folder
+The synthetic datasets add ``{split}/ground-truth-flow/{id}.npz`` (key ``flow``); when that folder
 exists the paired samples carry the contract's ``flow``.
 """
 
@@ -23,15 +23,15 @@ import cv2
 import numpy as np
 
 from leffa_pl.data import masks
-from leffa_pl.data.io import (DataFileError, PairFilesDataset, RequiredFile, read_gray, read_json,
-                              read_label, read_npz, read_pair_list, read_rgb)
+from leffa_pl.data.files import DataFileError, RequiredFile
+from leffa_pl.data.io import read_binary_mask, read_flow, read_json, read_pair_list
+from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
+from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
                                       contract_sample, image_to_tensor, resize_views)
 
 Split = Literal["train", "test_paired", "test_unpaired"]
 MaskSource = Literal["precomputed", "computed"]
-FLOW_FOLDER = "ground-truth-flow"
-DENSEPOSE_PARTS = 24
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,15 @@ class VitonHDPair:
         return Path(self.person).stem
 
 
+def split_folder(split: Split) -> str:
+    """The folder (and pair-file prefix) of a split: ``train`` or ``test`` (both test pairings)."""
+    return "train" if split == "train" else "test"
+
+
 def read_pairs(root: str | Path, split: Split) -> list[VitonHDPair]:
     """The pairs of a split (raises ``DataFileError`` for a missing or malformed pair file)."""
     root = Path(root)
-    folder = "train" if split == "train" else "test"
+    folder = split_folder(split)
     listed = read_pair_list(root / f"{folder}_pairs.txt")
     if split == "test_unpaired":
         return [VitonHDPair(folder, person, garment) for person, garment in listed]
@@ -61,14 +66,12 @@ def resolve_mask_source(root: str | Path, split: Split, requested: str) -> MaskS
     """``auto`` means precomputed when the split ships ``agnostic-mask/``, else computed."""
     if requested != "auto":
         return requested  # type: ignore[return-value]
-    folder = "train" if split == "train" else "test"
-    return "precomputed" if (Path(root) / folder / "agnostic-mask").is_dir() else "computed"
+    return "precomputed" if (Path(root) / split_folder(split) / "agnostic-mask").is_dir() else "computed"
 
 
 def has_flow(root: str | Path, split: Split) -> bool:
-    """Whether ground-truth flow exists for the split (generated sample data; unpaired pairs have none)."""
-    folder = "train" if split == "train" else "test"
-    return split != "test_unpaired" and (Path(root) / folder / FLOW_FOLDER).is_dir()
+    """Whether ground-truth flow exists for the split (synthetic data; unpaired pairs have none)."""
+    return split != "test_unpaired" and (Path(root) / split_folder(split) / FLOW_FOLDER).is_dir()
 
 
 @lru_cache(maxsize=1)
@@ -125,7 +128,7 @@ def read_openpose(path: Path) -> np.ndarray:
     return xy
 
 
-class VitonHDDataset(PairFilesDataset[VitonHDPair]):
+class VitonHDDataset(PairDataset[VitonHDPair]):
     """Contract samples (see ``contract.py``) for a list of VITON-HD pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[VitonHDPair], resolution: tuple[int, int],
@@ -141,36 +144,31 @@ class VitonHDDataset(PairFilesDataset[VitonHDPair]):
     def _path(self, pair: VitonHDPair, folder: str, name: str) -> Path:
         return self.root / pair.folder / folder / name
 
-    def _files(self, pair: VitonHDPair) -> dict[str, RequiredFile]:
+    def files(self, pair: VitonHDPair) -> dict[str, RequiredFile]:
         stem = pair.stem
         files = {
             "person": RequiredFile(self._path(pair, "image", pair.person), "rgb"),
             "garment": RequiredFile(self._path(pair, "cloth", pair.garment), "rgb"),
-            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label"),
-            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb"),
+            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label", aligned=True),
+            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb", aligned=True),
         }
         if self.mask_source == "precomputed":
-            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray")
+            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray",
+                                         read_binary_mask, aligned=True)
         else:
-            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json")
+            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json",
+                                         read_openpose)
         if self.with_flow:
-            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz")
+            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz", read_flow, aligned=True)
         return files
 
     def __getitem__(self, index: int) -> dict:
-        pair = self.pairs[index]
-        files = self._files(pair)
-        person = read_rgb(files["person"].path)
-        parse = read_label(files["parse"].path)
-        if parse.shape != person.shape[:2]:
-            raise DataFileError(files["parse"].path,
-                                f"size {parse.shape} differs from the image's {person.shape[:2]}")
-        views = Views(person=person, reference=read_rgb(files["garment"].path),
-                      labels={"parse": parse, "densepose": read_rgb(files["densepose"].path)})
+        data = self.read(index)
+        person = data["person"]
+        views = Views(person=person, reference=data["garment"],
+                      labels={"parse": data["parse"], "densepose": data["densepose"]}, flow=data.get("flow"))
         if self.mask_source == "precomputed":
-            views.labels["inpaint_mask"] = (read_gray(files["mask"].path) >= 128).astype(np.uint8)
-        if self.with_flow:
-            views.flow = read_npz(files["flow"].path, "flow").transpose(1, 2, 0)
+            views.labels["inpaint_mask"] = data["mask"]
         native_height, native_width = person.shape[:2]
         views = resize_views(views, self.resolution)
         height, width = self.resolution
@@ -179,7 +177,7 @@ class VitonHDDataset(PairFilesDataset[VitonHDPair]):
         views.labels["densepose"] = decode_densepose(views.labels["densepose"])
         if self.mask_source == "computed":
             scale = np.array([width / native_width, height / native_height])
-            keypoints = read_openpose(files["pose"].path) * scale
+            keypoints = data["pose"] * scale
             views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:
@@ -192,7 +190,6 @@ class VitonHDDataset(PairFilesDataset[VitonHDPair]):
                                reference_id=reference_id, flow=views.flow)
 
     def sample_ids(self, index: int) -> tuple[str, str]:
-        """``(person_id, reference_id)`` of a sample, without reading its files."""
         return self.pairs[index].person, self.pairs[index].garment
 
 

@@ -21,14 +21,15 @@ import lightning.pytorch as pl
 import torch
 
 from leffa_pl.data import deepfashion
-from leffa_pl.data.check import DatasetFilesError
-from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
-from leffa_pl.data.io import DataFileError
+from leffa_pl.data.datamodule import DeepFashionDataModule
+from leffa_pl.data.files import DataFileError, DatasetFilesError, no_such_folder
+from leffa_pl.data.layout import parse_size
+from leffa_pl.data.pair_dataset import PairDataset
+from leffa_pl.data.registry import DATA_MODULES, build_data_module
 from leffa_pl.evaluation.images import ImageReadError
 from leffa_pl.evaluation.predict import (
     LeffaPredictor,
     OutputFolderError,
-    PairDataset,
     PredictionOptions,
     PredictionPlan,
     load_model,
@@ -39,7 +40,6 @@ from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, score_image
 from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.sampler import SCHEDULERS, SamplerSettings
 
-DATASETS = ("vitonhd", "dresscode", "deepfashion")
 TRY_ON_PROTOCOLS = {"paired": "vton-paired", "unpaired": "vton-unpaired"}
 DEFAULT_RESOLUTION = {"vitonhd": (1024, 768), "dresscode": (1024, 768), "deepfashion": (256, 176)}
 log = logging.getLogger(__name__)
@@ -49,27 +49,15 @@ class EvaluationInputError(ValueError):
     """Missing data, checkpoint or folders, reported before any work starts."""
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """``HxW`` -> (H, W)."""
-    try:
-        height, width = (int(part) for part in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW (e.g. 512x384), got {text!r}") from None
-    return height, width
-
-
 def build_datamodule(dataset: str, root: Path, resolution: tuple[int, int], pairing: str | None,
-                     batch_size: int, num_workers: int, category: str = "all") -> pl.LightningDataModule:
+                     batch_size: int, num_workers: int, category: str | None = None) -> pl.LightningDataModule:
     """The data module serving the split to evaluate (no augmentation)."""
-    common = dict(root=str(root), resolution=resolution, batch_size=batch_size, num_workers=num_workers,
-                  pin_memory=torch.accelerator.is_available(), augment=False)
-    if dataset == "vitonhd":
-        return VitonHDDataModule(test_pairing=pairing, **common)
-    if dataset == "dresscode":
-        return DressCodeDataModule(category=category, test_pairing=pairing, **common)
-    if dataset == "deepfashion":
-        return DeepFashionDataModule(**common)
-    raise EvaluationInputError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+    try:
+        return build_data_module(dataset, str(root), resolution=resolution, batch_size=batch_size,
+                                 num_workers=num_workers, pin_memory=torch.accelerator.is_available(),
+                                 augment=False, test_pairing=pairing, category=category)
+    except ValueError as error:
+        raise EvaluationInputError(str(error)) from None
 
 
 def protocol_for(dataset: str, pairing: str | None) -> str:
@@ -104,7 +92,7 @@ def deepfashion_training_images(root: Path) -> list[Path]:
 def _check_inputs(args: argparse.Namespace) -> None:
     problems = []
     if not args.data.is_dir():
-        problems.append(f"{args.data}: no such data folder (--data)")
+        problems.append(f"{no_such_folder(args.data, 'data folder')} (--data)")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         problems.append(f"{args.checkpoint}: no such checkpoint file (--checkpoint)")
     if args.base_model is not None and not args.base_model.is_dir():
@@ -177,15 +165,15 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``leffa-pl-evaluate``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=sorted(DATA_MODULES))
     parser.add_argument("--data", required=True, type=Path,
                         help="dataset root (e.g. data/zalando-hd-resized)")
-    parser.add_argument("--category", default="all", help="DressCode category (default all)")
+    parser.add_argument("--category", help="DressCode category (default all)")
     parser.add_argument("--checkpoint", type=Path,
                         help="Lightning .ckpt (EMA weights when trained with EMA) or released-layout "
                              ".pth/.safetensors; none: tiny model with random weights (pipeline check only)")
     parser.add_argument("--base-model", type=Path, help="diffusers folder giving the architecture (configs)")
-    parser.add_argument("--resolution", type=parse_resolution,
+    parser.add_argument("--resolution", type=parse_size,
                         help="HxW of the generated images (default: 1024x768 try-on, 256x176 DeepFashion)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (PNGs and reports)")
     parser.add_argument("--pairing", default="both", choices=("paired", "unpaired", "both"),

@@ -21,7 +21,7 @@ import re
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import lightning.pytorch as pl
 import numpy as np
@@ -31,29 +31,18 @@ from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from leffa_pl.data.pair_dataset import PairDataset
+from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
-TARGET_SEPARATOR = "__to__"  # as leffa_pl.evaluation.score reads it
 ID_SUFFIXES = (".jpg", ".jpeg", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 LIGHTNING_SUFFIX = ".ckpt"
 MANIFEST = "prediction.json"
 log = logging.getLogger(__name__)
-
-
-class PairDataset(Protocol):
-    """What prediction needs from a data module's predict dataset (contract samples)."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> dict: ...
-
-    def sample_ids(self, index: int) -> tuple[str, str]: ...  # (person_id, reference_id), files unread
-
-    def person_file(self, index: int) -> Path: ...  # the ground truth
 
 
 def safe_id(identifier: str) -> str:
@@ -96,9 +85,9 @@ class PredictionPlan:
 def plan_predictions(dataset: PairDataset, out_dir: str | os.PathLike) -> PredictionPlan:
     """Output names of all pairs and those still missing. Two different pairs with one name is an error."""
     out_dir = Path(out_dir)
-    if not hasattr(dataset, "sample_ids"):
-        raise TypeError(f"{type(dataset).__name__} has no sample_ids(index): prediction needs the ids of a "
-                        "pair before reading it (see leffa_pl.evaluation.predict.PairDataset)")
+    if not isinstance(dataset, PairDataset):
+        raise TypeError(f"{type(dataset).__name__} is not a leffa_pl.data.pair_dataset.PairDataset: prediction "
+                        "needs the ids of a pair (sample_ids) before reading it")
     names, owner, unique, clashes = [], {}, [], []
     for index in range(len(dataset)):
         ids = dataset.sample_ids(index)

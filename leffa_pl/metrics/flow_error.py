@@ -1,4 +1,4 @@
-"""End-point error of an attention flow against a ground-truth flow (generated sample data)."""
+"""End-point error of an attention flow against a ground-truth flow (synthetic data)."""
 
 from __future__ import annotations
 

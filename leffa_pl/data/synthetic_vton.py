@@ -1,6 +1,6 @@
-"""Generate a small VITON-HD and DressCode sample in the exact distributed layouts.
+"""Generate small synthetic VITON-HD and DressCode datasets in the exact distributed layouts.
 
-Each sample is a procedurally drawn, front-facing person (random pose, skin, hair, clothes) wearing a
+Each pair is a procedurally drawn, front-facing person (random pose, skin, hair, clothes) wearing a
 textured garment (stripes, text-like marks, a logo). The garment on the person is the flat garment
 image warped by a known smooth deformation (an affine fit to the body plus a sinusoidal ripple), so the
 ground-truth flow person -> garment is exact. Alongside the real files (palette parsing PNGs, OpenPose /
@@ -9,30 +9,25 @@ DressCode keypoint JSON, DensePose renderings, pair files) the generator writes 
 align_corners=False, NaN where the garment is not visible): an extra folder no real copy has.
 
 Output is deterministic for a seed: each pair draws from its own generator seeded by (seed, dataset,
-category, index). ``main`` is the ``leffa-pl-make-sample-data`` command; it never touches an existing
-dataset folder.
+category, index). ``leffa_pl.data.make_synthetic`` is the command that writes them.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import shutil
 import string
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from leffa_pl.data import dresscode, masks, vitonhd
+from leffa_pl.data.layout import FLOW_FOLDER, FLOW_KEY
 
 DEFAULT_SIZE = (256, 192)
-FLOW_FOLDER = "ground-truth-flow"
 
 # Internal semantic classes, mapped to CIHP (VITON-HD) and ATR (DressCode) labels below.
 BG, LEG_R, LEG_L, SHOE_R, SHOE_L, PANTS, SKIRT, ARM_R, ARM_L, UPPER, DRESS, NECK, HAIR, FACE = range(14)
@@ -329,7 +324,7 @@ def _save_palette_png(path: Path, labels: np.ndarray) -> None:
 
 
 def _save_flow(path: Path, flow: np.ndarray) -> None:
-    np.savez_compressed(path, flow=flow)
+    np.savez_compressed(path, **{FLOW_KEY: flow})
 
 
 BODY_25 = {0: "nose", 1: "neck", 2: "r_shoulder", 3: "r_elbow", 4: "r_wrist", 5: "l_shoulder", 6: "l_elbow",
@@ -474,50 +469,3 @@ def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tu
     for name, lines in root_lines.items():
         (root / name).write_text("\n".join(lines) + "\n")
     return root
-
-
-def write_if_missing(target: Path, write: Callable[[Path], object]) -> bool:
-    """Write into a temporary sibling and rename, so an interrupted run never leaves half a dataset."""
-    if target.exists():
-        print(f"{target}: exists, left as it is")
-        return False
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        write(staging)
-        staging.rename(target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    print(f"{target}: written")
-    return True
-
-
-def _size(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``leffa-pl-make-sample-data``: write the sample datasets under ``--out`` where they are missing."""
-    parser = argparse.ArgumentParser(prog="leffa-pl-make-sample-data", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/sample", help="folder receiving zalando-hd-resized/ and DressCode/")
-    parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW, e.g. 256x192 (default)")
-    parser.add_argument("--train", type=int, default=24,
-                        help="VITON-HD train pairs (DressCode: a third per category)")
-    parser.add_argument("--test", type=int, default=8, help="VITON-HD test pairs (DressCode: half per category)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--datasets", nargs="+", default=["vitonhd", "dresscode"],
-                        choices=["vitonhd", "dresscode"])
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    if "vitonhd" in args.datasets:
-        write_if_missing(out / "zalando-hd-resized",
-                         lambda path: make_vitonhd(path, args.train, args.test, args.size, args.seed))
-    if "dresscode" in args.datasets:
-        write_if_missing(out / "DressCode", lambda path: make_dresscode(
-            path, max(1, args.train // 3), max(2, args.test // 2), args.size, args.seed))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""The sample-data generator: exact layouts and formats, determinism, and a correct ground-truth flow."""
+"""The synthetic-data generator: exact layouts and formats, determinism, and a correct ground-truth flow."""
 
 import json
 
@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from leffa_pl.data import sample_vton, vitonhd
+from leffa_pl.data import make_synthetic, synthetic_vton, vitonhd
 from leffa_pl.data.io import read_label, read_rgb
 
 SIZE = (96, 72)
@@ -18,8 +18,8 @@ SIZE = (96, 72)
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("sample")
-    return (sample_vton.make_vitonhd(base / "zalando-hd-resized", n_train=3, n_test=2, size=SIZE, seed=3),
-            sample_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE, seed=3))
+    return (synthetic_vton.make_vitonhd(base / "zalando-hd-resized", n_train=3, n_test=2, size=SIZE, seed=3),
+            synthetic_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE, seed=3))
 
 
 def _tree(root):
@@ -72,9 +72,9 @@ def test_dresscode_layout_and_formats(roots):
 
 
 def test_generation_is_deterministic(roots, tmp_path):
-    again = sample_vton.make_vitonhd(tmp_path / "again", n_train=3, n_test=2, size=SIZE, seed=3)
+    again = synthetic_vton.make_vitonhd(tmp_path / "again", n_train=3, n_test=2, size=SIZE, seed=3)
     assert _tree(again) == _tree(roots[0])
-    other = sample_vton.make_vitonhd(tmp_path / "other", n_train=3, n_test=2, size=SIZE, seed=4)
+    other = synthetic_vton.make_vitonhd(tmp_path / "other", n_train=3, n_test=2, size=SIZE, seed=4)
     assert _tree(other)["train/image/00000_00.jpg"] != _tree(roots[0])["train/image/00000_00.jpg"]
 
 
@@ -107,7 +107,7 @@ def test_densepose_rendering_decodes_to_the_part_index():
 
 def test_jpeg_densepose_decodes_to_the_drawn_parts(tmp_path):
     rng = np.random.default_rng(0)
-    person = sample_vton.draw_person(rng, 128, 96, {sample_vton.UPPER: True, sample_vton.PANTS: False})
+    person = synthetic_vton.draw_person(rng, 128, 96, {synthetic_vton.UPPER: True, synthetic_vton.PANTS: False})
     path = tmp_path / "dense.jpg"
     Image.fromarray(vitonhd.encode_densepose(person.densepose)).save(path, quality=95)
     decoded = vitonhd.decode_densepose(read_rgb(path))
@@ -120,8 +120,11 @@ def test_command_writes_only_missing_datasets(tmp_path, capsys):
     out = tmp_path / "data"
     (out / "DressCode").mkdir(parents=True)
     (out / "DressCode" / "mine.txt").write_text("a real dataset")
-    assert sample_vton.main(["--out", str(out), "--size", "64x48", "--train", "2", "--test", "2"]) == 0
+    assert make_synthetic.main(["--out", str(out), "--size", "64x48", "--train", "2", "--test", "2",
+                                "--deepfashion-size", "44x30", "--train-people", "1", "--test-people", "1",
+                                "--views", "2"]) == 0
     assert (out / "zalando-hd-resized" / "train_pairs.txt").is_file()
+    assert (out / "deepfashion" / "train.lst").is_file()
     assert sorted(p.name for p in (out / "DressCode").iterdir()) == ["mine.txt"]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left
     assert "exists, left as it is" in capsys.readouterr().out

@@ -1,11 +1,11 @@
-"""Generate a small DeepFashion In-shop sample in the exact layout, with DensePose IUV maps.
+"""Generate a small synthetic DeepFashion In-shop dataset in the exact layout, with DensePose IUV maps.
 
 Writes ``{out}/deepfashion/``: ``train.lst``, ``test.lst``, ``fasion-resize-pairs-{train,test}.csv``,
 ``fasion-resize-annotation-{train,test}.csv`` (``:``-separated, COCO-18 in the 256x176 frame, -1 = missing),
 ``{train,test}_highres/`` with flattened-name JPEGs, and ``densepose/{stem}.png`` (U*255, V*255, I), as
 ``deepfashion.py`` reads them. Train and test people are disjoint, as in the real split.
 
-Each person id is one procedurally drawn person (``sample_vton.draw_person``: skin, hair, a textured garment)
+Each person id is one procedurally drawn person (``synthetic_vton.draw_person``: skin, hair, a textured garment)
 photographed in ``views`` random poses: the appearance comes from a generator seeded by the id alone, so
 the clothes are identical across the poses of one id, and each pose from a generator seeded by (id, view).
 All drawn people face the camera; the view names (front, side, back, full) are only file-name labels.
@@ -18,18 +18,15 @@ both in [0, 1], so a body point keeps roughly the same (I, U, V) from pose to po
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
 from leffa_pl.data import deepfashion
-from leffa_pl.data.sample_vton import (COCO_18, DENSEPOSE_ORDER, DRESS, PANTS, SKIRT, UPPER, Pose, body_parts,
-                                       draw_person, random_pose, write_if_missing)
+from leffa_pl.data.synthetic_vton import (COCO_18, DENSEPOSE_ORDER, DRESS, PANTS, SKIRT, UPPER, Pose, body_parts,
+                                          draw_person, random_pose)
 
 DEFAULT_SIZE = (220, 150)
 VIEWS = ("front", "side", "back", "full")
@@ -125,28 +122,3 @@ def make_deepfashion(root: str | Path, train_people: int = 6, test_people: int =
         (root / deepfashion.ANNOTATION_FILES[split]).write_text(
             "\n".join([deepfashion.ANNOTATION_HEADER, *annotations]) + "\n")
     return root
-
-
-def _size(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write ``{out}/deepfashion`` unless it exists."""
-    parser = argparse.ArgumentParser(prog="python -m leffa_pl.data.sample_deepfashion",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="data/sample", help="folder receiving deepfashion/")
-    parser.add_argument("--size", type=_size, default=DEFAULT_SIZE, help="HxW, default 220x150 (1101x750 / 5)")
-    parser.add_argument("--train-people", type=int, default=6)
-    parser.add_argument("--test-people", type=int, default=3)
-    parser.add_argument("--views", type=int, default=3, help="poses per person (2..4)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    write_if_missing(Path(args.out) / "deepfashion", lambda path: make_deepfashion(
-        path, args.train_people, args.test_people, args.views, args.size, args.seed))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,255 @@
+"""``leffa-pl-tryon`` and ``leffa-pl-pose``: a trained model on one's own photos, one image or folders.
+
+Try-on: each person photo (``--person``, a file or a folder) with each garment photo (``--garment``). The
+person is fitted to ``--resolution`` (aspect kept, border replicated), its inpaint mask made by the dataset's
+recipe from parsing + keypoints (or read from ``--mask``, white = repaint, at the photo's size) and its
+DensePose computed (or read from ``--densepose``: a VITON-HD ``image-densepose`` rendering or a DressCode
+part-index map, at the photo's size). Pose transfer: each reference photo (``--reference``) in the pose of each
+target (``--target-pose``: a photo whose DensePose is computed, or ``--target-densepose``, an IUV map in the
+DeepFashion encoding).
+
+Output: ``OUT/<garment or reference>__to__<person or target>.png`` at the person's (target's) own size, and
+beside it a ``.json`` of the settings (model, sampler, resolution, seed, sources, what was computed). Each
+image has its own generator seeded from ``--seed`` and the two file names, so a seed reproduces an image
+whatever else is in the folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from leffa_pl.data import deepfashion, dresscode, vitonhd
+from leffa_pl.data.files import DataFileError
+from leffa_pl.data.io import read_gray, read_label, read_rgb
+from leffa_pl.data.layout import parse_size
+from leffa_pl.data.transforms import contract_sample, image_to_tensor
+from leffa_pl.evaluation.predict import load_model, output_name, pair_seed
+from leffa_pl.metrics.suite import quantize_images
+from leffa_pl.model.checkpoint import CheckpointError
+from leffa_pl.model.sampler import SCHEDULERS, LeffaSampler, SamplerSettings
+from leffa_pl.preprocess.annotate import (
+    NoPersonError,
+    Preprocessor,
+    add_weight_arguments,
+    inpaint_mask,
+    resolve_device,
+    weights_from_args,
+)
+from leffa_pl.preprocess.files import write_json, write_png
+from leffa_pl.preprocess.photos import Photo, PhotoError, Placement, fit, list_photos, load_photo
+from leffa_pl.preprocess.weights import WeightsNotFoundError
+
+
+@dataclass
+class Job:
+    """One image to generate: a person (target) photo, a garment (reference) photo, optional given maps."""
+
+    person: Path
+    garment: Path
+    mask: Path | None = None
+    densepose: Path | None = None
+
+
+def _photos(path: Path) -> list[Path]:
+    return list_photos(path) if path.is_dir() else [path]
+
+
+def _given_map(path: Path | None, source: Photo, reader, size: tuple[int, int]) -> np.ndarray | None:
+    """A map given at the photo's size, fitted like the photo with nearest-neighbour resizing."""
+    if path is None:
+        return None
+    values = reader(path)
+    if values.shape[:2] != source.image.shape[:2]:
+        raise DataFileError(path, f"size {values.shape[:2]} differs from the photo's {source.image.shape[:2]} "
+                                  f"({source.path})")
+    return fit(values, size, pad="zero", nearest=True)[0]
+
+
+class ImageGenerator:
+    """The model, the sampler and the preprocessing, shared by every image of a run."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.device = resolve_device(args.device)
+        model, self.description = load_model(args.checkpoint, args.base_model)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
+                                        guidance_scale=args.guidance_scale, repaint=getattr(args, "repaint", False),
+                                        reference_acceleration=args.reference_acceleration)
+        self.sampler = LeffaSampler(self.model, self.settings)
+        self.resolution, self.seed, self.out = args.resolution, args.seed, args.out
+        self.preprocessor = Preprocessor(weights_from_args(args, self.device),
+                                         cihp=getattr(args, "dataset", "vitonhd") == "vitonhd")
+        self.last_person: tuple[tuple, PersonMaps] | None = None
+
+    def generate(self, sample: dict, target: Photo, placement: Placement, record: dict) -> Path:
+        """Generate ``sample`` (the data contract) and write it at ``target``'s size with ``record``."""
+        batch = {key: value[None] if isinstance(value, torch.Tensor) else [value] for key, value in sample.items()}
+        seed = pair_seed(self.seed, sample["person_id"], sample["reference_id"])
+        image = self.sampler(batch, [torch.Generator().manual_seed(seed)])
+        fitted = quantize_images(image)[0].permute(1, 2, 0).cpu().numpy()
+        restored = placement.restore(np.ascontiguousarray(fitted))
+        path = self.out / output_name(sample["person_id"], sample["reference_id"])
+        write_png(path, restored)
+        write_json(path.with_suffix(".json"), {
+            **record, "output": str(path), "size": list(target.image.shape[:2]), "model": self.description,
+            "resolution": list(self.resolution), "sampler": asdict(self.settings), "seed": self.seed,
+            "image_seed": seed, "device": self.device})
+        return path
+
+
+@dataclass
+class PersonMaps:
+    """A person photo fitted to the model's resolution, with its inpaint mask and DensePose part indices."""
+
+    photo: Photo
+    fitted: np.ndarray
+    placement: Placement
+    mask: np.ndarray
+    parts: np.ndarray
+
+
+def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str) -> PersonMaps:
+    size, pre = runner.resolution, runner.preprocessor
+    person = load_photo(job.person)
+    fitted, placement = fit(person.image, size, pad="edge")
+    given_mask = _given_map(job.mask, person, read_gray, size)
+    if given_mask is not None:
+        mask = given_mask >= 128
+    else:
+        mask = inpaint_mask(dataset, pre.labels(fitted, dataset), pre.keypoints(fitted), category)
+    reader = read_rgb if dataset == "vitonhd" else read_label
+    given_densepose = _given_map(job.densepose, person, reader, size)
+    if given_densepose is None:
+        parts = pre.densepose(fitted).parts
+    else:
+        parts = vitonhd.decode_densepose(given_densepose) if dataset == "vitonhd" else given_densepose
+    return PersonMaps(person, fitted, placement, mask, parts)
+
+
+def tryon_sample(runner: ImageGenerator, job: Job, dataset: str,
+                 category: str) -> tuple[dict, Photo, Placement, dict]:
+    """The contract sample of a try-on job, the person photo, where it lies in the sample, and a record. A
+    person's maps are computed once for all the garments tried on it in a row."""
+    key = (job.person, job.mask, job.densepose)
+    if runner.last_person is None or runner.last_person[0] != key:
+        runner.last_person = key, person_maps(runner, job, dataset, category)
+    maps = runner.last_person[1]
+    person, person_fit, placement, mask, parts = maps.photo, maps.fitted, maps.placement, maps.mask, maps.parts
+    garment = load_photo(job.garment)
+    garment_fit = fit(garment.image, runner.resolution, pad="white")[0]
+    densepose = image_to_tensor(vitonhd.encode_densepose(parts)) if dataset == "vitonhd" \
+        else dresscode.encode_densepose(parts)
+    sample = contract_sample(person_fit, garment_fit, mask.astype(np.uint8), densepose, mask.astype(np.uint8),
+                             person_id=job.person.name, reference_id=job.garment.name)
+    record = {"task": "tryon", "person": str(job.person), "garment": str(job.garment), "dataset": dataset,
+              "category": category, "mask": str(job.mask) if job.mask else "computed (parsing + keypoints recipe)",
+              "densepose": str(job.densepose) if job.densepose else "computed",
+              "notes": [f"{p.path}: {n}" for p in (person, garment) for n in p.notes]}
+    return sample, person, placement, record
+
+
+def pose_sample(runner: ImageGenerator, job: Job) -> tuple[dict, Photo, Placement, dict]:
+    """The same for pose transfer: ``job.person`` is the target photo, ``job.garment`` the reference."""
+    size = runner.resolution
+    target, reference = load_photo(job.person), load_photo(job.garment)
+    target_fit, placement = fit(target.image, size, pad="edge")
+    reference_fit = fit(reference.image, size, pad="edge")[0]
+    iuv = _given_map(job.densepose, target, deepfashion.read_iuv, size)
+    if iuv is None:
+        iuv = runner.preprocessor.densepose(target_fit).deepfashion_iuv()
+    ones = np.ones(size, np.uint8)
+    sample = contract_sample(target_fit, reference_fit, ones, deepfashion.iuv_to_tensor(iuv), ones,
+                             person_id=job.person.name, reference_id=job.garment.name)
+    record = {"task": "pose", "reference": str(job.garment), "target_pose": str(job.person),
+              "densepose": str(job.densepose) if job.densepose else "computed",
+              "notes": [f"{p.path}: {n}" for p in (target, reference) for n in p.notes]}
+    return sample, target, placement, record
+
+
+def _common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="Lightning .ckpt or released-layout .pth/.safetensors (none: the "
+                                             "tiny model with random weights, a pipeline check)")
+    parser.add_argument("--base-model", help="diffusers SD-inpainting folder giving the checkpoint's architecture")
+    parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
+    parser.add_argument("--resolution", type=parse_size, default=(1024, 768), help="HxW the model runs at")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance-scale", type=float, default=2.5)
+    parser.add_argument("--scheduler", default="ddpm", choices=SCHEDULERS)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reference-acceleration", action="store_true",
+                        help="run the reference UNet once (about 30%% faster)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    add_weight_arguments(parser)
+
+
+def _run(args: argparse.Namespace, jobs: list[Job], make_sample) -> int:
+    runner = ImageGenerator(args)
+    failures = 0
+    for job in jobs:
+        try:
+            path = runner.generate(*make_sample(runner, job))
+            print(path)
+        except (PhotoError, NoPersonError, DataFileError) as error:  # this image only; the others go on
+            print(f"skipped {job.person.name} + {job.garment.name}: {error}", file=sys.stderr)
+            failures += 1
+    return 1 if failures else 0
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
+    tryon = prog == "leffa-pl-tryon"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    if tryon:
+        parser.add_argument("--person", type=Path, required=True, help="person photo or folder of them")
+        parser.add_argument("--garment", type=Path, required=True, help="garment photo or folder of them")
+        parser.add_argument("--category", default="upper_body", choices=dresscode.CATEGORIES)
+        parser.add_argument("--dataset", choices=["vitonhd", "dresscode"],
+                            help="what the checkpoint was trained on: its DensePose encoding and mask recipe "
+                                 "(default: vitonhd for upper_body, else dresscode)")
+        parser.add_argument("--mask", type=Path, help="inpaint mask (white = repaint) of a single person photo")
+        parser.add_argument("--densepose", type=Path, help="DensePose map of a single person photo")
+        parser.add_argument("--repaint", action="store_true", help="keep the person outside a softened mask")
+    else:
+        parser.add_argument("--reference", type=Path, required=True, help="reference photo or folder of them")
+        parser.add_argument("--target-pose", type=Path, required=True, help="target photo or folder of them")
+        parser.add_argument("--target-densepose", type=Path,
+                            help="IUV map (U*255, V*255, I) of a single target photo")
+    _common_arguments(parser)
+    args = parser.parse_args(argv)
+    if tryon:
+        args.dataset = args.dataset or ("vitonhd" if args.category == "upper_body" else "dresscode")
+        if args.dataset == "vitonhd" and args.category != "upper_body":
+            parser.error(f"--category {args.category}: VITON-HD models try on upper-body garments only "
+                         "(use a DressCode model: --dataset dresscode)")
+        people, garments, given = args.person, args.garment, (args.mask, args.densepose)
+    else:
+        people, garments, given = args.target_pose, args.reference, (None, args.target_densepose)
+    try:
+        jobs = [Job(p, g, *given) for p in _photos(people) for g in _photos(garments)]
+        if any(given) and people.is_dir():
+            raise PhotoError(people, "given masks or DensePose maps belong to one photo, not a folder")
+        if not jobs:
+            raise PhotoError(people, "no photos")
+        make = (lambda runner, job: tryon_sample(runner, job, args.dataset, args.category)) if tryon else pose_sample
+        return _run(args, jobs, make)
+    except (PhotoError, CheckpointError, WeightsNotFoundError, ValueError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+
+
+def tryon_main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv, "leffa-pl-tryon")
+
+
+def pose_main(argv: Sequence[str] | None = None) -> int:
+    return _main(argv, "leffa-pl-pose")
+
+
+if __name__ == "__main__":
+    sys.exit(tryon_main())

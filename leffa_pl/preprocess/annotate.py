@@ -1,0 +1,143 @@
+"""What a person photo needs for try-on, from the three preprocessing networks: a label map, body keypoints
+and DensePose, plus the inpaint mask by the dataset's recipe (``leffa_pl.data.masks``).
+
+``PreprocessWeights`` holds where the networks' weights are (command-line options, shared by
+``leffa-pl-prepare``, ``leffa-pl-tryon`` and ``leffa-pl-pose``); each network is loaded on first use, so a
+command that is given masks or DensePose never needs the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from leffa_pl.data import masks
+from leffa_pl.preprocess import weights
+from leffa_pl.preprocess.densepose import DensePoseEstimator, DensePoseResult, TorchScriptDensePose
+from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
+from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
+
+LayoutName = Literal["vitonhd", "dresscode"]
+LABEL_SETS: dict[str, LabelSet] = {"vitonhd": "cihp", "dresscode": "atr"}
+
+
+class NoPersonError(ValueError):
+    """A photo in which a network found nobody."""
+
+
+@dataclass
+class PreprocessWeights:
+    """Weight files and folders of the preprocessing networks (None: the Hugging Face cache, then a download)."""
+
+    parser_atr: str | None = None
+    parser_lip: str | None = None
+    densepose: str | None = None
+    pose_model: str | None = None
+    detector: str | None = None
+    device: str = "cpu"
+    offline: bool | None = None
+    box_threshold: float = 0.3
+
+
+def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("preprocessing networks (default: Hugging Face cache, then a download)")
+    group.add_argument("--parser-atr", help=f"SCHP ATR ONNX file ({weights.SCHP_ATR.url})")
+    group.add_argument("--parser-lip", help=f"SCHP LIP ONNX file ({weights.SCHP_LIP.url})")
+    group.add_argument("--densepose-model", help=f"DensePose TorchScript file ({weights.DENSEPOSE_R50.url})")
+    group.add_argument("--pose-model", help=f"ViTPose save_pretrained folder (default {weights.VITPOSE})")
+    group.add_argument("--detector", help=f"person detector save_pretrained folder (default {weights.PERSON_DETECTOR})")
+    group.add_argument("--box-threshold", type=float, default=0.3, help="person detector score threshold")
+    group.add_argument("--offline", action="store_true", default=None, help="never download weights")
+
+
+def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeights:
+    return PreprocessWeights(parser_atr=args.parser_atr, parser_lip=args.parser_lip, densepose=args.densepose_model,
+                             pose_model=args.pose_model, detector=args.detector, device=device,
+                             offline=args.offline, box_threshold=args.box_threshold)
+
+
+def resolve_device(name: str) -> str:
+    """``auto``: CUDA when present, else CPU."""
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+@dataclass
+class PersonAnnotation:
+    """A person photo's label map (the layout's label set), keypoints and DensePose, at the photo's size."""
+
+    labels: np.ndarray
+    keypoints: BodyKeypoints
+    densepose: DensePoseResult
+
+
+@dataclass
+class Preprocessor:
+    """The three networks, loaded on first use from ``weights`` (or given directly, e.g. in tests)."""
+
+    weights: PreprocessWeights = field(default_factory=PreprocessWeights)
+    parser: HumanParser | None = None
+    keypoint_model: KeypointEstimator | None = None
+    densepose_model: DensePoseEstimator | None = None
+    cihp: bool = True  # load the LIP network too (VITON-HD labels)
+
+    def load(self) -> None:
+        """Load all three networks now (a missing weight file stops a command before its first photo)."""
+        self._parser(), self._keypoint_model(), self._densepose_model()
+
+    def _parser(self) -> HumanParser:
+        if self.parser is None:
+            w = self.weights
+            lip = weights.resolve_file(weights.SCHP_LIP, w.parser_lip, w.offline) if self.cihp else None
+            self.parser = SchpParser(weights.resolve_file(weights.SCHP_ATR, w.parser_atr, w.offline), lip, w.device)
+        return self.parser
+
+    def _keypoint_model(self) -> KeypointEstimator:
+        if self.keypoint_model is None:
+            w = self.weights
+            self.keypoint_model = VitPoseEstimator(w.pose_model, w.detector, w.device, w.box_threshold, w.offline)
+        return self.keypoint_model
+
+    def _densepose_model(self) -> DensePoseEstimator:
+        if self.densepose_model is None:
+            w = self.weights
+            self.densepose_model = TorchScriptDensePose(
+                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device)
+        return self.densepose_model
+
+    def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
+        return self._parser()(image, LABEL_SETS[layout])
+
+    def keypoints(self, image: np.ndarray) -> BodyKeypoints:
+        found = self._keypoint_model()(image)
+        if found is None:
+            raise NoPersonError("no person found (the person detector found nobody)")
+        return found
+
+    def densepose(self, image: np.ndarray) -> DensePoseResult:
+        found = self._densepose_model()(image)
+        if found is None or not found.parts.any():
+            raise NoPersonError("no person found (DensePose found nobody)")
+        return found
+
+    def annotate(self, image: np.ndarray, layout: LayoutName) -> PersonAnnotation:
+        return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image))
+
+
+def inpaint_mask(layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
+                 category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
+    """The dataset's inpaint mask (bool, True = repaint) from what the data module reads back from the files."""
+    xy = layout_xy(keypoints, layout)
+    if layout == "vitonhd":
+        return masks.vitonhd_inpaint_mask(labels, xy)
+    return masks.dresscode_inpaint_mask(labels, xy, category)
+
+
+def garment_region(layout: LayoutName, labels: np.ndarray,
+                   category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
+    if layout == "vitonhd":
+        return masks.vitonhd_garment_region(labels)
+    return masks.dresscode_garment_region(labels, category)

@@ -1,0 +1,138 @@
+"""Writers of the try-on dataset layouts (datasets.md) for prepared photos: which files an item gets, writing
+them (each atomically), and the pair files.
+
+An ``Item`` is one prepared pair: a person photo and the garment they wear, with its dataset id, split
+(``train`` or ``test``) and DressCode category. Pair files list the items whose files are all present:
+training and paired testing use each person's own garment; the unpaired test file pairs each test person
+with the next test item's garment (of the same category), as the datasets' unpaired files do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from leffa_pl.data import dresscode
+from leffa_pl.preprocess.annotate import PersonAnnotation, inpaint_mask
+from leffa_pl.preprocess.files import write_jpeg, write_json, write_npz, write_palette_png, write_png, write_text
+from leffa_pl.preprocess.keypoints import dresscode_json, openpose_json
+
+SPLITS = ("train", "test")
+GARMENT_BACKGROUND = 250  # garment photos are on white: darker pixels are the garment (cloth-mask)
+AGNOSTIC_GRAY = 128
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    split: str
+    category: str
+    person: str  # source photo paths
+    garment: str
+
+
+def _unpaired(ids: list[str]) -> list[tuple[str, str]]:
+    return [(identifier, ids[(k + 1) % len(ids)]) for k, identifier in enumerate(ids)]
+
+
+class VitonHDLayout:
+    """``{train,test}/{image, cloth, cloth-mask, image-parse-v3, openpose_json, image-densepose, agnostic-mask,
+    agnostic-v3.2}`` and ``{train,test}_pairs.txt``; ids ``NNNNN_00``."""
+
+    name = "vitonhd"
+    title = "VITON-HD"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def make_id(number: int) -> str:
+        return f"{number:05d}_00"
+
+    @staticmethod
+    def id_number(identifier: str) -> int:
+        return int(identifier.split("_")[0])
+
+    def outputs(self, item: Item) -> dict[str, Path]:
+        split, i = self.root / item.split, item.id
+        return {"person": split / "image" / f"{i}.jpg", "garment": split / "cloth" / f"{i}.jpg",
+                "garment_mask": split / "cloth-mask" / f"{i}.jpg",
+                "labels": split / "image-parse-v3" / f"{i}.png",
+                "keypoints": split / "openpose_json" / f"{i}_keypoints.json",
+                "densepose": split / "image-densepose" / f"{i}.jpg",
+                "mask": split / "agnostic-mask" / f"{i}_mask.png", "agnostic": split / "agnostic-v3.2" / f"{i}.jpg"}
+
+    def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
+        files = self.outputs(item)
+        mask = inpaint_mask("vitonhd", annotation.labels, annotation.keypoints)
+        write_palette_png(files["labels"], annotation.labels)
+        write_json(files["keypoints"], openpose_json(annotation.keypoints))
+        # No chroma subsampling: the PARULA colours decode back to the same part indices.
+        write_jpeg(files["densepose"], annotation.densepose.vitonhd_rendering(), quality=100, subsampling=0)
+        write_png(files["mask"], mask.astype(np.uint8) * 255)
+        write_jpeg(files["agnostic"], np.where(mask[..., None], np.uint8(AGNOSTIC_GRAY), person))
+        write_jpeg(files["garment_mask"], ((garment < GARMENT_BACKGROUND).any(-1) * 255).astype(np.uint8))
+        write_jpeg(files["garment"], garment)
+        write_jpeg(files["person"], person)  # last: a present person image means a finished item
+
+    def write_pair_files(self, items: Sequence[Item]) -> list[Path]:
+        by_split = {split: [item.id for item in items if item.split == split] for split in SPLITS}
+        own = [f"{i}.jpg {i}.jpg" for i in by_split["train"]]
+        unpaired = [f"{a}.jpg {b}.jpg" for a, b in _unpaired(by_split["test"])]
+        return [write_text(self.root / "train_pairs.txt", "".join(f"{line}\n" for line in own)),
+                write_text(self.root / "test_pairs.txt", "".join(f"{line}\n" for line in unpaired))]
+
+
+class DressCodeLayout:
+    """``{category}/{images, keypoints, label_maps, dense}`` and the pair files per category and at the root;
+    ids of 6 digits. DressCode ships no masks: the data module computes them for the category."""
+
+    name = "dresscode"
+    title = "DressCode"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def make_id(number: int) -> str:
+        return f"{number:06d}"
+
+    @staticmethod
+    def id_number(identifier: str) -> int:
+        return int(identifier)
+
+    def outputs(self, item: Item) -> dict[str, Path]:
+        category, i = self.root / item.category, item.id
+        return {"person": category / "images" / f"{i}_0.jpg", "garment": category / "images" / f"{i}_1.jpg",
+                "keypoints": category / "keypoints" / f"{i}_2.json",
+                "labels": category / "label_maps" / f"{i}_4.png", "densepose": category / "dense" / f"{i}_5.png",
+                "densepose_uv": category / "dense" / f"{i}_5_uv.npz"}
+
+    def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
+        files = self.outputs(item)
+        write_palette_png(files["labels"], annotation.labels)
+        write_json(files["keypoints"], dresscode_json(annotation.keypoints, person.shape[:2]))
+        write_png(files["densepose"], annotation.densepose.parts)
+        write_npz(files["densepose_uv"], uv=annotation.densepose.dresscode_uv())
+        write_jpeg(files["garment"], garment)
+        write_jpeg(files["person"], person)  # last: a present person image means a finished item
+
+    def write_pair_files(self, items: Sequence[Item]) -> list[Path]:
+        written, root_lines = [], {name: [] for name in dresscode.PAIR_FILES.values()}
+        for category in dresscode.CATEGORIES:
+            ids = {split: [i.id for i in items if i.category == category and i.split == split] for split in SPLITS}
+            lines = {"train_pairs.txt": [(i, i) for i in ids["train"]],
+                     "test_pairs_paired.txt": [(i, i) for i in ids["test"]],
+                     "test_pairs_unpaired.txt": _unpaired(ids["test"])}
+            for name, pairs in lines.items():
+                text = [f"{a}_0.jpg    {b}_1.jpg\n" for a, b in pairs]
+                root_lines[name] += text
+                if (self.root / category).is_dir():
+                    written.append(write_text(self.root / category / name, "".join(text)))
+        return written + [write_text(self.root / name, "".join(text)) for name, text in root_lines.items()]
+
+
+LAYOUTS = {"vitonhd": VitonHDLayout, "dresscode": DressCodeLayout}

@@ -130,8 +130,9 @@ class StagePlan:
 
 def plan_stage(stage: Stage, static: StaticMemory, activations: ActivationModel, setup: TrainingSetup,
                usable: float) -> StagePlan:
-    per_sample = activations.bytes(1, stage.resolution)
-    largest = max(0, math.floor((usable - static.total) / per_sample))
+    fixed = activations.bytes(0, stage.resolution)  # what does not grow with the batch (bf16 weight copies etc.)
+    per_sample = activations.bytes(1, stage.resolution) - fixed
+    largest = max(0, math.floor((usable - static.total - fixed) / per_sample))
     global_batch = stage.batch_size * stage.accumulate_grad_batches * setup.devices
     keep = None
     for accumulation in range(1, global_batch + 1):  # fewest accumulation steps whose batch fits

@@ -30,6 +30,7 @@ from leffa_pl.model.presets import (
     sdxl_vae_config,
 )
 from leffa_pl.planning.activations import ActivationModel, StepSettings, fit_activation_model
+from leffa_pl.training.optimizers import check_optimizer_name
 from leffa_pl.training.sharding import wrapped_block_types
 from leffa_pl.training.trainable import select_trainable
 
@@ -38,7 +39,6 @@ ARCHITECTURES = {
     "sd15": lambda: LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config()),
     "sdxl": lambda: LeffaModel.from_configs(sdxl_inpainting_unet_config(), sdxl_vae_config()),
 }
-OPTIMIZERS = ("adamw", "adamw8bit")
 # bitsandbytes' 8-bit Adam: one byte per state element, one fp32 absmax per block; small tensors stay 32-bit.
 BNB_BLOCK, BNB_MIN_8BIT_SIZE = 256, 4096
 GIB = 2**30
@@ -71,8 +71,7 @@ class StaticMemory:
 
 def optimizer_state_bytes(parameters: list[torch.Tensor], optimizer: str) -> int:
     """AdamW: exp_avg + exp_avg_sq in fp32. 8-bit AdamW: bitsandbytes' blockwise layout."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_optimizer_name(optimizer)
     total = 0
     for p in parameters:
         n = p.numel()

@@ -148,8 +148,14 @@ else
 endif
 # ---- experiment and training benchmark (not part of the tests)
 .PHONY: exp-flow bench-train
-# Attention-flow EPE vs the ground truth, fine-tuned with and without the Leffa loss (tiny model, CPU, ~10 min).
-exp-flow: $(INSTALLED)
+# Held-out attention-flow EPE, fine-tuned with and without the Leffa loss from teacher-seeded inits (tiny model,
+# CPU; 46 min on the shared machine under load 10-15, see README); the figure needs matplotlib (`experiments` extra).
+EXPERIMENTS_INSTALLED := $(VENV)/.installed-experiments
+$(EXPERIMENTS_INSTALLED): $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[experiments]'
+	touch $@
+
+exp-flow: $(EXPERIMENTS_INSTALLED)
 	$(PY) experiments/exp_flow.py
 
 # Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).

@@ -1,21 +1,26 @@
-"""Experiment: does the Leffa loss make the attention flow match the ground-truth flow?
+"""Experiment: does the Leffa loss make approximately-right attention flow match the ground truth better?
 
-From one initialisation (per seed), on the synthetic VITON-HD dataset (whose ``ground-truth-flow/``
-files give the exact person -> garment flow):
+The Leffa loss only sharpens correspondence that attention already has (pretrained SD); a randomly
+initialised tiny model has none. So, per seed and teacher-error size, on the synthetic VITON-HD
+dataset (whose ``ground-truth-flow/`` files give the exact person -> garment flow):
 
-1. base: the tiny model (or ``--base-model``) trained without the Leffa loss (Lightning ``Trainer`` +
-   ``StageSchedule``), exported to a checkpoint: the common initialisation;
-2. two fine-tunes loaded from that checkpoint (``LeffaModule(init_checkpoint=...)``), identical in
-   everything (data order, augmentation, noise, timesteps, optimizer) except the Leffa loss: off / on;
-3. evaluation of the base and both fine-tunes on the held-out paired test pairs: the attention flow of
-   every layer the loss uses (``LeffaLoss`` at the paper's tau = 2, every sample active) against the
-   ground truth (``end_point_error``, pixels at the training resolution), at fixed timesteps with
-   fixed noise, no reference dropout.
+1. init: the tiny model trained with the diffusion loss plus a supervised attention-flow term toward a
+   *teacher* flow = ground truth shifted by a known number of pixels (``teacher_flow.TeacherSeededModule``,
+   experiment-only), exported. With ``--base-model`` this stage is off: the pretrained attention is the init;
+2. two fine-tunes from that checkpoint on the real training path (Lightning ``Trainer``, ``StageSchedule``,
+   ``LeffaModule``'s training step with augmentation, random timesteps, reference dropout), identical except
+   the Leffa loss (same data order, noise, timesteps); with the loss at the paper's tau, theta_resolution,
+   theta_timestep and ``--leffa-weight``; the first configuration also gets an arm at the paper's lambda;
+3. held-out evaluation on the paired test pairs no stage trains on: every Leffa layer's attention flow
+   (tau 2, fixed noise per pair and timestep, no reference dropout) against the ground truth
+   (``end_point_error``, pixels at the training resolution), and the diffusion MSE on the same inputs;
+   also during the fine-tunes (the curve of the figure).
 
-Writes ``results.md`` and ``results.json`` under ``--out`` and prints the table.
+A sweep over larger teacher shifts (first seed) shows how far from the truth the init may start.
+Writes ``results.md``, ``results.json`` and ``epe_vs_step.png`` under ``--out``.
 
-    python experiments/exp_flow.py                          # make exp-flow (2 seeds, ~10 min on 2 cores)
-    python experiments/exp_flow.py --seeds 0 --leffa-weight 0.1
+    python experiments/exp_flow.py                       # make exp-flow (3 seeds x 2 teacher shifts + sweep)
+    python experiments/exp_flow.py --seeds 0 --teacher-shifts 3 --sweep-shifts --finetune-steps 20   # a quick look
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import statistics
 import sys
 import time
 import zlib
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+import torch.nn.functional as F
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.data import make_synthetic
@@ -40,10 +49,13 @@ from leffa_pl.losses.leffa_loss import LeffaLoss
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.training.leffa_module import LeffaModule
 
-ARMS = ("init", "no_leffa", "leffa")
-ARM_TITLES = {"init": "initialisation (base stage)", "no_leffa": "fine-tuned without Leffa loss",
-              "leffa": "fine-tuned with Leffa loss"}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from teacher_flow import TeacherSeededModule, shift_vector  # noqa: E402  (experiment-only module beside this file)
+
+ARM_TITLES = {"init": "initialisation", "no_leffa": "without Leffa loss", "leffa": "with Leffa loss",
+              "leffa_paper_lambda": "with Leffa loss, paper's lambda"}
 EVAL_TAU = 2.0  # the paper's temperature: the same flow definition for every model compared
+TRAINED_T = 500  # the Leffa loss's theta_timestep: the flow is compared at t below it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,20 +63,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", default="data/synthetic/zalando-hd-resized",
                         help="VITON-HD root with ground-truth-flow/ (generated here if missing)")
     parser.add_argument("--out", default="runs/exp-flow")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--resolution", type=int, nargs=2, default=[128, 96], metavar=("H", "W"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--teacher-shifts", type=float, nargs="+", default=[1.5, 3.0],
+                        help="teacher error: ground truth shifted by this many pixels (direction from the seed)")
+    parser.add_argument("--sweep-shifts", type=float, nargs="*", default=[6.0],
+                        help="more teacher shifts, first seed only: where the loss stops helping")
+    parser.add_argument("--resolution", type=int, nargs=2, default=[64, 48], metavar=("H", "W"),
+                        help="the tiny model's flow grids are then 8x6, 4x3 and 2x2")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--base-steps", type=int, default=100, help="optimizer steps without Leffa (the init)")
-    parser.add_argument("--finetune-steps", type=int, default=150, help="optimizer steps of each fine-tune")
-    parser.add_argument("--learning-rate", type=float, default=3e-4,
-                        help="higher than the paper's 1e-5: a randomly initialised tiny model, not SD")
-    parser.add_argument("--leffa-weight", type=float, default=1.0,
-                        help="lambda (paper: 1e-3, which has no measurable effect at this scale)")
+    parser.add_argument("--base-steps", type=int, default=80, help="steps of the teacher-seeded init stage")
+    parser.add_argument("--base-learning-rate", type=float, default=2e-3)
+    parser.add_argument("--teacher-weight", type=float, default=1.0, help="factor of the teacher term (pixels)")
+    parser.add_argument("--finetune-steps", type=int, default=50, help="optimizer steps of each fine-tune")
+    parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tune lr (paper: 1e-5, on SD)")
+    parser.add_argument("--leffa-weight", type=float, default=1.0, help="lambda of the with-loss arms")
+    parser.add_argument("--paper-leffa-weight", type=float, default=1e-3,
+                        help="lambda of the extra arm on the first configuration (paper: 1e-3); 0: no such arm")
     parser.add_argument("--leffa-tau", type=float, default=2.0, help="training temperature (paper: 2)")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[100, 200, 300, 400, 700],
                         help="evaluation timesteps (the loss trains t < 500)")
-    parser.add_argument("--base-model", help="diffusers SD inpainting folder to start from (default: tiny model)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--curve-every", type=int, default=10, help="held-out EPE every this many fine-tune steps")
+    parser.add_argument("--base-model", help="diffusers SD inpainting folder: its attention is the init "
+                        "(no teacher stage; one configuration per seed)")
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator (gpu with --base-model)")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision (bf16-mixed on a GPU)")
+    parser.add_argument("--workers", type=int, default=2, help="configurations trained in parallel processes")
+    parser.add_argument("--threads", type=int, help="torch threads per worker (default: CPUs / workers)")
     return parser.parse_args(argv)
 
 
@@ -76,65 +100,158 @@ def ensure_data(root: Path) -> None:
     make_synthetic.main(["--out", str(root.parent), "--datasets", "vitonhd"])
 
 
-def make_data(root: Path, resolution: tuple[int, int], batch_size: int) -> VitonHDDataModule:
-    return VitonHDDataModule(root=str(root), resolution=resolution, batch_size=batch_size, num_workers=0,
-                             pin_memory=False, val_size=1)
+def make_data(root: Path, args: argparse.Namespace) -> VitonHDDataModule:
+    return VitonHDDataModule(root=str(root), resolution=tuple(args.resolution), batch_size=args.batch_size,
+                             num_workers=0, pin_memory=False, val_size=1)
 
 
-def fit(module: LeffaModule, data: VitonHDDataModule, stage: Stage, seed: int) -> float:
-    """Train ``module`` for one stage on CPU with the project's Trainer settings; returns seconds."""
-    pl.seed_everything(seed, verbose=False)  # same data order and augmentation in every arm
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision="32-true", gradient_clip_val=1.0,
-                         callbacks=[StageSchedule([stage])], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0)
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=data)
-    return time.perf_counter() - start
+def held_out_batches(root: Path, args: argparse.Namespace) -> list[dict]:
+    """The paired test split (never trained on), loaded once, without augmentation."""
+    data = make_data(root, args)
+    data.setup("test")
+    return list(data.test_dataloader())
 
 
 @torch.no_grad()
-def flow_errors(module: LeffaModule, data: VitonHDDataModule, timesteps: list[int]) -> dict:
-    """EPE (pixels) of every Leffa layer's attention flow on the paired test split, per timestep.
-
-    Noise, VAE samples and timesteps depend only on (pair, timestep), so every model sees the same inputs.
-    Also the Leffa loss's own term on these pairs (unweighted masked smooth-L1 warp error, mean over layers).
-    Returns {"per_timestep": {t: {layer: mean EPE}}, "warp_error": {t: value}, "grids": {layer: "hxw"}}.
-    """
+def evaluate(module: LeffaModule, batches: list[dict], timesteps: list[int]) -> dict:
+    """Per timestep: EPE (pixels) of every Leffa layer's flow, diffusion MSE, and the Leffa loss's own term
+    (unweighted masked smooth-L1 warp error). Noise, VAE samples and timesteps depend only on (pair, t), so
+    every model sees the same inputs. Returns {"epe": {t: {layer: EPE}}, "mse": {t: v}, "warp": {t: v},
+    "grids": {layer: "hxw"}}."""
+    was_training, device = module.training, module.device
     module.eval()
-    model = module.model
-    # Flows of every sample at every t; weight 1: its loss is the plain masked warp error.
-    flow_loss = LeffaLoss(tau=EVAL_TAU, weight=1.0, theta_timestep=math.inf)
-    data.setup("test")
+    flow_loss = LeffaLoss(tau=EVAL_TAU, weight=1.0, theta_timestep=math.inf)  # every sample, plain warp error
+    num_train = module.noise_scheduler.config.num_train_timesteps
     errors: dict[int, dict[str, list[torch.Tensor]]] = {t: {} for t in timesteps}
-    warp_error_sums, count, grids = {t: 0.0 for t in timesteps}, 0, {}
-    for batch in data.test_dataloader():
+    sums = {"mse": dict.fromkeys(timesteps, 0.0), "warp": dict.fromkeys(timesteps, 0.0)}
+    count, grids = 0, {}
+    for batch in batches:
+        batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         count += len(batch["person"])
         for t in timesteps:
             generators = [torch.Generator().manual_seed(zlib.crc32(f"eval:{pid}:{t}".encode()))
                           for pid in batch["person_id"]]
             steps = torch.full((len(generators),), t, dtype=torch.long)
-            noisy, _, steps, conditioning, _ = module.diffusion_inputs(batch, generators, steps, reference_dropout=0.0)
+            noisy, noise, steps, conditioning, _ = module.diffusion_inputs(batch, generators, steps,
+                                                                           reference_dropout=0.0)
             records = []
-            model(noisy, steps, conditioning, attention_records=records)
+            prediction = module.model(noisy, steps, conditioning, attention_records=records)
+            per_sample_mse = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+            sums["mse"][t] += per_sample_mse.sum().item()
             output = flow_loss(records, batch["reference"], batch["person"], batch["loss_region"], steps,
-                               module.noise_scheduler.config.num_train_timesteps, keep_warped=False)
-            warp_error_sums[t] += output.loss.item() * len(steps)
+                               num_train, keep_warped=False)
+            sums["warp"][t] += output.loss.item() * len(steps)
             for layer in output.layers:
                 grids[layer.name] = f"{layer.grid[0]}x{layer.grid[1]}"
-                errors[t].setdefault(layer.name, []).append(end_point_error(layer.flow, batch["flow"]))
-    per_timestep = {t: {name: torch.cat(values).nanmean().item() for name, values in layers.items()}
-                    for t, layers in errors.items()}
-    warp_error = {t: total / count for t, total in warp_error_sums.items()}
-    return {"per_timestep": per_timestep, "warp_error": warp_error, "grids": grids}
+                errors[t].setdefault(layer.name, []).append(end_point_error(layer.flow, batch["flow"]).cpu())
+    module.train(was_training)
+    return {"epe": {t: {name: torch.cat(values).nanmean().item() for name, values in layers.items()}
+                    for t, layers in errors.items()},
+            "mse": {t: total / count for t, total in sums["mse"].items()},
+            "warp": {t: total / count for t, total in sums["warp"].items()}, "grids": grids}
 
 
-def reference_flow_errors(data: VitonHDDataModule) -> dict[str, float]:
+def mean_epe(result: dict) -> float:
+    """Mean over layers and the trained timesteps (t < 500)."""
+    return statistics.fmean(statistics.fmean(layers.values()) for t, layers in result["epe"].items()
+                            if t < TRAINED_T)
+
+
+class HeldOutCurve(pl.Callback):
+    """Held-out mean EPE every ``every`` optimizer steps of a fine-tune: [(step, EPE), ...]."""
+
+    def __init__(self, batches: list[dict], timesteps: list[int], every: int):
+        self.batches, self.timesteps, self.every = batches, [t for t in timesteps if t < TRAINED_T], every
+        self.points: list[tuple[int, float]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and (not self.points or self.points[-1][0] != step):
+            self.points.append((step, mean_epe(evaluate(pl_module, self.batches, self.timesteps))))
+
+
+def fit(module: LeffaModule, data_root: Path, stage: Stage, seed: int, args: argparse.Namespace,
+        callbacks: list[pl.Callback] = ()) -> float:
+    """Train ``module`` for one stage with the project's Trainer settings; returns seconds."""
+    pl.seed_everything(seed, verbose=False)  # same data order and augmentation in every arm
+    trainer = pl.Trainer(accelerator=args.accelerator, devices=1, precision=args.precision, gradient_clip_val=1.0,
+                         callbacks=[StageSchedule([stage]), *callbacks], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                         num_sanity_val_steps=0)
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=make_data(data_root, args))
+    return time.perf_counter() - start
+
+
+def run_configuration(seed: int, shift_size: float | None, arms: dict[str, float], args: argparse.Namespace,
+                      data_root: Path, out: Path) -> dict:
+    """One initialisation (teacher stage, or ``--base-model``) and its fine-tunes, ``arms`` = {name: lambda}."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = "cuda" if args.accelerator in ("gpu", "cuda") else "cpu"
+    resolution = tuple(args.resolution)
+    batches = held_out_batches(data_root, args)
+    common = dict(base_model=args.base_model, leffa_tau=args.leffa_tau, log_images_every_n_steps=0)
+    seconds, shift = {}, None
+    if args.base_model:
+        init_checkpoint, init = None, LeffaModule(**common)
+    else:
+        shift = shift_vector(shift_size, seed)
+        pl.seed_everything(seed, verbose=False)
+        init = TeacherSeededModule(teacher_shift=shift, teacher_weight=args.teacher_weight, seed=seed,
+                                   learning_rate=args.base_learning_rate, **common)
+        stage = Stage("teacher-seeded init", args.base_steps, resolution, args.batch_size, leffa_loss=False)
+        seconds["init"] = fit(init, data_root, stage, seed, args)
+        init_checkpoint = str(init.model.export(out / f"init-seed{seed}-shift{shift_size:g}.safetensors"))
+    results = {"init": evaluate(init.to(device), batches, args.timesteps)}
+    del init
+    curves = {}
+    for arm, weight in arms.items():
+        module = LeffaModule(init_checkpoint=init_checkpoint, seed=seed + 1000, learning_rate=args.learning_rate,
+                             leffa_weight=weight, **common)
+        curve = HeldOutCurve(batches, args.timesteps, args.curve_every)
+        stage = Stage(f"fine-tune {arm}", args.finetune_steps, resolution, args.batch_size, leffa_loss=weight > 0)
+        seconds[arm] = fit(module, data_root, stage, seed + 1000, args, [curve])
+        results[arm] = evaluate(module.to(device), batches, args.timesteps)
+        curves[arm] = [(0, mean_epe(results["init"]))] + [p for p in curve.points if p[0] < args.finetune_steps] \
+            + [(args.finetune_steps, mean_epe(results[arm]))]
+    return {"seed": seed, "shift_size": shift_size, "shift": shift, "pairs": sum(len(b["person"]) for b in batches),
+            "seconds": seconds, "threads": torch.get_num_threads(), "arms": results, "curves": curves}
+
+
+def configurations(args: argparse.Namespace) -> list[tuple[int, float | None, dict[str, float]]]:
+    """(seed, teacher shift, arms) of every init; the first one also gets the paper's-lambda arm."""
+    arms = {"no_leffa": 0.0, "leffa": args.leffa_weight}
+    if args.base_model:
+        jobs = [(seed, None, dict(arms)) for seed in args.seeds]
+    else:
+        jobs = [(seed, shift, dict(arms)) for shift in args.teacher_shifts for seed in args.seeds]
+        jobs += [(args.seeds[0], shift, dict(arms)) for shift in args.sweep_shifts if shift not in args.teacher_shifts]
+    if args.paper_leffa_weight and args.paper_leffa_weight != args.leffa_weight:
+        jobs[0][2]["leffa_paper_lambda"] = args.paper_leffa_weight
+    return jobs
+
+
+def run_all(args: argparse.Namespace, data_root: Path, out: Path) -> list[dict]:
+    jobs = configurations(args)
+    if args.workers <= 1:
+        return [run_configuration(seed, shift, arms, args, data_root, out) for seed, shift, arms in jobs]
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(run_configuration, seed, shift, arms, args, data_root, out)
+                   for seed, shift, arms in jobs]
+        runs = []
+        for future in futures:
+            runs.append(future.result())
+            print(f"done: seed {runs[-1]['seed']}, shift {runs[-1]['shift_size']}: "
+                  + ", ".join(f"{arm} {mean_epe(r):.2f}" for arm, r in runs[-1]["arms"].items()), flush=True)
+        return runs
+
+
+def fixed_flow_errors(batches: list[dict]) -> dict[str, float]:
     """EPE of two fixed flows for scale: zero displacement (each person pixel samples the garment image at
     its own position) and the reference centre (what uniform attention gives: the mean coordinate)."""
-    data.setup("test")
     values: dict[str, list[torch.Tensor]] = {"zero displacement": [], "uniform attention": []}
-    for batch in data.test_dataloader():
+    for batch in batches:
         batch_size, (height, width) = len(batch["flow"]), batch["flow"].shape[-2:]
         ys, xs = torch.meshgrid(torch.linspace(-1 + 1 / height, 1 - 1 / height, height),
                                 torch.linspace(-1 + 1 / width, 1 - 1 / width, width), indexing="ij")
@@ -144,54 +261,8 @@ def reference_flow_errors(data: VitonHDDataModule) -> dict[str, float]:
     return {name: torch.cat(errors).nanmean().item() for name, errors in values.items()}
 
 
-def layer_mean(per_layer: dict[str, float]) -> float:
-    return statistics.fmean(per_layer.values())
-
-
-def run_seed(seed: int, args: argparse.Namespace, data_root: Path, out: Path) -> dict:
-    resolution = tuple(args.resolution)
-    common = dict(base_model=args.base_model, learning_rate=args.learning_rate, leffa_weight=args.leffa_weight,
-                  leffa_tau=args.leffa_tau, log_images_every_n_steps=0)
-    pl.seed_everything(seed, verbose=False)
-    base = LeffaModule(seed=seed, **common)
-    base_stage = Stage("base", args.base_steps, resolution, args.batch_size, leffa_loss=False)
-    seconds = {"base": fit(base, make_data(data_root, resolution, args.batch_size), base_stage, seed)}
-    init_path = base.model.export(out / f"seed{seed}-init.safetensors")
-    results = {"init": flow_errors(base, make_data(data_root, resolution, args.batch_size), args.timesteps)}
-    del base
-    for arm, leffa in (("no_leffa", False), ("leffa", True)):
-        module = LeffaModule(init_checkpoint=str(init_path), seed=seed + 1000, **common)
-        stage = Stage(f"finetune-{arm}", args.finetune_steps, resolution, args.batch_size, leffa_loss=leffa)
-        seconds[arm] = fit(module, make_data(data_root, resolution, args.batch_size), stage, seed + 1000)
-        results[arm] = flow_errors(module, make_data(data_root, resolution, args.batch_size), args.timesteps)
-    return {"seed": seed, "seconds": seconds, "arms": results}
-
-
-def summarise(runs: list[dict], timesteps: list[int]) -> dict:
-    """Per arm: mean over layers at each timestep, over the loss's timesteps (< 500), per layer; per seed."""
-    trained_t = [t for t in timesteps if t < 500]
-    summary = {}
-    for arm in ARMS:
-        per_seed = []
-        for run in runs:
-            per_t = run["arms"][arm]["per_timestep"]
-            per_seed.append({
-                "per_timestep": {t: layer_mean(per_t[t]) for t in timesteps},
-                "trained_t_mean": statistics.fmean(layer_mean(per_t[t]) for t in trained_t),
-                "warp_error": statistics.fmean(run["arms"][arm]["warp_error"][t] for t in trained_t),
-                "per_layer_trained_t": {name: statistics.fmean(per_t[t][name] for t in trained_t)
-                                        for name in per_t[timesteps[0]]},
-            })
-        layers = per_seed[0]["per_layer_trained_t"]
-        summary[arm] = {
-            "per_seed": per_seed,
-            "per_timestep": {t: statistics.fmean(s["per_timestep"][t] for s in per_seed) for t in timesteps},
-            "trained_t_mean": statistics.fmean(s["trained_t_mean"] for s in per_seed),
-            "warp_error": statistics.fmean(s["warp_error"] for s in per_seed),
-            "per_layer_trained_t": {name: statistics.fmean(s["per_layer_trained_t"][name] for s in per_seed)
-                                    for name in layers},
-        }
-    return summary
+def mean_mse(result: dict) -> float:
+    return statistics.fmean(result["mse"].values())
 
 
 def short_layer(name: str) -> str:
@@ -202,70 +273,159 @@ def short_layer(name: str) -> str:
     return f"{parts[0].split('_')[0]}{parts[1]}.{parts[3]}"
 
 
-def markdown(summary: dict, runs: list[dict], args: argparse.Namespace, fixed: dict[str, float],
-             grids: dict) -> str:
-    timesteps, trained_t = args.timesteps, [t for t in args.timesteps if t < 500]
-    seeds = [run["seed"] for run in runs]
+def target_met(run: dict) -> bool:
+    """The issue's target: with-loss EPE at least 30 % below without-loss, and below the init."""
+    init, without, with_loss = (mean_epe(run["arms"][arm]) for arm in ("init", "no_leffa", "leffa"))
+    return with_loss <= 0.7 * without and with_loss < init
+
+
+def change(epe: dict[str, float]) -> str:
+    """With-loss EPE relative to without-loss."""
+    return f"{100 * (epe['leffa'] / epe['no_leffa'] - 1):+.0f} %"
+
+
+def shift_label(run: dict) -> str:
+    return "pretrained" if run["shift_size"] is None else f"{run['shift_size']:g} px"
+
+
+def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]) -> str:
+    main_runs = [r for r in runs if r["shift_size"] is None or r["shift_size"] in args.teacher_shifts]
+    arms = ("init", "no_leffa", "leffa")
+    trained_t = [t for t in args.timesteps if t < TRAINED_T]
     lines = [
-        f"Attention-flow end-point error (pixels at {args.resolution[0]}x{args.resolution[1]}, lower is better) "
-        f"on the {runs[0]['pairs']} held-out paired test pairs of the synthetic VITON-HD dataset; mean over the "
-        f"{len(summary['init']['per_layer_trained_t'])} layers the loss uses, flow at tau = {EVAL_TAU}; "
-        f"seeds {seeds} (mean; per seed in brackets).",
+        f"Held-out attention-flow end-point error (pixels at {args.resolution[0]}x{args.resolution[1]}, lower is "
+        f"better) on the {runs[0]['pairs']} paired test pairs no stage trains on: mean over the "
+        f"{len(runs[0]['arms']['init']['grids'])} layers the loss uses and t in {trained_t}, flow at tau = "
+        f"{EVAL_TAU}. Diffusion MSE: the same inputs, mean over t in {args.timesteps}. Change: with vs without.",
         "",
-        "| model | " + " | ".join(f"t={t}" for t in timesteps) + " | mean t<500 |",
-        "|---|" + "---|" * (len(timesteps) + 1),
+        "| teacher shift | seed | shift (dx, dy) px | EPE init | EPE without | EPE with | change | MSE init "
+        "| MSE without | MSE with | target met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for arm in ARMS:
-        per_seed = " / ".join(f"{s['trained_t_mean']:.2f}" for s in summary[arm]["per_seed"])
-        cells = [f"{summary[arm]['per_timestep'][t]:.2f}" for t in timesteps]
-        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(cells)
-                     + f" | **{summary[arm]['trained_t_mean']:.2f}** ({per_seed}) |")
-    lines += ["", "The Leffa loss's own term on the same pairs (masked smooth-L1 warp error, mean over layers and "
-              "t<500): " + ", ".join(f"{ARM_TITLES[arm]} {summary[arm]['warp_error']:.4f}" for arm in ARMS) + "."]
-    lines += ["", f"Fixed flows for scale: zero displacement (garment image sampled at the person pixel's own "
-              f"position) {fixed['zero displacement']:.2f} px; the reference centre everywhere (uniform "
-              f"attention) {fixed['uniform attention']:.2f} px.", "",
-              f"Per layer (mean over t in {trained_t} and seeds):", "",
-              "| layer | grid | " + " | ".join(ARM_TITLES[arm] for arm in ARMS) + " |",
-              "|---|---|" + "---|" * len(ARMS)]
-    for name in summary["init"]["per_layer_trained_t"]:
-        cells = [f"{summary[arm]['per_layer_trained_t'][name]:.2f}" for arm in ARMS]
-        lines.append(f"| {short_layer(name)} | {grids[name]} | " + " | ".join(cells) + " |")
-    seconds = statistics.fmean(sum(run["seconds"].values()) for run in runs)
-    model = args.base_model or "tiny model"
-    lines += ["", f"Setup: {model}, batch {args.batch_size}, AdamW lr {args.learning_rate}, grad clip 1.0; "
-              f"base {args.base_steps} steps without the loss, then {args.finetune_steps} steps per fine-tune; "
-              f"Leffa lambda {args.leffa_weight}, tau {args.leffa_tau}, theta_timestep 500, smooth-L1; "
-              f"training {seconds:.0f} s per seed on {platform.machine()} ({torch.get_num_threads()} threads)."]
+    for run in main_runs:
+        epe = {arm: mean_epe(run["arms"][arm]) for arm in arms}
+        mse = {arm: mean_mse(run["arms"][arm]) for arm in arms}
+        vector = "-" if run["shift"] is None else f"({run['shift'][0]:+.1f}, {run['shift'][1]:+.1f})"
+        lines.append(f"| {shift_label(run)} | {run['seed']} | {vector} | "
+                     + " | ".join(f"{epe[a]:.2f}" for a in arms)
+                     + f" | {change(epe)} | " + " | ".join(f"{mse[a]:.4f}" for a in arms)
+                     + f" | {'yes' if target_met(run) else 'no'} |")
+    for label in dict.fromkeys(shift_label(r) for r in main_runs):
+        group = [r for r in main_runs if shift_label(r) == label]
+        epe = {a: statistics.fmean(mean_epe(r["arms"][a]) for r in group) for a in arms}
+        mse = {a: statistics.fmean(mean_mse(r["arms"][a]) for r in group) for a in arms}
+        lines.append(f"| **{label}, mean** | {len(group)} seeds | | " + " | ".join(f"**{epe[a]:.2f}**" for a in arms)
+                     + f" | **{change(epe)}** | "
+                     + " | ".join(f"{mse[a]:.4f}" for a in arms)
+                     + f" | {sum(target_met(r) for r in group)}/{len(group)} |")
+    lines += ["", "Mean EPE per timestep (all runs above):", "",
+              "| model | " + " | ".join(f"t={t}" for t in args.timesteps) + " |",
+              "|---|" + "---|" * len(args.timesteps)]
+    for arm in arms:
+        cells = [statistics.fmean(statistics.fmean(r["arms"][arm]["epe"][t].values()) for r in main_runs)
+                 for t in args.timesteps]
+        lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
+    names = list(runs[0]["arms"]["init"]["grids"])
+    labels = list(dict.fromkeys(shift_label(r) for r in main_runs))
+    lines += ["", "Per layer (mean over seeds and t < 500), init / without / with:", "",
+              "| layer | grid | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for name in names:
+        cells = []
+        for label in labels:
+            group = [r for r in main_runs if shift_label(r) == label]
+            means = [statistics.fmean(r["arms"][a]["epe"][t][name] for r in group for t in trained_t) for a in arms]
+            cells.append(" / ".join(f"{value:.2f}" for value in means))
+        lines.append(f"| {short_layer(name)} | {runs[0]['arms']['init']['grids'][name]} | " + " | ".join(cells) + " |")
+    sweep = sorted((r for r in runs if r["seed"] == args.seeds[0] and r["shift_size"] is not None),
+                   key=lambda r: r["shift_size"])
+    if len(sweep) > 1:
+        lines += ["", f"Distance from init (seed {args.seeds[0]}): the teacher shift sets how far the init starts "
+                  "from the truth.", "", "| teacher shift | EPE init | EPE without | EPE with | change | "
+                  "with - init |", "|---|---|---|---|---|---|"]
+        for run in sweep:
+            epe = {arm: mean_epe(run["arms"][arm]) for arm in arms}
+            lines.append(f"| {shift_label(run)} | " + " | ".join(f"{epe[a]:.2f}" for a in arms)
+                         + f" | {change(epe)} | {epe['leffa'] - epe['init']:+.2f} |")
+    paper = [r for r in runs if "leffa_paper_lambda" in r["arms"]]
+    if paper:
+        run = paper[0]
+        lines += ["", f"Paper's lambda {args.paper_leffa_weight:g} (seed {run['seed']}, shift {shift_label(run)}): "
+                  f"EPE {mean_epe(run['arms']['leffa_paper_lambda']):.2f} against init "
+                  f"{mean_epe(run['arms']['init']):.2f}, without {mean_epe(run['arms']['no_leffa']):.2f} and "
+                  f"lambda {args.leffa_weight:g} {mean_epe(run['arms']['leffa']):.2f}; MSE "
+                  f"{mean_mse(run['arms']['leffa_paper_lambda']):.4f}."]
+    warp = {a: statistics.fmean(statistics.fmean(r["arms"][a]["warp"][t] for t in trained_t) for r in main_runs)
+            for a in arms}
+    lines += ["", "The Leffa loss's own term on the held-out pairs (masked smooth-L1 warp error, mean over layers "
+              "and t < 500): " + ", ".join(f"{ARM_TITLES[a]} {warp[a]:.4f}" for a in arms) + ".",
+              "", f"Fixed flows for scale: zero displacement {fixed['zero displacement']:.2f} px; the reference "
+              f"centre everywhere (uniform attention) {fixed['uniform attention']:.2f} px."]
+    seconds = sum(sum(r["seconds"].values()) for r in runs)
+    init = ("the pretrained attention of " + args.base_model if args.base_model else
+            f"{args.base_steps} steps of diffusion + teacher-flow loss (weight {args.teacher_weight:g}, "
+            f"lr {args.base_learning_rate:g})")
+    lines += ["", f"Setup: {'SD (' + args.base_model + ')' if args.base_model else 'tiny model'}, batch "
+              f"{args.batch_size}, AdamW, grad clip 1.0; init: {init}; fine-tunes: {args.finetune_steps} steps at lr "
+              f"{args.learning_rate:g}, reference dropout 0.1, augmentation, uniform t; Leffa lambda "
+              f"{args.leffa_weight:g}, tau {args.leffa_tau:g}, theta_resolution 1/32, theta_timestep 500, smooth-L1; "
+              f"{seconds:.0f} s of training in all, {args.workers} worker(s) x {runs[0]['threads']} thread(s) on "
+              f"{platform.machine()}."]
     return "\n".join(lines) + "\n"
+
+
+def figure(runs: list[dict], args: argparse.Namespace, path: Path) -> None:
+    """Held-out EPE vs fine-tune step, both arms, one panel per teacher shift; and the distance sweep."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(shift_label(r) for r in runs if r["shift_size"] is None
+                                or r["shift_size"] in args.teacher_shifts))
+    sweep = sorted((r for r in runs if r["seed"] == args.seeds[0] and r["shift_size"] is not None),
+                   key=lambda r: r["shift_size"])
+    panels = len(labels) + (len(sweep) > 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for axis, label in zip(axes[0], labels):
+        for index, run in enumerate(r for r in runs if shift_label(r) == label):
+            for arm, style in (("no_leffa", "--"), ("leffa", "-")):
+                steps, values = zip(*run["curves"][arm])
+                axis.plot(steps, values, style, color=colors[index % len(colors)],
+                          label=f"seed {run['seed']}, {ARM_TITLES[arm]}")
+        axis.set(title=f"init: teacher shift {label}", xlabel="fine-tune step", ylabel="held-out EPE (px)")
+        axis.legend(fontsize=6)
+    if len(sweep) > 1:
+        axis = axes[0][-1]
+        init = [mean_epe(r["arms"]["init"]) for r in sweep]
+        for arm, style in (("no_leffa", "o--"), ("leffa", "o-")):
+            axis.plot(init, [mean_epe(r["arms"][arm]) for r in sweep], style, label=ARM_TITLES[arm])
+        axis.plot(init, init, ":", color="grey", label="no change")
+        for run, x in zip(sweep, init):
+            axis.annotate(shift_label(run), (x, x), fontsize=6)
+        axis.set(title=f"distance from init (seed {args.seeds[0]})", xlabel="init EPE (px)",
+                 ylabel="EPE after fine-tune (px)")
+        axis.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     start = time.perf_counter()
     data_root, out = Path(args.data), Path(args.out)
     ensure_data(data_root)
     out.mkdir(parents=True, exist_ok=True)
-    resolution = tuple(args.resolution)
-    runs = []
-    for seed in args.seeds:
-        run = run_seed(seed, args, data_root, out)
-        run["pairs"] = len(make_data(data_root, resolution, args.batch_size).pairs("test_paired")[0])
-        runs.append(run)
-        means = {arm: layer_mean(run["arms"][arm]["per_timestep"][args.timesteps[0]]) for arm in ARMS}
-        print(f"seed {seed}: EPE at t={args.timesteps[0]}: " + ", ".join(f"{a} {v:.2f}" for a, v in means.items())
-              + f" ({time.perf_counter() - start:.0f} s so far)", flush=True)
-    summary = summarise(runs, args.timesteps)
-    fixed = reference_flow_errors(make_data(data_root, resolution, args.batch_size))
-    grids = runs[0]["arms"]["init"]["grids"]
-    table = markdown(summary, runs, args, fixed, grids)
+    runs = run_all(args, data_root, out)
+    fixed = fixed_flow_errors(held_out_batches(data_root, args))
+    table = markdown(runs, args, fixed)
     (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(
-        {"args": vars(args), "fixed_flow_epe": fixed, "summary": summary, "runs": runs}, indent=1))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "fixed_flow_epe": fixed, "runs": runs},
+                                                 indent=1))
+    figure(runs, args, out / "epe_vs_step.png")
     print(table)
-    print(f"wrote {out / 'results.md'} and {out / 'results.json'} in {time.perf_counter() - start:.0f} s")
+    print(f"wrote {out / 'results.md'}, results.json and epe_vs_step.png in {time.perf_counter() - start:.0f} s")
     return 0
 
 

@@ -21,7 +21,7 @@ LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -30,12 +30,30 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data import deepfashion, dresscode, vitonhd
-from leffa_pl.data.files import (CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport,
-                                 no_such_folder)
+from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport, no_such_folder
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
+
+if TYPE_CHECKING:
+    from leffa_pl.preprocess.densepose import DensePoseEstimator
+
+
+def shuffle_generator(trainer: Any) -> torch.Generator:
+    """The training shuffle's generator, seeded by the seed and the optimizer step the loader is built at (the
+    state ``ResumableDataLoader`` checkpoints and restores)."""
+    step = trainer.global_step if trainer is not None else 0
+    return torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
+
+
+def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool,
+                 persistent_workers: bool, generator: torch.Generator | None = None,
+                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
+    """A loader with the data modules' settings; pinned memory only helps (and only exists) with an accelerator."""
+    return loader_class(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                        pin_memory=pin_memory and torch.accelerator.is_available(),
+                        persistent_workers=persistent_workers and num_workers > 0, generator=generator)
 
 
 class PersonImageDataModule(LightningDataModule):
@@ -163,22 +181,20 @@ class PersonImageDataModule(LightningDataModule):
 
     def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None,
                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-        # Pinned memory only helps (and only exists) with an accelerator.
-        pin_memory = self.pin_memory and torch.accelerator.is_available()
-        persistent = self.persistent_workers and self.num_workers > 0
-        return loader_class(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                            pin_memory=pin_memory, persistent_workers=persistent, generator=generator)
+        return build_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory,
+                            self.persistent_workers, generator, loader_class)
+
+    def train_dataset(self) -> PairDataset:
+        """The training split at the current resolution, augmented as configured."""
+        pairs = self.pairs(self.train_split)[0]
+        return self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
 
     def train_dataloader(self) -> ResumableDataLoader:
-        """Shuffled in an order set by the seed and the optimizer step the loader is built at (loaders are
-        rebuilt every epoch by the stage schedule), so a resumed run shuffles like the uninterrupted one.
-        Under DDP Lightning's DistributedSampler shuffles instead (seeded, by epoch). Resumable mid-epoch
-        (``ResumableDataLoader``)."""
-        pairs = self.pairs(self.train_split)[0]
-        dataset = self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
-        step = self.trainer.global_step if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
-        return self._loader(dataset, shuffle=True, generator=generator, loader_class=ResumableDataLoader)
+        """Shuffled by ``shuffle_generator`` (loaders are rebuilt every epoch by the stage schedule), so a
+        resumed run shuffles like the uninterrupted one. Under DDP Lightning's DistributedSampler shuffles
+        instead (seeded, by epoch). Resumable mid-epoch (``ResumableDataLoader``)."""
+        return self._loader(self.train_dataset(), shuffle=True, generator=shuffle_generator(self.trainer),
+                            loader_class=ResumableDataLoader)
 
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False), False)
@@ -274,6 +290,12 @@ class DressCodeDataModule(TryOnDataModule):
                 f"(no precomputed masks in DressCode).{flow}")
 
 
+DENSEPOSE_REMEDY = ("missing DensePose maps are computed by the data module with `compute_densepose: true` "
+                    "(`--data.init_args.compute_densepose=true`; DensePose R50-FPN TorchScript from "
+                    "`densepose_model` or the Hugging Face cache), or offline with detectron2 DensePose "
+                    "R_50_FPN_s1x in the encoding of deepfashion.py")
+
+
 class DeepFashionDataModule(PersonImageDataModule):
     """DeepFashion In-shop pose transfer (``deepfashion.py``): reference = ``from``, person = ``to``, DensePose
     IUV of ``to``, inpaint mask all ones, loss region = dilated DensePose foreground.
@@ -288,10 +310,18 @@ class DeepFashionDataModule(PersonImageDataModule):
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 
-    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176), **settings: Any):
-        """``settings``: those of ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
+    def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176),
+                 compute_densepose: bool = False, densepose_model: str | None = None, densepose_device: str = "auto",
+                 **settings: Any):
+        """``compute_densepose``: ``prepare_data`` computes the missing DensePose maps (off by default: on the
+        whole dataset that is hours of DensePose); ``densepose_model``: the TorchScript DensePose R50-FPN export
+        (default: the Hugging Face cache, else a download); ``densepose_device``: ``auto`` = CUDA when present.
+        ``settings``: those of ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
         super().__init__(root=root, resolution=resolution, flip_p=0.0, **settings)
         self.save_hyperparameters()
+        self.compute_densepose = compute_densepose
+        self.densepose_model = densepose_model
+        self.densepose_device = densepose_device
         self._split_pairs: dict[str, deepfashion.SplitPairs] = {}
 
     @property
@@ -303,8 +333,37 @@ class DeepFashionDataModule(PersonImageDataModule):
         self._split_pairs[split] = read
         if read.skipped_pairs:
             rank_zero_warn(f"[leffa_pl.data] DeepFashion {split}: {read.skip_summary()}; "
-                           f"`leffa-pl-check-data {self.root} --dataset deepfashion` lists them")
+                           f"`leffa-pl-check-data {self.root} --dataset deepfashion` lists them"
+                           + (f"; {DENSEPOSE_REMEDY}" if read.missing_densepose else ""))
         return read.pairs, read.problems
+
+    def prepare_data(self) -> None:
+        """With ``compute_densepose``, compute the DensePose maps that are missing, resumably (maps that exist are
+        kept; each is written atomically). Lightning calls this on local rank 0 only, while the other ranks wait,
+        before any ``setup``; the network is loaded only when a map is missing."""
+        if not self.compute_densepose:
+            return
+        if not self.root.is_dir():
+            raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
+        from leffa_pl.preprocess import deepfashion_densepose  # torchvision and the network only when asked for
+
+        report = deepfashion_densepose.fill_missing_maps(self.root, self.densepose_estimator)
+        rank_zero_info(f"[leffa_pl.data] DeepFashion at {self.root}: {report.summary()}")
+        for error in report.unreadable:
+            rank_zero_warn(f"[leffa_pl.data] DeepFashion DensePose not computed: {error}")
+        # pairs read before now skipped the targets whose maps were missing
+        self._pairs.clear()
+        self._split_pairs.clear()
+        self._checked.clear()
+
+    def densepose_estimator(self) -> DensePoseEstimator:
+        """The DensePose network ``prepare_data`` runs (weights looked up as ``leffa-pl-prepare`` does)."""
+        from leffa_pl.preprocess import weights
+        from leffa_pl.preprocess.annotate import resolve_device
+        from leffa_pl.preprocess.densepose import TorchScriptDensePose
+
+        path = weights.resolve_file(weights.DENSEPOSE_R50, self.densepose_model)
+        return TorchScriptDensePose(path, resolve_device(self.densepose_device))
 
     def split_pairs(self, split: str) -> deepfashion.SplitPairs:
         """Everything read for ``split``: usable pairs, problems, skipped pairs and missing files, keypoints."""
@@ -326,6 +385,8 @@ class DeepFashionDataModule(PersonImageDataModule):
             report.problems += read.missing
             if read.skipped_pairs:
                 report.notes.append(f"{split}: {read.skip_summary()}")
+        if any(self.split_pairs(split).missing_densepose for split in splits):
+            report.notes.append(DENSEPOSE_REMEDY)
         return report
 
     def describe(self) -> str:

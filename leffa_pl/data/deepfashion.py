@@ -48,11 +48,10 @@ import torch
 
 from leffa_pl.data import masks
 from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
-from leffa_pl.data.io import read_rgb, read_stored
+from leffa_pl.data.io import read_stored
 from leffa_pl.data.layout import DENSEPOSE_PARTS
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.transforms import (AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample,
-                                      resize_views)
+from leffa_pl.data.transforms import AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample, resize_views
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -225,8 +224,12 @@ class SplitPairs:
     missing: list[FileProblem] = field(default_factory=list)  # distinct missing images / DensePose maps
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def missing_densepose(self) -> int:
+        return sum(p.path.parent.name == DENSEPOSE_FOLDER for p in self.missing)
+
     def skip_summary(self) -> str:
-        densepose = sum(p.path.parent.name == DENSEPOSE_FOLDER for p in self.missing)
+        densepose = self.missing_densepose
         return (f"skipped {self.skipped_pairs} of {self.skipped_pairs + len(self.pairs)} pairs with missing files "
                 f"({densepose} DensePose maps, {len(self.missing) - densepose} images missing)")
 

@@ -26,8 +26,15 @@ from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
 from leffa_pl.data.io import read_flow, read_json, read_label, read_pair_list
 from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
-                                      contract_sample, resize_views)
+from leffa_pl.data.transforms import (
+    DENSEPOSE_FLIP_LUT,
+    AugmentConfig,
+    JointAugment,
+    SampleRandomness,
+    Views,
+    contract_sample,
+    resize_views,
+)
 
 CATEGORIES = ("upper_body", "lower_body", "dresses")
 Category = Literal["upper_body", "lower_body", "dresses", "all"]

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileReport, RequiredFile
 from leffa_pl.data.layout import FLOW_KEY
 
+
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
         with Image.open(path) as image:

@@ -25,6 +25,7 @@ class PairDataset(Dataset, Generic[PairT]):
     """Subclasses set ``pairs`` and implement ``files``, ``sample_ids`` and ``__getitem__`` (a contract sample)."""
 
     pairs: Sequence[PairT]
+    with_flow = False  # samples carry the optional contract key "flow" (the synthetic datasets' ground truth)
 
     def files(self, pair: PairT) -> dict[str, RequiredFile]:
         """The files the sample of ``pair`` reads, by role (``person`` is the target image)."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from leffa_pl.data.datamodule import (DeepFashionDataModule, DressCodeDataModule, PersonImageDataModule,
-                                      VitonHDDataModule)
+from leffa_pl.data.datamodule import (
+    DeepFashionDataModule,
+    DressCodeDataModule,
+    PersonImageDataModule,
+    VitonHDDataModule,
+)
 
 DATA_MODULES: dict[str, type[PersonImageDataModule]] = {
     "vitonhd": VitonHDDataModule,

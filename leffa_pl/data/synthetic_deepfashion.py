@@ -25,8 +25,18 @@ import numpy as np
 from PIL import Image
 
 from leffa_pl.data import deepfashion
-from leffa_pl.data.synthetic_vton import (COCO_18, DENSEPOSE_ORDER, DRESS, PANTS, SKIRT, UPPER, Pose, body_parts,
-                                          draw_person, random_pose)
+from leffa_pl.data.synthetic_vton import (
+    COCO_18,
+    DENSEPOSE_ORDER,
+    DRESS,
+    PANTS,
+    SKIRT,
+    UPPER,
+    Pose,
+    body_parts,
+    draw_person,
+    random_pose,
+)
 
 DEFAULT_SIZE = (220, 150)
 VIEWS = ("front", "side", "back", "full")

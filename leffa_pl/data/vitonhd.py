@@ -27,8 +27,16 @@ from leffa_pl.data.files import DataFileError, RequiredFile
 from leffa_pl.data.io import read_binary_mask, read_flow, read_json, read_pair_list
 from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.transforms import (DENSEPOSE_FLIP_LUT, AugmentConfig, JointAugment, SampleRandomness, Views,
-                                      contract_sample, image_to_tensor, resize_views)
+from leffa_pl.data.transforms import (
+    DENSEPOSE_FLIP_LUT,
+    AugmentConfig,
+    JointAugment,
+    SampleRandomness,
+    Views,
+    contract_sample,
+    image_to_tensor,
+    resize_views,
+)
 
 Split = Literal["train", "test_paired", "test_unpaired"]
 MaskSource = Literal["precomputed", "computed"]

@@ -121,7 +121,7 @@ class LeffaModule(pl.LightningModule):
         noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
             batch, self.sample_generators(batch, micro_batch))
         log_images = self._is_image_step(micro_batch)
-        records = [] if (self.leffa_loss_enabled or log_images) else None
+        records = [] if (self.leffa_loss_enabled or log_images or self.records_attention) else None
         prediction = self.model(noisy, timesteps, conditioning, attention_records=records)
         mse = F.mse_loss(prediction.float(), noise.float())
         total, leffa = mse, None
@@ -132,13 +132,24 @@ class LeffaModule(pl.LightningModule):
                                         sample_mask=keep, keep_warped=log_images)
             if self.leffa_loss_enabled:
                 total = mse + leffa.loss
+        extra = self.extra_losses(batch, records, timesteps, keep)
+        total = total + sum(extra.values())
         self._stop_if_not_finite(total, mse, leffa)
-        values = {"loss/total": total, "loss/mse": mse}
+        values = {"loss/total": total, "loss/mse": mse} | {f"loss/{name}": value for name, value in extra.items()}
         if self.leffa_loss_enabled:
             values["loss/leffa"] = leffa.loss
         batch_size = noisy.shape[0]
         self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
         return {"loss": total, "leffa": leffa, "log_images": log_images}
+
+    # Extension point for experiments (experiments/teacher_flow.py): named terms added to the training loss.
+    records_attention = False  # True: training steps record attention even with the Leffa loss off
+
+    def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
+                     keep: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Terms added to the loss and logged as ``loss/<name>``; ``records`` as given to the Leffa loss, ``keep``
+        the samples whose reference was kept. None by default."""
+        return {}
 
     def on_fit_start(self) -> None:
         if self.logger is not None:

@@ -20,9 +20,23 @@ lint: $(INSTALLED)
 test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
-.PHONY: bench-leffa
+# ---- memory plan: `make plan CONFIG=configs/stages/vton_paper.yaml ARCH=sd15 MEMORY=80 [TRAINER=...] [DEVICES=8]`
+CONFIG ?= configs/stages/vton_paper.yaml
+ARCH ?= sd15
+MEMORY ?= 80
+TRAINER ?= configs/trainer/gpu.yaml
+.PHONY: plan
+plan: $(INSTALLED)
+	$(PY) -m leffa_pl.planning.plan --stages $(CONFIG) --architecture $(ARCH) --memory-gib $(MEMORY) --trainer $(TRAINER) \
+	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
+
+.PHONY: bench-leffa bench-ddp
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py
+
+# 2-process CPU DDP step: plain ddp (unreached parameters frozen) vs find_unused_parameters (tiny model).
+bench-ddp: $(INSTALLED)
+	$(PY) benchmarks/bench_ddp.py
 
 .PHONY: synthetic-data bench-data
 
@@ -44,13 +58,12 @@ DEVICES ?= 8
 CLI := $(PY) -m leffa_pl.cli
 
 # $(1) run name under runs/, $(2) its configs. Stages 1-2 in one process, then the Leffa stage resumed under
-# DDP with 2 CPU processes. Cross-attention (attn2) weights and the reference UNet's tail are never used, so
-# they get no gradient: DDP must look for unused parameters.
+# plain DDP with 2 CPU processes (what never gets a gradient is frozen: leffa_pl/training/trainable.py).
 define train_demo
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
 	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed (--run.overwrite)."
 	$(CLI) fit $(2) --run.dir=runs/$(1) --run.overwrite=true --trainer.max_steps=12
-	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp_find_unused_parameters_true --trainer.devices=2 \
+	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp --trainer.devices=2 \
 	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
 endef
 

@@ -39,6 +39,7 @@ from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.presets import sd15_inpainting_unet_config, sd15_vae_config
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.trainable import select_trainable
 
 
 @dataclass
@@ -141,6 +142,7 @@ def build_module(config: Config) -> LeffaModule:
         # LeffaModule builds the tiny model without a base-model folder; the SD1.5 architecture is built
         # from its configs instead (random weights: the timing does not depend on them).
         module.model = LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config())
+        module.trainable_summary = select_trainable(module.model)
         if config.gradient_checkpointing:
             module.model.unet.enable_gradient_checkpointing()
             module.model.unet_encoder.enable_gradient_checkpointing()

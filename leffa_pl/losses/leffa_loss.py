@@ -111,7 +111,7 @@ class LeffaLoss(nn.Module):
         if sample_mask is not None:
             active = active & sample_mask.to(active.device, torch.bool)
         batch, size = target.shape[0], tuple(target.shape[-2:])
-        index = None if active.all() else active.nonzero().squeeze(1)  # no copies when every sample counts
+        index = self.active_index(active)
 
         def pick(tensor: torch.Tensor) -> torch.Tensor:
             return tensor if index is None else tensor[index]
@@ -139,6 +139,11 @@ class LeffaLoss(nn.Module):
                 warped=warped.detach() if keep_warped else None))
         loss = self.weight * torch.stack([layer.loss for layer in outputs]).mean()
         return LeffaLossOutput(loss=loss, layers=outputs, active=active)
+
+    @staticmethod
+    def active_index(active: torch.Tensor) -> torch.Tensor | None:
+        """Indices of the active samples, or None when every sample counts (no copies)."""
+        return None if active.all() else active.nonzero().squeeze(1)
 
     @staticmethod
     def _warp(reference: torch.Tensor, flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Small model configs for tests and CPU demos; the SD1.5 inpainting UNet, VAE and scheduler configs.
+"""Small model configs for tests and CPU demos; the SD1.5 and SDXL inpainting UNet, VAE and scheduler configs.
 
 The tiny UNet has the shape of SD1.5 inpainting scaled down: four levels with attention at
 1/8, 1/16 and 1/32 of the image and a mid block at 1/64, two layers per block, 16 reference
@@ -91,6 +91,31 @@ def sd15_vae_config(**overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def sdxl_inpainting_unet_config(**overrides: Any) -> dict[str, Any]:
+    """The UNet config of SDXL inpainting 0.1 (9 input channels): the architecture of the released
+    pose-transfer checkpoint (2 x 2.57B UNet parameters), for building it without weights."""
+    config = sd15_inpainting_unet_config(
+        block_out_channels=[320, 640, 1280],
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        transformer_layers_per_block=[1, 2, 10],
+        attention_head_dim=[5, 10, 20],
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+        sample_size=128,
+    )
+    config.update(overrides)
+    return config
+
+
+def sdxl_vae_config(**overrides: Any) -> dict[str, Any]:
+    """The VAE config of SDXL: SD1.5's architecture with its own latent scale."""
+    return sd15_vae_config(scaling_factor=0.13025, sample_size=1024, force_upcast=True) | overrides
 
 
 def sd15_scheduler_config(**overrides: Any) -> dict[str, Any]:

@@ -22,7 +22,9 @@ from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
+from leffa_pl.training.trainable import TrainableChoice, select_trainable
 
 
 class NonFiniteLossError(RuntimeError):
@@ -55,6 +57,8 @@ class LeffaModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         reference_dropout: float = 0.1,
         gradient_checkpointing: bool = False,
+        trainable: TrainableChoice = "both",
+        optimizer: str = "adamw",
         seed: int = 0,
         leffa_tau: float = 2.0,
         leffa_weight: float = 1e-3,
@@ -67,7 +71,11 @@ class LeffaModule(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        check_optimizer_name(optimizer)
         self.model = build_model(base_model, init_checkpoint)
+        # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
+        self.trainable_summary = select_trainable(self.model, trainable)
+        rank_zero_info(str(self.trainable_summary))
         if gradient_checkpointing:
             self.model.unet.enable_gradient_checkpointing()
             self.model.unet_encoder.enable_gradient_checkpointing()
@@ -168,6 +176,12 @@ class LeffaModule(pl.LightningModule):
         the samples whose reference was kept. None by default."""
         return {}
 
+    def on_fit_start(self) -> None:
+        if self.logger is not None:
+            summary = self.trainable_summary
+            self.logger.log_metrics({"parameters/trainable": sum(summary.trainable.values()),
+                                     "parameters/total": sum(summary.total.values())}, step=0)
+
     def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> int | None:
         # Only after a resume can a batch start in a stage that is already over: Lightning finishing the
         # restored epoch (it fetches one more batch when no validation is due), or starting a new epoch
@@ -199,8 +213,8 @@ class LeffaModule(pl.LightningModule):
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(trainable, lr=self.hparams.learning_rate, betas=tuple(self.hparams.betas),
-                                 weight_decay=self.hparams.weight_decay)
+        return build_optimizer(self.hparams.optimizer, trainable, self.device, self.hparams.learning_rate,
+                               tuple(self.hparams.betas), self.hparams.weight_decay)
 
     # ---------------------------------------------------------------------------------- validation
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int,

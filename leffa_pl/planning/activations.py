@@ -1,0 +1,127 @@
+"""Activation memory of one training step: measured at small sizes, fitted per sample and per latent token.
+
+A probe step is the memory-relevant part of ``LeffaModule.training_step``: VAE encoding of person, agnostic
+image and reference (no grad), both UNets, MSE, the Leffa loss on every sample when on (the worst case a
+stage must fit), backward. It runs under ``PeakTensorMemory`` on the real architecture, built under
+``FakeTensorMode`` (shapes only: SD1.5 and SDXL run on a laptop), with gradient checkpointing and bf16
+autocast as configured. The activation term is the step's peak of everything it creates except the gradients
+(counted apart, in full: as if all existed at that peak), modelled as
+
+    activations(batch, tokens) = batch * (per_token * tokens + per_token_pair * tokens**2 + per_sample) + fixed
+
+with ``tokens`` the latent tokens (H/8 * W/8), fitted by least squares on four small steps (``FIT_POINTS``).
+Limits: the fit learns the attention kernels of the CPU it runs on (CPU attention may materialise the n x n
+weights, which CUDA's fused kernels do not: then it over-predicts for CUDA at large sizes); the CPU autocast op list
+stands in for CUDA's; allocator rounding and fragmentation, kernel workspaces (cuDNN,
+flash-attention scratch), the CUDA context and NCCL buffers are not in it (the planner keeps a headroom for them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from leffa_pl.losses.leffa_loss import LeffaLoss
+from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.planning.memory_probe import PeakTensorMemory
+
+
+class _EverySampleLeffaLoss(LeffaLoss):
+    """Every sample takes the loss without checking which do (no data-dependent branch under fake tensors)."""
+
+    @staticmethod
+    def active_index(active: torch.Tensor) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    leffa_loss: bool
+    gradient_checkpointing: bool
+    precision: str  # "32-true" or "bf16-mixed"
+
+
+def probe_step(model: LeffaModel, batch: int, image_size: tuple[int, int], settings: StepSettings) -> None:
+    """One training step's tensors (see the module docstring); ``model``'s trainable set is used as it is."""
+    image = torch.rand(batch, 3, *image_size) * 2 - 1
+    mask = torch.ones(batch, 1, *image_size)
+    with torch.no_grad():
+        latents = model.encode_image(image)
+        conditioning = model.encode_conditioning(image, mask, image, image)
+    timesteps = torch.zeros(batch, dtype=torch.long)
+    noise = torch.randn_like(latents)
+    autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if settings.precision == "bf16-mixed"
+                else contextlib.nullcontext())
+    for unet in (model.unet, model.unet_encoder):
+        if settings.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
+    with autocast:
+        records = [] if settings.leffa_loss else None
+        prediction = model(latents + noise, timesteps, conditioning, attention_records=records)
+        loss = F.mse_loss(prediction.float(), noise.float())
+        if settings.leffa_loss:
+            loss = loss + _EverySampleLeffaLoss(theta_timestep=1000)(records, image, image, mask, timesteps).loss
+    loss.backward()
+
+
+def measure_activations(model: LeffaModel, batch: int, image_size: tuple[int, int], settings: StepSettings) -> int:
+    """Peak tensor memory of a probe step, gradients left out, on ``model`` as it is (real or fake)."""
+    with PeakTensorMemory(model) as probe:
+        probe_step(model, batch, image_size, settings)
+    for parameter in model.parameters():
+        parameter.grad = None
+    return probe.peak_bytes
+
+
+@dataclass(frozen=True)
+class ActivationModel:
+    """Activations of a step at ``batch`` and an image size:
+    ``batch * (per_token * tokens + per_token_pair * tokens**2 + per_sample) + fixed`` bytes, ``tokens`` the latent
+    tokens. The quadratic term is attention materialised by a kernel that does (0 for fused kernels); ``fixed`` is
+    what does not grow with the batch."""
+
+    per_token: float
+    per_token_pair: float
+    per_sample: float
+    fixed: float
+    downsampling: int
+
+    def tokens(self, image_size: tuple[int, int]) -> int:
+        return (image_size[0] // self.downsampling) * (image_size[1] // self.downsampling)
+
+    def bytes(self, batch: int, image_size: tuple[int, int]) -> float:
+        tokens = self.tokens(image_size)
+        return batch * (self.per_token * tokens + self.per_token_pair * tokens**2 + self.per_sample) + self.fixed
+
+    @classmethod
+    def fit(cls, measured: dict[tuple[int, tuple[int, int]], int], downsampling: int) -> "ActivationModel":
+        """Least squares over measurements {(batch, image size): bytes} (at least three sizes and two batches)."""
+        rows, values = [], []
+        for (batch, (height, width)), value in measured.items():
+            tokens = (height // downsampling) * (width // downsampling)
+            rows.append([batch * tokens, batch * tokens**2, batch, 1.0])
+            values.append([float(value)])
+        design, target = torch.tensor(rows, dtype=torch.float64), torch.tensor(values, dtype=torch.float64)
+        per_token, per_pair, per_sample, fixed = torch.linalg.lstsq(design, target).solution.squeeze(1).tolist()
+        return cls(per_token, per_pair, per_sample, fixed, downsampling)
+
+
+# (batch, image size) of the fit: latent grids 16x12, 32x24 and 48x36 at batch 1, 16x12 at batch 2.
+FIT_POINTS: tuple[tuple[int, tuple[int, int]], ...] = ((1, (128, 96)), (1, (256, 192)), (1, (384, 288)),
+                                                       (2, (128, 96)))
+
+
+def fit_activation_model(build_fake_model, settings: StepSettings,
+                         points: tuple[tuple[int, tuple[int, int]], ...] = FIT_POINTS) -> ActivationModel:
+    """Measure probe steps of ``build_fake_model()`` (called inside ``FakeTensorMode``) at ``points`` and fit."""
+    with FakeTensorMode():
+        model = build_fake_model()
+        measured = {(batch, size): measure_activations(model, batch, size, settings) for batch, size in points}
+        downsampling = model.vae_scale_factor
+    return ActivationModel.fit(measured, downsampling)

@@ -1,0 +1,246 @@
+"""``leffa-pl-plan`` / ``make plan``: per-device memory of every stage of a config, before renting a GPU.
+
+Weights, gradients, optimizer state and EMA are exact: counted on the architecture built on the meta device
+with the trainable set ``LeffaModule`` uses (nothing downloaded, no memory). Activations come from the
+measured per-sample, per-token model of ``leffa_pl.planning.activations`` (the real architecture, run under
+fake tensors at small sizes). Per stage: the split, whether it fits, the largest per-device batch that fits,
+and the accumulation that keeps the stage's global batch.
+
+    leffa-pl-plan --stages configs/stages/vton_paper.yaml --architecture sd15 --memory-gib 80
+    make plan CONFIG=configs/stages/pose_paper.yaml ARCH=sdxl MEMORY="80 141"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from leffa_pl.callbacks.stage_schedule import Stage
+from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.presets import (
+    sd15_inpainting_unet_config,
+    sd15_vae_config,
+    sdxl_inpainting_unet_config,
+    sdxl_vae_config,
+)
+from leffa_pl.planning.activations import ActivationModel, StepSettings, fit_activation_model
+from leffa_pl.training.optimizers import check_optimizer_name
+from leffa_pl.training.sharding import wrapped_block_types
+from leffa_pl.training.trainable import select_trainable
+
+ARCHITECTURES = {
+    "tiny": LeffaModel.tiny,
+    "sd15": lambda: LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config()),
+    "sdxl": lambda: LeffaModel.from_configs(sdxl_inpainting_unet_config(), sdxl_vae_config()),
+}
+# bitsandbytes' 8-bit Adam: one byte per state element, one fp32 absmax per block; small tensors stay 32-bit.
+BNB_BLOCK, BNB_MIN_8BIT_SIZE = 256, 4096
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    devices: int
+    strategy: str  # "ddp" or "fsdp"
+    precision: str
+    gradient_checkpointing: bool
+    trainable: str
+    optimizer: str
+    ema: bool
+
+
+@dataclass(frozen=True)
+class StaticMemory:
+    """Per-device bytes that do not depend on the batch."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    ema: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.ema
+
+
+def optimizer_state_bytes(parameters: list[torch.Tensor], optimizer: str) -> int:
+    """AdamW: exp_avg + exp_avg_sq in fp32. 8-bit AdamW: bitsandbytes' blockwise layout."""
+    check_optimizer_name(optimizer)
+    total = 0
+    for p in parameters:
+        n = p.numel()
+        if optimizer == "adamw8bit" and n >= BNB_MIN_8BIT_SIZE:
+            total += 2 * (n + math.ceil(n / BNB_BLOCK) * 4)
+        else:
+            total += 2 * n * 4
+    return total
+
+
+def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
+    """Exact bytes per device for ``model`` (fp32 master weights, as Lightning's mixed precision keeps them).
+
+    FSDP (full sharding over the UNets, the frozen VAE replicated) divides the UNets' weights, gradients,
+    optimizer state and EMA by the devices and adds two unsharded copies of the largest wrapped block
+    (the one computing and the one prefetched)."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    gradients = sum(p.numel() * p.element_size() for p in trainable)
+    optimizer = optimizer_state_bytes(trainable, setup.optimizer)
+    ema = weights + buffers if setup.ema else 0  # LeffaEMA copies the whole module
+    if setup.strategy == "fsdp":
+        vae = sum(p.numel() * p.element_size() for p in model.vae.parameters())
+        shards = setup.devices
+        unsharded = 2 * max(_wrapped_block_bytes(model))
+        return StaticMemory(weights=vae + (weights - vae) // shards + unsharded, gradients=gradients // shards,
+                            optimizer=optimizer // shards, ema=(vae + (ema - vae) // shards) if setup.ema else 0)
+    return StaticMemory(weights + buffers, gradients, optimizer, ema)
+
+
+def _wrapped_block_bytes(model: LeffaModel) -> list[int]:
+    types = wrapped_block_types()
+    return [sum(p.numel() * p.element_size() for p in module.parameters())
+            for unet in (model.unet, model.unet_encoder) for module in unet.modules() if isinstance(module, types)]
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    stage: Stage
+    static: StaticMemory
+    activations: float
+    usable: float
+    largest_batch: int
+    accumulation_for_global: tuple[int, int] | None  # (batch per device, accumulation) keeping the global batch
+
+    @property
+    def total(self) -> float:
+        return self.static.total + self.activations
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.usable
+
+
+def plan_stage(stage: Stage, static: StaticMemory, activations: ActivationModel, setup: TrainingSetup,
+               usable: float) -> StagePlan:
+    fixed = activations.bytes(0, stage.resolution)  # what does not grow with the batch (bf16 weight copies etc.)
+    per_sample = activations.bytes(1, stage.resolution) - fixed
+    largest = max(0, math.floor((usable - static.total - fixed) / per_sample))
+    global_batch = stage.batch_size * stage.accumulate_grad_batches * setup.devices
+    keep = None
+    for accumulation in range(1, global_batch + 1):  # fewest accumulation steps whose batch fits
+        per_device, rest = divmod(global_batch, setup.devices * accumulation)
+        if rest == 0 and 0 < per_device <= largest:
+            keep = (per_device, accumulation)
+            break
+    return StagePlan(stage, static, activations.bytes(stage.batch_size, stage.resolution), usable, largest, keep)
+
+
+def read_stages(path: Path) -> list[Stage]:
+    config = yaml.safe_load(path.read_text())
+    try:
+        return [Stage(**stage) for stage in config["stages"]["stages"]]
+    except (KeyError, TypeError) as error:
+        raise SystemExit(f"{path}: not a stages config (stages: stages: [...]): {error}") from None
+
+
+def read_setup(trainer_path: Path, overrides: argparse.Namespace) -> TrainingSetup:
+    config = yaml.safe_load(trainer_path.read_text()) or {}
+    trainer, model = config.get("trainer", {}), config.get("model", {})
+    strategy = str(trainer.get("strategy", "ddp"))
+    callbacks = [c.get("class_path", "") for c in trainer.get("callbacks", []) if isinstance(c, dict)]
+    return TrainingSetup(
+        devices=overrides.devices or int(trainer.get("devices", 1)),
+        strategy="fsdp" if "fsdp" in strategy.lower() else "ddp",
+        precision=str(trainer.get("precision", "32-true")),
+        gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
+        trainable=model.get("trainable", "both"),
+        optimizer=model.get("optimizer", "adamw"),
+        ema=any(c.endswith(("LeffaEMA", "EMAWeightAveraging")) for c in callbacks),
+    )
+
+
+def build_model(architecture: str, trainable: str) -> LeffaModel:
+    with torch.device("meta"):
+        model = ARCHITECTURES[architecture]()
+    select_trainable(model, trainable)
+    return model
+
+
+def format_plan(plans: list[StagePlan], setup: TrainingSetup, architecture: str, model: LeffaModel,
+                memory_gib: float, headroom: float) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lines = [
+        f"plan: {architecture} ({total:,} parameters, {trainable:,} trainable: {setup.trainable}), "
+        f"{setup.devices} devices x {memory_gib:g} GiB ({memory_gib * (1 - headroom):.1f} GiB usable, "
+        f"{headroom:.0%} headroom), {setup.strategy}, {setup.precision}, gradient checkpointing "
+        f"{'on' if setup.gradient_checkpointing else 'off'}, {setup.optimizer}, EMA {'on' if setup.ema else 'off'}",
+        "",
+        "| stage | resolution | batch/device x accum | weights | gradients | optimizer | EMA | activations | total "
+        "| fits | largest batch/device | keeps global batch as |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for plan in plans:
+        s, m = plan.stage, plan.static
+        keep = (f"{plan.accumulation_for_global[0]} x {plan.accumulation_for_global[1]} accum"
+                if plan.accumulation_for_global else "does not fit")
+        global_batch = s.batch_size * s.accumulate_grad_batches * setup.devices
+        lines.append(
+            f"| {s.name}{' (Leffa)' if s.leffa_loss else ''} | {s.resolution[0]}x{s.resolution[1]} "
+            f"| {s.batch_size} x {s.accumulate_grad_batches} | {m.weights / GIB:.1f} | {m.gradients / GIB:.1f} "
+            f"| {m.optimizer / GIB:.1f} | {m.ema / GIB:.1f} | {plan.activations / GIB:.1f} | {plan.total / GIB:.1f} "
+            f"| {'yes' if plan.fits else 'NO'} | {plan.largest_batch} | {keep} (global {global_batch}) |")
+    lines.append("\nGiB per device. Activations: the fitted per-sample, per-token model (leffa_pl/planning/"
+                 "activations.py), Leffa stages with every sample taking the loss.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stages", type=Path, required=True, help="a configs/stages/*.yaml")
+    parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), required=True)
+    parser.add_argument("--memory-gib", type=float, nargs="+", required=True,
+                        help="memory of one device (several: one plan each)")
+    parser.add_argument("--trainer", type=Path, default=Path("configs/trainer/gpu.yaml"))
+    parser.add_argument("--devices", type=int, help="override the trainer config's devices")
+    parser.add_argument("--headroom", type=float, default=0.1,
+                        help="fraction kept free for the CUDA context, allocator fragmentation, kernel workspaces")
+    parser.add_argument("--json", type=Path, help="also write the plan as JSON here")
+    args = parser.parse_args(argv)
+    for path in (args.stages, args.trainer):
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such config file")
+    stages = read_stages(args.stages)
+    setup = read_setup(args.trainer, args)
+    model = build_model(args.architecture, setup.trainable)
+    static = static_memory(model, setup)
+    fits: dict[bool, ActivationModel] = {}
+    for leffa_loss in sorted({stage.leffa_loss for stage in stages}):
+        settings = StepSettings(leffa_loss, setup.gradient_checkpointing, setup.precision)
+        fits[leffa_loss] = fit_activation_model(lambda: _fake_model(args.architecture, setup.trainable), settings)
+    report = []
+    for memory_gib in args.memory_gib:
+        usable = memory_gib * GIB * (1 - args.headroom)
+        plans = [plan_stage(stage, static, fits[stage.leffa_loss], setup, usable) for stage in stages]
+        print(format_plan(plans, setup, args.architecture, model, memory_gib, args.headroom) + "\n", flush=True)
+        report += [{"memory_gib": memory_gib, "stage": p.stage.name, "total_bytes": p.total, "fits": p.fits,
+                    "largest_batch": p.largest_batch} for p in plans]
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+
+
+def _fake_model(architecture: str, trainable: str) -> LeffaModel:
+    model = ARCHITECTURES[architecture]()
+    select_trainable(model, trainable)
+    return model
+
+
+if __name__ == "__main__":
+    main()

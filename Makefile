@@ -61,10 +61,9 @@ CLI := $(PY) -m leffa_pl.cli
 # plain DDP with 2 CPU processes (what never gets a gradient is frozen: leffa_pl/training/trainable.py).
 define train_demo
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
-	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed."
-	rm -rf runs/$(1)
-	$(CLI) fit $(2) --trainer.max_steps=12
-	$(CLI) fit $(2) --trainer.strategy=ddp --trainer.devices=2 \
+	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed (--run.overwrite)."
+	$(CLI) fit $(2) --run.dir=runs/$(1) --run.overwrite=true --trainer.max_steps=12
+	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp --trainer.devices=2 \
 	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
 endef
 
@@ -91,7 +90,7 @@ train-pose: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-pose: no DATA given -> embedded demo: synthetic DeepFashion ($(SYNTHETIC)), tiny model, CPU;"
 	test -d $(SYNTHETIC)/deepfashion || $(MAKE_SYNTHETIC) --datasets deepfashion
-	$(call train_demo,pose-demo,--config configs/trainer/cpu_pose_demo.yaml \
+	$(call train_demo,pose-demo,--config configs/trainer/cpu_demo.yaml \
 	  --config configs/data/deepfashion_synthetic.yaml --config configs/stages/pose_demo.yaml)
 else
 	$(call train_real,configs/data/deepfashion.yaml,configs/stages/pose_paper.yaml)
@@ -100,9 +99,13 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
-.PHONY: bench-eval bench-preprocess
+.PHONY: bench-eval bench-fingerprint bench-preprocess
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py
+
+# SHA-256 of the weights that prediction records in prediction.json: time per GiB.
+bench-fingerprint: $(INSTALLED)
+	$(PY) benchmarks/bench_fingerprint.py
 
 bench-preprocess: $(INSTALLED)
 	$(PY) benchmarks/bench_preprocess.py

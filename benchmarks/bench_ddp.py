@@ -33,7 +33,7 @@ CONFIGURATIONS = [("ddp", True), ("ddp_find_unused_parameters_true", True),
 def measure(strategy: str, freeze_unreached: bool, resolution: tuple[int, int], batch: int, warmup: int,
             steps: int) -> dict:
     pl.seed_everything(0, verbose=False)
-    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000, log_images_every_n_steps=0)
+    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000)
     if not freeze_unreached:
         module.model.unet.requires_grad_(True)
         module.model.unet_encoder.requires_grad_(True)

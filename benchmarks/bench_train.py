@@ -136,7 +136,7 @@ class StepMeter(pl.Callback):
 
 def build_module(config: Config) -> LeffaModule:
     # theta_timestep 1000 and no reference dropout: every sample takes the Leffa loss (see the docstring).
-    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000, log_images_every_n_steps=0,
+    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000,
                          gradient_checkpointing=config.gradient_checkpointing)
     if config.model == "sd15":
         # LeffaModule builds the tiny model without a base-model folder; the SD1.5 architecture is built

@@ -191,7 +191,7 @@ def run_configuration(seed: int, shift_size: float | None, arms: dict[str, float
     device = "cuda" if args.accelerator in ("gpu", "cuda") else "cpu"
     resolution = tuple(args.resolution)
     batches = held_out_batches(data_root, args)
-    common = dict(base_model=args.base_model, leffa_tau=args.leffa_tau, log_images_every_n_steps=0)
+    common = dict(base_model=args.base_model, leffa_tau=args.leffa_tau)
     seconds, shift = {}, None
     if args.base_model:
         init_checkpoint, init = None, LeffaModule(**common)

@@ -1,17 +1,32 @@
-"""``leffa-pl``: LightningCLI entry point (fit / validate / test / predict) configured by YAML in configs/."""
+"""``leffa-pl``: LightningCLI entry point (fit / validate / test / predict) configured by YAML in configs/.
+
+Configs are parsed in jsonargparse's ``omegaconf+`` mode: ``${run.dir}`` in a config is the run folder of the
+merged configuration and command line, so ``--run.dir=...`` moves every path of a run at once.
+"""
 
 from __future__ import annotations
 
 import sys
 
 import torch
+from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
+from leffa_pl.callbacks.preemption import EXIT_SIGTERM, CheckpointOnSigterm
 from leffa_pl.callbacks.stage_schedule import StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.run_folder import (
+    RunFolderError,
+    check_resume_checkpoint,
+    check_writable,
+    prepare_run_folder,
+    remove_stale_checkpoint_temporaries,
+)
 
 OUT_OF_MEMORY_ADVICE = """
 Out of memory. Lower the per-device batch size of the stages (stages.stages[i].batch_size) and raise
@@ -21,20 +36,60 @@ and use trainer.precision=bf16-mixed on GPUs that support it."""
 
 class LeffaCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--run.dir", type=str | None, default=None,
+                            help="the run's folder; the trainer configs put checkpoints/, export/ and "
+                                 "tensorboard/ in it as ${run.dir}/...")
+        parser.add_argument("--run.overwrite", type=bool, default=False,
+                            help="delete what a previous run left in run.dir (otherwise a non-empty run.dir "
+                                 "is refused unless --ckpt_path resumes it)")
         # Our callbacks get their own config sections; LightningCLI appends them to trainer.callbacks.
         parser.add_lightning_class_args(StageSchedule, "stages")
         parser.add_lightning_class_args(LeffaImageLogger, "images")
         parser.add_lightning_class_args(ExportReleasedCheckpoint, "export")
         parser.add_lightning_class_args(ValidationScores, "scores")
+        parser.add_lightning_class_args(CheckpointOnSigterm, "preemption")
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
+        subcommand = self.config.get("subcommand")
+        if subcommand and self.config[subcommand].get("ckpt_path"):
+            check_resume_checkpoint(self.config[subcommand].ckpt_path)
+
+    def before_fit(self) -> None:
+        # Before any work: in the launching process only (DDP's other ranks run this script again).
+        if rank_zero_only.rank != 0:
+            return
+        config = self.config["fit"]
+        if config.run.dir is not None:
+            prepare_run_folder(config.run.dir, resuming=config.ckpt_path is not None,
+                               overwrite=config.run.overwrite)
+        outputs = {"run": config.run.dir, "export": self.trainer_export_dir()}
+        if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.dirpath:
+            outputs["checkpoint"] = self.trainer.checkpoint_callback.dirpath
+            remove_stale_checkpoint_temporaries(outputs["checkpoint"])
+        for what, folder in outputs.items():
+            if folder is not None:
+                check_writable(folder, what)
+
+    def trainer_export_dir(self) -> str | None:
+        return next((callback.dirpath for callback in self.trainer.callbacks
+                     if isinstance(callback, ExportReleasedCheckpoint)), None)
 
 
 def main(args: list[str] | None = None) -> None:
+    # ${run.dir} names the key from the config's top, which sits under the subcommand (fit.run.dir).
+    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
     try:
         LeffaCLI(LeffaModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args,
-                 auto_configure_optimizers=False)
+                 auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf+"})
     except torch.OutOfMemoryError:
         print(OUT_OF_MEMORY_ADVICE, file=sys.stderr)
         raise
+    except RunFolderError as error:
+        sys.exit(f"leffa-pl: error: {error}")
+    except SIGTERMException:
+        sys.exit(EXIT_SIGTERM)
 
 
 if __name__ == "__main__":

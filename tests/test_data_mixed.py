@@ -90,15 +90,19 @@ def test_bad_settings_are_refused(roots):
 
 
 class Recorder(pl.LightningModule):
-    """Trains one scalar on nothing; records what each optimizer step got. Has the stage schedule's switches."""
+    """Trains one scalar on nothing; records what each optimizer step got. Has the stage schedule's seam."""
 
     def __init__(self):
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(()))
-        self.leffa_loss_enabled, self.stage_finished, self.rows = False, False, []
+        self.leffa_loss_enabled, self.stage_end_step, self.rows = False, None, []
+
+    def set_stage(self, leffa_loss, end_step):  # StageSchedule's seam, as LeffaModule has it
+        self.leffa_loss_enabled, self.stage_end_step = leffa_loss, end_step
 
     def on_train_batch_start(self, batch, batch_idx):
-        return -1 if self.stage_finished else None
+        over = self.stage_end_step is not None and self.global_step >= self.stage_end_step
+        return -1 if over else None
 
     def training_step(self, batch, batch_idx):
         self.rows.append((self.global_step, tuple(batch["person"].shape), tuple(batch["person_id"])))

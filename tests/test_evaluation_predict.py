@@ -3,6 +3,8 @@ model and generated VITON-HD data in the real layout."""
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from metrics_support import backbone_file, forbid_network
 from PIL import Image
 
@@ -54,15 +57,20 @@ def model():
 
 
 class CountingPredictor(LeffaPredictor):
-    """Counts the pairs it generates; raises after ``fail_after`` batches (an interrupted run)."""
+    """Counts the pairs it generates; raises after ``fail_after`` batches (an interrupted run); sends itself
+    SIGTERM during batch ``sigterm_at``."""
 
-    def __init__(self, model, fail_after=None):
+    def __init__(self, model, fail_after=None, sigterm_at=None):
         super().__init__(model, SETTINGS, seed=42)
-        self.generated, self.batches, self.fail_after = 0, 0, fail_after
+        self.generated, self.batches, self.fail_after, self.sigterm_at = 0, 0, fail_after, sigterm_at
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         if self.fail_after is not None and self.batches == self.fail_after:
             raise RuntimeError("interrupted")
+        if self.batches == self.sigterm_at:
+            # Lightning's handler (installed in the main thread only) must be there, or this ends the test run
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGTERM)
         self.batches += 1
         self.generated += len(batch["person_id"])
         return super().predict_step(batch, batch_idx, dataloader_idx)
@@ -91,11 +99,21 @@ def assert_same_image(image, expected, name):
 
 
 @pytest.fixture(scope="module")
-def reference(root, model, tmp_path_factory):
+def reference_dir(root, model, tmp_path_factory):
     """One pair per batch."""
     out = tmp_path_factory.mktemp("reference")
     run(root, model, out, batch_size=1)
-    return images(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir):
+    return images(reference_dir)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    shutil.copytree(folder, tmp_path / "out")
+    return tmp_path / "out"
 
 
 def test_names_are_the_sanitised_ids_and_score_finds_the_target():
@@ -147,6 +165,34 @@ def test_an_interrupted_run_resumes_and_finishes(root, model, reference, tmp_pat
     assert set(resumed) == set(reference)
     for name, image in resumed.items():
         assert_same_image(image, reference[name], name)
+
+
+def test_sigterm_stops_after_the_batch_in_progress_keeping_its_pngs(root, model, reference, tmp_path):
+    with pytest.raises(SIGTERMException):  # leffa-pl-evaluate turns it into exit status 143
+        run(root, model, tmp_path, batch_size=2, sigterm_at=0)
+    assert len(list(tmp_path.glob("*.png"))) == 2  # the batch in progress, not the next one
+    resumed, _ = run(root, model, tmp_path, batch_size=2)
+    assert resumed.generated == 1 and set(images(tmp_path)) == set(reference)
+
+
+def test_other_weights_under_the_same_description_are_refused(root, reference_dir, tmp_path):
+    # as retraining into the same checkpoint path: the description (the path) is the same, the weights are not
+    folder = copy_of(reference_dir, tmp_path)
+    retrained = load_model(None)[0]
+    with torch.no_grad():
+        retrained.unet.conv_out.bias.add_(1e-3)
+    description = json.loads((folder / "prediction.json").read_text())["model"]
+    predictor = LeffaPredictor(retrained, SETTINGS, seed=42, description=description)
+    with pytest.raises(OutputFolderError, match="other settings .*weights_sha256"):
+        predict_pairs(data(root), predictor, folder, PredictionOptions(accelerator="cpu", progress=False))
+
+
+def test_a_damaged_png_in_the_output_folder_says_delete_it_and_rerun(root, model, reference_dir, tmp_path):
+    folder = copy_of(reference_dir, tmp_path)
+    damaged = sorted(folder.glob("*.png"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:-40])  # truncated
+    with pytest.raises(OutputFolderError, match=f"{damaged}: a damaged PNG .*delete it and rerun"):
+        run(root, model, folder, batch_size=2)
 
 
 def test_checkpoints_ours_with_ema_and_released_layout(tmp_path):
@@ -241,3 +287,13 @@ def test_evaluate_deepfashion_scores_every_test_pair_against_the_training_images
     assert (stored["protocol"], stored["n_generated"], stored["n_paired"]) == ("deepfashion", 2, 2)
     assert stored["n_real"] == len((root / "train.lst").read_text().split())  # all training images
     assert set(stored["values"]) == {"ssim_gaussian", "ssim_uniform51", "psnr"}
+
+
+def test_evaluate_refuses_what_training_would_and_unwritable_output_before_generating(root, tmp_path, capsys):
+    assert evaluate.main(evaluate_args(root, tmp_path / "odd", "--resolution", "60x44")) == 2
+    assert "--resolution 60x44: height and width must be multiples of 8" in capsys.readouterr().err
+    assert not list((tmp_path / "odd").rglob("*.png"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert evaluate.main(evaluate_args(root, blocker / "out")) == 2
+    assert f"{blocker / 'out'}: the output folder cannot be written" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from metrics_support import DEEPFASHION_NAMES, TinyFeatures, backbone_file, forb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from leffa_pl.evaluation.report import ScoreResult, log_results
+from leffa_pl.evaluation.report import ScoreResult, log_results, markdown_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, main, score_folder
 
 HIGHRES = (110, 75)  # DeepFashion img_highres is 1101x750 (H x W); same aspect, smaller
@@ -158,3 +158,11 @@ def test_results_are_logged_to_tensorboard(tmp_path):
     text = [tag for tag in events.Tags()["tensors"] if tag.startswith("eval/deepfashion")]
     assert text and b"weights missing" in events.Tensors(text[0])[0].tensor_proto.string_val[0]
     torch.testing.assert_close(torch.tensor(events.Scalars("eval/fid")[0].value), torch.tensor(6.5))
+
+
+def test_a_small_run_report_states_its_own_counts_not_the_full_splits_as_its_own():
+    report = markdown_report(ScoreResult("deepfashion", (128, 88), 18, 18, 36, {"psnr": 12.0}, {}))
+    assert "n = 18 generated images, all scored; 18 paired with ground truth; FID/KID real set: 36 images" in report
+    # the released split's sizes appear only as such, never as what this run scored
+    assert "the 8,570 test pairs" not in report and "train.lst, 48,674" not in report
+    assert "8,570 in the released split" in report and "48,674 in the released split" in report

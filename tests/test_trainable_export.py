@@ -14,7 +14,7 @@ from leffa_pl.training.leffa_module import LeffaModule
 def test_export_after_training_keeps_frozen_weights_bit_identical(tmp_path):
     torch.manual_seed(0)
     # Reference UNet frozen by choice; cross-attention and SDXL-style leftovers frozen as never reached.
-    module = LeffaModule(trainable="generative", learning_rate=1e-3, weight_decay=1e-2, log_images_every_n_steps=0)
+    module = LeffaModule(trainable="generative", learning_rate=1e-3, weight_decay=1e-2)
     initial = {k: v.clone() for k, v in module.model.state_dict().items()}
     frozen = {n for n, p in module.model.named_parameters() if not p.requires_grad}
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_progress_bar=False,

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule, NonFiniteLossError
 
@@ -35,7 +36,7 @@ def _trainer(tmp_path, callbacks, max_steps=-1, **kwargs):
 
 def _module(**kwargs):
     torch.manual_seed(0)
-    return LeffaModule(learning_rate=1e-3, log_images_every_n_steps=0, **kwargs)
+    return LeffaModule(learning_rate=1e-3, **kwargs)
 
 
 def test_one_step_changes_both_unets_and_not_the_vae(tmp_path):
@@ -133,3 +134,46 @@ def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path):
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 0 .*mse nan"):
         _trainer(tmp_path, [StageSchedule([Stage("only", 2, (32, 24), 2)])], enable_checkpointing=False).fit(
             module, RandomTryOnDataModule())
+
+
+class OutputsRecorder(pl.Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append((trainer.global_step - 1, outputs["log_images"], outputs["leffa"] is not None))
+
+
+@pytest.mark.parametrize("image_every", [None, 2])
+def test_step_outputs_carry_flows_for_the_leffa_stage_and_the_image_logger_only(tmp_path, image_every):
+    recorder = OutputsRecorder()
+    callbacks = [StageSchedule([Stage("plain", 3, (32, 24), 2), Stage("leffa", 1, (32, 24), 2, leffa_loss=True)]),
+                 recorder] + ([LeffaImageLogger(every_n_steps=image_every)] if image_every else [])
+    _trainer(tmp_path, callbacks, enable_checkpointing=False).fit(_module(), RandomTryOnDataModule())
+    # (step, an image step, flows computed)
+    if image_every is None:  # without the image logger the module keeps no images
+        assert recorder.rows == [(0, False, False), (1, False, False), (2, False, False), (3, False, True)]
+    else:
+        assert recorder.rows == [(0, True, True), (1, False, False), (2, True, True), (3, False, True)]
+
+
+def test_stage_schedule_refuses_a_module_without_set_stage(tmp_path):
+    class Plain(pl.LightningModule):  # trainable, but without the stage seam
+        def training_step(self, batch, batch_idx):
+            raise AssertionError("never reached")
+
+        def configure_optimizers(self):
+            raise AssertionError("never reached")
+
+    with pytest.raises(TypeError, match="LightningModule with set_stage"):
+        _trainer(tmp_path, [_two_stages()], enable_checkpointing=False).fit(Plain(), RandomTryOnDataModule())
+
+
+def test_a_leffa_stage_whose_theta_resolution_selects_no_layer_fails_before_training(tmp_path):
+    # the tiny UNet's finest attention grid at 32x24 is 4x3: 4/32 of the height, below 0.25
+    recorder = Recorder()
+    with pytest.raises(ValueError, match="stage 'b': the Leffa loss selects no attention layer at 32x24"):
+        _trainer(tmp_path, [StageSchedule([Stage("a", 1, (32, 24), 2), Stage("b", 1, (32, 24), 2, leffa_loss=True)]),
+                            recorder], enable_checkpointing=False).fit(_module(leffa_theta_resolution=0.25),
+                                                                      RandomTryOnDataModule())
+    assert recorder.rows == []

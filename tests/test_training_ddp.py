@@ -26,7 +26,7 @@ class ShardsStayResumable(pl.Callback):
 
 def _two_steps(devices: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    module = SGDLeffaModule(learning_rate=1.0, log_images_every_n_steps=0)
+    module = SGDLeffaModule(learning_rate=1.0)
     # Leffa on, so both losses and the per-sample reference dropout take part.
     stage = Stage("only", 2, (32, 24), batch_size=PER_DEVICE_BATCH * 2 // devices, leffa_loss=True)
     strategy = "ddp_spawn" if devices > 1 else "auto"

@@ -20,8 +20,8 @@ def test_event_file_has_warped_references_flow_colours_and_training_scalars(tmp_
                          enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                          num_sanity_val_steps=0, limit_val_batches=0,
                          callbacks=[StageSchedule([Stage("leffa", 2, (HEIGHT, WIDTH), 2, leffa_loss=True)]),
-                                    LeffaImageLogger()])
-    trainer.fit(LeffaModule(learning_rate=1e-3, log_images_every_n_steps=1, reference_dropout=0.0,
+                                    LeffaImageLogger(every_n_steps=1)])
+    trainer.fit(LeffaModule(learning_rate=1e-3, reference_dropout=0.0,
                             leffa_theta_timestep=1000),  # every sample in the Leffa loss
                 RandomTryOnDataModule(with_flow=True))
 

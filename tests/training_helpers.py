@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
@@ -72,3 +75,27 @@ class SGDLeffaModule(LeffaModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)
+
+
+class LossLog(pl.Callback):
+    """Appends ``step loss`` lines to ``path`` (a callback that CLI configs can name)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        with open(self.path, "a") as log:
+            log.write(f"{trainer.global_step} {outputs['loss'].item()!r}\n")
+
+
+class SigtermAtStep(pl.Callback):
+    """Sends this process SIGTERM once optimizer step ``step`` is done (a preemption)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            # Lightning's handler (installed in the main thread only) must be there, or this ends the test run
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+            os.kill(os.getpid(), signal.SIGTERM)

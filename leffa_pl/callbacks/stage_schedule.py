@@ -38,9 +38,9 @@ class Stage:
 
 
 class StageSchedule(pl.Callback):
-    """Applies ``stages`` in order. The data module must offer ``set_stage(resolution, batch_size)``;
-    the LightningModule must have booleans ``leffa_loss_enabled`` (set per stage) and ``stage_finished``
-    (set before each batch; its ``on_train_batch_start`` must then return -1 to end the epoch)."""
+    """Applies ``stages`` in order. The data module must offer ``set_stage(resolution, batch_size)``, the
+    LightningModule ``set_stage(leffa_loss, end_step)`` (its ``on_train_batch_start`` returns -1 from
+    ``end_step`` on, ending the epoch of a resumed run whose stage is over; see ``LeffaModule``)."""
 
     def __init__(self, stages: list[Stage]):
         if not stages:
@@ -62,8 +62,15 @@ class StageSchedule(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if not hasattr(trainer.datamodule, "set_stage"):
-            raise TypeError(f"StageSchedule needs a data module with set_stage(); got {type(trainer.datamodule)}")
+        for part, name in ((trainer.datamodule, "data module"), (pl_module, "LightningModule")):
+            if not callable(getattr(part, "set_stage", None)):
+                raise TypeError(f"StageSchedule needs a {name} with set_stage(); got {type(part).__name__}")
+        for stage_ in self.stages:  # fail now, not when the Leffa stage begins
+            if stage_.leffa_loss and callable(getattr(pl_module, "check_leffa_resolution", None)):
+                try:
+                    pl_module.check_leffa_resolution(stage_.resolution)
+                except ValueError as error:
+                    raise ValueError(f"stage {stage_.name!r}: {error}") from None
         self._trainer = trainer
         trainer.reload_dataloaders_every_n_epochs = 1
         # Stages count optimizer steps; epochs end at every stage boundary, so they must not limit training.
@@ -92,13 +99,6 @@ class StageSchedule(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start_step = trainer.global_step
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx) -> None:
-        # Only after a resume can a batch start in a stage that is already over: Lightning finishing the
-        # restored epoch (it fetches one more batch when no validation is due), or starting a new epoch
-        # without epoch hooks after a checkpoint written at the epoch's last batch.
-        open_ended = self.current == len(self.stages) - 1
-        pl_module.stage_finished = not open_ended and trainer.global_step >= self.ends[self.current]
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._enter(trainer, pl_module, step=trainer.global_step)
 
@@ -116,8 +116,9 @@ class StageSchedule(pl.Callback):
         self.current = index
         trainer.datamodule.set_stage(stage.resolution, stage.batch_size)
         trainer.accumulate_grad_batches = stage.accumulate_grad_batches
-        pl_module.leffa_loss_enabled = stage.leffa_loss
+        open_ended = index == len(self.stages) - 1
+        pl_module.set_stage(stage.leffa_loss, end_step=None if open_ended else self.ends[index])
         # End the coming epoch at this stage's last step (or run whole epochs in an open-ended last stage).
         remaining = self.ends[index] - step
-        last_stage_overrun = index == len(self.stages) - 1 and remaining <= 0
+        last_stage_overrun = open_ended and remaining <= 0
         trainer.limit_train_batches = 1.0 if last_stage_overrun else remaining * stage.accumulate_grad_batches

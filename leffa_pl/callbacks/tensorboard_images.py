@@ -8,6 +8,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchvision.utils import flow_to_image, make_grid
 
 from leffa_pl.metrics.flow_error import end_point_error, upsample_flow
+from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
 
 
 def _to_unit(image: torch.Tensor) -> torch.Tensor:
@@ -28,17 +29,28 @@ def flow_colour(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 class LeffaImageLogger(pl.Callback):
-    """Logs, at the LightningModule's image steps, for the first sample that the Leffa loss covers:
-    reference | target | loss region | per selected layer: warped reference, flow colour.
+    """Logs every ``every_n_steps`` optimizer steps, for the first sample that the Leffa loss covers:
+    reference | target | loss region | per layer (the first ``max_layers``): warped reference, flow colour.
     Also the attention-flow end-point error when the batch carries a ground-truth ``flow``.
-    At validation: target | reference | generated for the first batch of each validation loader."""
+    At validation: target | reference | generated for the first batch of each validation loader.
 
-    def __init__(self, max_layers: int = 16):
-        self.max_layers = max_layers
+    The module computes the images (``set_image_interval``) and returns them in its step outputs
+    (``leffa_pl.training.step_outputs``); without this callback it keeps none.
+    """
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx):
-        leffa = outputs.get("leffa") if isinstance(outputs, dict) else None
-        if leffa is None or not outputs.get("log_images"):
+    def __init__(self, every_n_steps: int = 100, max_layers: int = 16):
+        self.every_n_steps, self.max_layers = every_n_steps, max_layers
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not callable(getattr(pl_module, "set_image_interval", None)):
+            raise TypeError(f"LeffaImageLogger needs a LightningModule with set_image_interval(); got "
+                            f"{type(pl_module).__name__}")
+        pl_module.set_image_interval(self.every_n_steps)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: TrainingStepOutput,
+                           batch, batch_idx):
+        leffa = outputs["leffa"]
+        if leffa is None or not outputs["log_images"]:
             return
         active = leffa.active.nonzero().squeeze(1)
         if "flow" in batch and len(active):
@@ -62,7 +74,8 @@ class LeffaImageLogger(pl.Callback):
         logger.experiment.add_text("train/leffa_layers", f"reference, target, region, then per layer "
                                    f"(warped, flow): {names}", trainer.global_step)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+    def on_validation_batch_end(self, trainer, pl_module, outputs: ValidationStepOutput, batch, batch_idx,
+                                dataloader_idx=0):
         logger = _tensorboard(trainer)
         if logger is None or batch_idx != 0 or not trainer.is_global_zero or trainer.sanity_checking:
             return

@@ -19,7 +19,10 @@ from typing import Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from leffa_pl.atomic_write import unwritable_reason
+from leffa_pl.callbacks.preemption import EXIT_SIGTERM
 from leffa_pl.data import deepfashion
 from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError, no_such_folder
@@ -101,6 +104,9 @@ def _check_inputs(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path is not None and not path.is_file():
             problems.append(f"{path}: no such file (--{option.replace('_', '-')})")
+    reason = None if problems else unwritable_reason(args.out)  # creates it: only for a run that goes ahead
+    if reason is not None:
+        problems.append(f"{args.out}: the output folder cannot be written ({reason}) (--out)")
     if problems:
         raise EvaluationInputError("; ".join(problems))
 
@@ -112,6 +118,9 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     pairings = [None] if args.dataset == "deepfashion" else (
         ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
     model, model_description = load_model(args.checkpoint, args.base_model)
+    if any(side % model.vae_scale_factor for side in resolution):
+        raise EvaluationInputError(f"--resolution {resolution[0]}x{resolution[1]}: height and width must be "
+                                   f"multiples of {model.vae_scale_factor} (the VAE's downsampling, as in training)")
     settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, repaint=args.repaint,
                                reference_acceleration=args.reference_acceleration)
@@ -203,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         results = evaluate(args)
+    except SIGTERMException:
+        print(f"leffa-pl-evaluate: stopped by SIGTERM; the PNGs written so far are kept in {args.out}: run the "
+              "same command again to generate the rest", file=sys.stderr)
+        return EXIT_SIGTERM
     except (EvaluationInputError, CheckpointError, DatasetFilesError, DataFileError, ScoreInputError,
             ImageReadError, OutputFolderError) as error:
         print(f"leffa-pl-evaluate: error: {error}", file=sys.stderr)

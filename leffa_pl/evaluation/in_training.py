@@ -11,6 +11,7 @@ from leffa_pl.evaluation.report import ScoreResult, log_results
 from leffa_pl.metrics.perceptual import build_lpips_network
 from leffa_pl.metrics.suite import PAIRED_METRICS, MetricSuite, quantize_images
 from leffa_pl.metrics.weights import WeightsUnavailable
+from leffa_pl.training.step_outputs import ValidationStepOutput
 
 SET_METRICS_REASON = ("not computed inside training: the validation subset is too small for FID/KID. "
                       "Run leffa-pl-evaluate on a checkpoint")
@@ -20,8 +21,9 @@ class ValidationScores(pl.Callback):
     """SSIM / LPIPS / PSNR of the generated validation samples of the first (paired) validation loader against
     their targets, under ``protocol``'s settings; logged as ``<prefix>/<metric>`` with the Markdown report.
 
-    Uses the ``generated`` images that ``LeffaModule.validation_step`` returns. The metric states sync across
-    DDP ranks, so the values cover every rank's samples. Missing LPIPS weights are reported as not computed.
+    Reads the ``generated`` images of ``LeffaModule.validation_step``'s ``ValidationStepOutput``. The metric
+    states sync across DDP ranks, so the values cover every rank's samples. Missing LPIPS weights are reported
+    as not computed.
     """
 
     def __init__(self, protocol: str = "vton-paired", lpips_weights: str | os.PathLike | None = None,
@@ -47,9 +49,9 @@ class ValidationScores(pl.Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.suite.to(pl_module.device).reset()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
+    def on_validation_batch_end(self, trainer, pl_module, outputs: ValidationStepOutput, batch, batch_idx,
                                 dataloader_idx=0) -> None:
-        if dataloader_idx != 0 or not isinstance(outputs, dict) or "generated" not in outputs:
+        if dataloader_idx != 0:
             return
         self.resolution = tuple(outputs["generated"].shape[-2:])
         self.suite.update(quantize_images(outputs["generated"]), quantize_images(batch["person"]))

@@ -7,7 +7,9 @@ inside an id shortened to ``_to_``: ``00006_00.jpg`` -> ``00006_00``, ``a/b c.jp
 
 A run first lists the pairs whose PNG is missing and generates only those, so an interrupted run resumes
 where it stopped; PNGs are written atomically (temporary file, then rename), so a file that exists is whole.
-``prediction.json`` records the model, resolution, sampler settings and seed: resuming with others is refused.
+``prediction.json`` records the model (a description and the SHA-256 of its weights), resolution, sampler settings
+and seed: resuming with others is refused, so images of a retrained checkpoint at the same path are never mixed
+with the old ones. A damaged PNG found there is reported with "delete it and rerun".
 Every pair has its own generator, seeded from the seed and its ids, so an image does not depend on the batch
 it fell in or on the number of devices.
 """
@@ -28,13 +30,15 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
+from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
-from leffa_pl.model.checkpoint import CheckpointError, check_state_dict
+from leffa_pl.model.checkpoint import CheckpointError, check_state_dict, weights_fingerprint
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
@@ -104,31 +108,43 @@ def plan_predictions(dataset: PairDataset, out_dir: str | os.PathLike) -> Predic
     return PredictionPlan(out_dir, names, unique, pending)
 
 
-def remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files left by an interrupted run (their PNG was never renamed into place)."""
-    for stale in out_dir.glob(".*.png.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 class OutputFolderError(ValueError):
     """An output folder holding images generated with other settings."""
 
 
 def check_manifest(out_dir: Path, manifest: Mapping[str, Any]) -> None:
     """Record how the images of ``out_dir`` are generated (``prediction.json``); resuming into a folder whose
-    images came from another model, resolution, sampler or seed is refused, as the PNGs would be mixed."""
+    images came from other weights, resolution, sampler or seed is refused, as the PNGs would be mixed. The
+    model's description (its path) is for people: the weights' fingerprint decides."""
     path = out_dir / MANIFEST
     wanted = json.loads(json.dumps(manifest))
     if not path.is_file():
-        path.write_text(json.dumps(wanted, indent=2) + "\n")
+        with atomic_write(path) as temporary:
+            temporary.write_text(json.dumps(wanted, indent=2) + "\n")
         return
     stored = json.loads(path.read_text())
     changed = [f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in wanted.items()
-               if stored.get(key) != value]
+               if key != "model" and stored.get(key) != value]
     if changed:
         raise OutputFolderError(f"{out_dir}: holds images generated with other settings "
                                 f"({'; '.join(changed)}). Give another output folder, or empty this one to "
                                 "start again")
+
+
+def check_written_pngs(plan: PredictionPlan) -> None:
+    """PNGs already in the folder are complete (written atomically) unless damaged since: check their chunk
+    checksums (PIL ``verify``, no decoding) before they are kept and scored."""
+    pending = set(plan.pending)
+    for index in plan.unique:
+        path = plan.out_dir / plan.names[index]
+        if index in pending:
+            continue
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except Exception as error:  # PIL raises many types on damaged files; all mean the same here
+            raise OutputFolderError(f"{path}: a damaged PNG in the output folder ({error}); delete it and rerun: "
+                                    "the missing image is generated again") from None
 
 
 class ShardSampler(DistributedSampler):
@@ -174,8 +190,9 @@ class PairPredictionData(pl.LightningDataModule):
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
                 check_manifest(self.out_dir, self.manifest)
-                remove_stale_temporaries(self.out_dir)
+                remove_stale_temporaries(self.out_dir, "*.png")  # PNGs an interrupted run never renamed
                 plan = plan_predictions(self.dataset, self.out_dir)
+                check_written_pngs(plan)
             except (OutputFolderError, ValueError, TypeError) as error:
                 plan = error  # raised on every rank below, so that none waits for the others
         if self.trainer is not None:
@@ -267,6 +284,7 @@ class LeffaPredictor(pl.LightningModule):
         self.settings = settings or SamplerSettings()
         self.seed = seed
         self.description = description  # what the model is (``load_model``), recorded with the images
+        self.fingerprint = weights_fingerprint(self.model.state_dict())  # recorded too: decides a resume
         self.sampler = LeffaSampler(self.model, self.settings)
 
     def generators(self, batch: Mapping[str, Any]) -> list[torch.Generator]:
@@ -282,17 +300,17 @@ class LeffaPredictor(pl.LightningModule):
 
 
 def write_png(path: Path, image: torch.Tensor) -> None:
-    """uint8 ``[3, H, W]`` to a PNG, atomically: a temporary file in the same folder, then a rename."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    """uint8 ``[3, H, W]`` to a PNG, atomically (``atomic_write``)."""
+    with atomic_write(path) as temporary:
         Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(temporary, format="PNG")
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 class PNGWriter(BasePredictionWriter):
-    """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes."""
+    """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes.
+
+    On SIGTERM it stops after writing the batch in progress (Lightning notes the signal but its predict loop
+    would go on to the end) by raising Lightning's ``SIGTERMException``: what is written stays, a rerun resumes.
+    """
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         super().__init__(write_interval="batch")
@@ -304,6 +322,8 @@ class PNGWriter(BasePredictionWriter):
         for image, person_id, reference_id in zip(prediction["images"], prediction["person_id"],
                                                   prediction["reference_id"]):
             write_png(self.out_dir / output_name(person_id, reference_id), image)
+        if trainer.received_sigterm:
+            raise SIGTERMException
 
 
 # ---------------------------------------------------------------------------------------- entry
@@ -328,7 +348,8 @@ def predict_pairs(source: pl.LightningDataModule, predictor: LeffaPredictor, out
     the other ranks, which under DDP run the calling script too and should stop there.
     """
     options = options or PredictionOptions()
-    manifest = {"model": predictor.description, "resolution": list(getattr(source, "resolution", ())),
+    manifest = {"model": predictor.description, "weights_sha256": predictor.fingerprint,
+                "resolution": list(getattr(source, "resolution", ())),
                 "sampler": asdict(predictor.settings), "seed": predictor.seed}
     data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers, manifest)
     trainer = pl.Trainer(accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,

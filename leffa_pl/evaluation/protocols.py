@@ -53,10 +53,12 @@ PROTOCOLS: dict[str, Protocol] = {
         lpips_net="alex",
         ground_truth_resize="bicubic",
         needs_ground_truth=True,
-        real_set="all DeepFashion training images (train.lst, 48,674), resized like the ground truth",
+        real_set="all DeepFashion training images of train.lst (48,674 in the released split), resized like the "
+                 "ground truth",
         real_set_defaults_to_ground_truth=False,
         literature=_DEEPFASHION_LITERATURE,
-        notes=("Generated: the 8,570 test pairs (fasion-resize-pairs-test.csv); every image is scored.",
+        notes=("The protocol generates every test pair of fasion-resize-pairs-test.csv (8,570 in the released "
+               "split; the published numbers are on those) and scores every image.",
                "The papers do not say which SSIM variant their tables use; CFLD's evaluator reports both "
                "(`ssim` = uniform 51 window, `ssim_256` = Gaussian sigma 1.5).")),
     "vton-paired": Protocol(

@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from leffa_pl.atomic_write import atomic_write
 from leffa_pl.evaluation.protocols import get_protocol
 from leffa_pl.metrics.suite import MetricResults
 
@@ -92,11 +93,13 @@ def markdown_report(result: ScoreResult) -> str:
 
 
 def write_report(result: ScoreResult, directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``metrics.md`` into ``directory``."""
+    """Write ``metrics.json`` and ``metrics.md`` into ``directory``, each atomically."""
     directory = Path(directory)
     json_path, markdown_path = directory / "metrics.json", directory / "metrics.md"
-    json_path.write_text(json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n")
-    markdown_path.write_text(markdown_report(result))
+    for path, text in ((json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"),
+                       (markdown_path, markdown_report(result))):
+        with atomic_write(path) as temporary:
+            temporary.write_text(text)
     return json_path, markdown_path
 
 

@@ -20,6 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from leffa_pl.atomic_write import atomic_write
+
 CACHE_FORMAT = 1
 log = logging.getLogger(__name__)
 
@@ -92,14 +94,12 @@ class RealStatisticsCache:
                               tensors.get("features") if need_features else None)
 
     def save(self, description: dict, statistics: RealStatistics) -> Path:
-        """Write atomically (temporary file, then rename)."""
+        """Write atomically (``atomic_write``)."""
         path = self.path_for(description)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {"feature_sum": statistics.feature_sum, "outer_sum": statistics.outer_sum,
                    "count": torch.tensor(statistics.count, dtype=torch.int64)}
         if statistics.features is not None:
             tensors["features"] = statistics.features.contiguous()
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(temporary), metadata={"description": json.dumps(description, sort_keys=True)})
-        os.replace(temporary, path)
+        with atomic_write(path) as temporary:
+            save_file(tensors, str(temporary), metadata={"description": json.dumps(description, sort_keys=True)})
         return path

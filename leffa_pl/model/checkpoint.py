@@ -6,14 +6,16 @@ failure is reported as a ``CheckpointError`` naming the file and the problem.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from leffa_pl.atomic_write import atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 MAX_LISTED_KEYS = 8
@@ -40,6 +42,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a readable checkpoint: {error}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path}: holds a {type(state).__name__}, expected a dict of tensors")
+    if "pytorch-lightning_version" in state:
+        raise CheckpointError(f"{path}: a Lightning training checkpoint, not a weights file. Resume its run with "
+                              f"leffa-pl fit --ckpt_path={path}; to start a new run from its weights, give the "
+                              "run's export (<run>/export/leffa.safetensors)")
     not_tensors = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise CheckpointError(f"{path}: not a flat state dict; non-tensor entries: {_listing(not_tensors)}")
@@ -65,22 +71,26 @@ def check_state_dict(path: str | os.PathLike, state: Mapping[str, torch.Tensor],
 
 
 def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
-    """Write atomically (temporary file, then rename); the format follows the suffix."""
+    """Write atomically (``atomic_write``); the format follows the suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+    with atomic_write(path) as temporary:
         if path.suffix == SAFETENSORS_SUFFIX:
-            save_file(tensors, temporary)
+            save_file(tensors, str(temporary))
         else:
             torch.save(tensors, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
+
+
+def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict's names, dtypes, shapes and bytes: the weights themselves, whatever file or
+    format (``.ckpt``, ``.pth``, ``.safetensors``) they came from. Cost: ``make bench-fingerprint``."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _listing(items: list[str]) -> str:

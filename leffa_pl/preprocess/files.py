@@ -1,40 +1,35 @@
-"""Atomic file writes: a temporary file in the target's folder, then a rename, so a file that exists is whole."""
+"""The files preprocessing writes, each atomically (``leffa_pl.atomic_write``), so a file that exists is whole."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
 
+from leffa_pl.atomic_write import atomic_write
 from leffa_pl.data.synthetic_vton import palette
 
 JPEG_QUALITY = 95
 
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(temporary)`` and rename the temporary file to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+def _write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(temporary)`` under ``atomic_write``."""
+    with atomic_write(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 
 def write_jpeg(path: Path, image: np.ndarray, quality: int = JPEG_QUALITY, subsampling: int = -1) -> Path:
     """RGB or grey uint8 JPEG (``subsampling=0``: no chroma subsampling, for colour-coded maps)."""
-    return atomic_write(path, lambda t: Image.fromarray(image).save(t, format="JPEG", quality=quality,
-                                                                       subsampling=subsampling))
+    return _write(path, lambda t: Image.fromarray(image).save(t, format="JPEG", quality=quality,
+                                                                  subsampling=subsampling))
 
 
 def write_png(path: Path, image: np.ndarray) -> Path:
-    return atomic_write(path, lambda t: Image.fromarray(image).save(t, format="PNG"))
+    return _write(path, lambda t: Image.fromarray(image).save(t, format="PNG"))
 
 
 def write_palette_png(path: Path, labels: np.ndarray) -> Path:
@@ -43,19 +38,19 @@ def write_palette_png(path: Path, labels: np.ndarray) -> Path:
         image = Image.fromarray(labels.astype(np.uint8), mode="P")
         image.putpalette(palette())
         image.save(temporary, format="PNG")
-    return atomic_write(path, save)
+    return _write(path, save)
 
 
 def write_json(path: Path, content: Any) -> Path:
-    return atomic_write(path, lambda t: t.write_text(json.dumps(content), encoding="utf-8"))
+    return _write(path, lambda t: t.write_text(json.dumps(content), encoding="utf-8"))
 
 
 def write_text(path: Path, text: str) -> Path:
-    return atomic_write(path, lambda t: t.write_text(text, encoding="utf-8"))
+    return _write(path, lambda t: t.write_text(text, encoding="utf-8"))
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> Path:
     def save(temporary: Path) -> None:
         with open(temporary, "wb") as handle:  # a file object: np.savez would append .npz to a name
             np.savez_compressed(handle, **arrays)
-    return atomic_write(path, save)
+    return _write(path, save)

@@ -23,6 +23,7 @@ from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
+from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
 from leffa_pl.training.trainable import TrainableChoice, select_trainable
 
 
@@ -64,7 +65,6 @@ class LeffaModule(pl.LightningModule):
         leffa_theta_resolution: float = 1 / 32,
         leffa_theta_timestep: int = 500,
         leffa_distance: str = "smooth_l1",
-        log_images_every_n_steps: int = 100,
         validation_scheduler: str = "ddpm",
         validation_steps: int = 10,
         validation_guidance_scale: float = 2.5,
@@ -84,9 +84,34 @@ class LeffaModule(pl.LightningModule):
                                     theta_timestep=leffa_theta_timestep, distance=leffa_distance)
         self.validation_sampler = SamplerSettings(scheduler=validation_scheduler, num_inference_steps=validation_steps,
                                                   guidance_scale=validation_guidance_scale)
-        self.leffa_loss_enabled = False  # switched by the StageSchedule callback
-        self.stage_finished = False  # set by the StageSchedule callback before each batch
+        self.leffa_loss_enabled = False  # set_stage
+        self._stage_end_step: int | None = None  # set_stage
+        self._image_every_n_steps = 0  # set_image_interval
         self._last_step_time: float | None = None
+
+    # ----------------------------------------------------------------------- called by the callbacks
+    def set_stage(self, leffa_loss: bool, end_step: int | None) -> None:
+        """``StageSchedule``, when a stage starts: its Leffa loss setting and the optimizer step its epoch ends
+        at (None: the open-ended last stage)."""
+        self.leffa_loss_enabled, self._stage_end_step = leffa_loss, end_step
+
+    def check_leffa_resolution(self, resolution: tuple[int, int]) -> None:
+        """``StageSchedule``, at the start, for each Leffa stage: raise when no self-attention layer's grid
+        reaches ``leffa_theta_resolution`` of the image height at ``resolution`` (the loss would have no layer).
+        The finest attention grid is the generative UNet's first attention level (each level halves the side)."""
+        unet = self.model.unet.config
+        level = next((i for i, kind in enumerate(unet.down_block_types) if "Attn" in kind), None)
+        height = resolution[0] // self.model.vae_scale_factor
+        finest = -(-height // 2**level) if level is not None else 0
+        theta = self.leffa_loss.theta_resolution
+        if finest / resolution[0] < theta * (1 - 1e-9):
+            raise ValueError(f"the Leffa loss selects no attention layer at {resolution[0]}x{resolution[1]}: the "
+                             f"finest attention grid has {finest} rows, {finest / resolution[0]:.4g} of the image "
+                             f"height, below leffa_theta_resolution={theta:.4g}; lower model.leffa_theta_resolution")
+
+    def set_image_interval(self, every_n_steps: int) -> None:
+        """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
+        self._image_every_n_steps = every_n_steps
 
     # ------------------------------------------------------------------------------------ training
     def sample_generators(self, batch: Mapping[str, Any], micro_batch: int) -> list[torch.Generator]:
@@ -116,7 +141,7 @@ class LeffaModule(pl.LightningModule):
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         return noisy, noise, timesteps, conditioning, keep.to(self.device)
 
-    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> dict[str, Any]:
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> TrainingStepOutput:
         micro_batch = batch_idx % self.trainer.accumulate_grad_batches
         noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
             batch, self.sample_generators(batch, micro_batch))
@@ -140,7 +165,7 @@ class LeffaModule(pl.LightningModule):
             values["loss/leffa"] = leffa.loss
         batch_size = noisy.shape[0]
         self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
-        return {"loss": total, "leffa": leffa, "log_images": log_images}
+        return TrainingStepOutput(loss=total, leffa=leffa, log_images=log_images)
 
     # Extension point for experiments (experiments/teacher_flow.py): named terms added to the training loss.
     records_attention = False  # True: training steps record attention even with the Leffa loss off
@@ -158,8 +183,12 @@ class LeffaModule(pl.LightningModule):
                                      "parameters/total": sum(summary.total.values())}, step=0)
 
     def on_train_batch_start(self, batch: Mapping[str, Any], batch_idx: int) -> int | None:
-        # -1 ends the epoch without training this batch (Lightning's API for it).
-        return -1 if self.stage_finished else None
+        # Only after a resume can a batch start in a stage that is already over: Lightning finishing the
+        # restored epoch (it fetches one more batch when no validation is due), or starting a new epoch
+        # without epoch hooks after a checkpoint written at the epoch's last batch. -1 ends the epoch
+        # without training this batch (Lightning's API for it).
+        over = self._stage_end_step is not None and self.global_step >= self._stage_end_step
+        return -1 if over else None
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
@@ -169,7 +198,7 @@ class LeffaModule(pl.LightningModule):
         self._last_step_time = now
 
     def _is_image_step(self, micro_batch: int) -> bool:
-        every = self.hparams.log_images_every_n_steps
+        every = self._image_every_n_steps
         return bool(every) and micro_batch == 0 and self.global_step % every == 0
 
     def _stop_if_not_finite(self, total: torch.Tensor, mse: torch.Tensor, leffa: LeffaLossOutput | None) -> None:
@@ -188,14 +217,15 @@ class LeffaModule(pl.LightningModule):
                                tuple(self.hparams.betas), self.hparams.weight_decay)
 
     # ---------------------------------------------------------------------------------- validation
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict:
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int,
+                        dataloader_idx: int = 0) -> ValidationStepOutput:
         """Generated samples (for the image logger) and, where ground truth exists, attention-flow EPE."""
         generator = torch.Generator().manual_seed(self.hparams.seed + batch_idx)
         images = LeffaSampler(self.model, self.validation_sampler)(batch, generator)
         if "flow" in batch:
             self.log("val/flow_epe", self.attention_flow_error(batch), on_step=False, on_epoch=True,
                      batch_size=len(batch["person_id"]))
-        return {"generated": images}
+        return ValidationStepOutput(generated=images)
 
     @torch.no_grad()
     def attention_flow_error(self, batch: Mapping[str, Any]) -> torch.Tensor:

@@ -1,0 +1,63 @@
+"""Atomic file writes: write a temporary file beside the target, then rename it over the target.
+
+A file that exists is therefore complete: an interrupted or failed write leaves the old file (or none),
+plus at most a hidden temporary ``.<name>.<pid>.tmp``, which the next run removes
+(``remove_stale_temporaries``). Files get the permissions a plain ``open`` gives them (0666 less the umask),
+whatever the writer used (safetensors and ``mkstemp`` create 0600).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def temporary_path(path: Path) -> Path:
+    """Where ``atomic_write`` writes ``path`` first: hidden, same folder (so the rename is atomic), one per
+    process (DDP ranks never share one)."""
+    return path.with_name(f".{path.name}.{os.getpid()}{TEMPORARY_SUFFIX}")
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields the temporary path to write to; renamed over ``path`` when the block succeeds, removed when
+    it fails."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_path(path)
+    try:
+        yield temporary
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name_pattern: str = "*") -> list[Path]:
+    """Remove the temporaries of interrupted writes of files matching ``name_pattern`` in ``folder``; returns
+    them. Call it when nothing else writes there (a run's start, before its writers start)."""
+    stale = sorted(Path(folder).glob(f".{name_pattern}.*{TEMPORARY_SUFFIX}"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why files cannot be written into ``folder`` (created if missing), or None: found by writing one now,
+    rather than at the first checkpoint, export or image."""
+    folder = Path(folder)
+    probe = folder / ".write-check"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_write(probe) as temporary:
+            temporary.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

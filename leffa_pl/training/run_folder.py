@@ -1,0 +1,80 @@
+"""The run folder of ``leffa-pl fit``: checks made before any work starts.
+
+A run writes its checkpoints, export and TensorBoard logs under ``run.dir`` (the trainer configs place every
+path there by interpolation). A second run into a folder holding another run's files would overwrite its
+export and leave ``last.ckpt`` pointing at the old run, so a non-empty run folder is refused unless the run
+resumes (``--ckpt_path``) or is told to overwrite (``--run.overwrite=true``, which empties it first).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
+
+LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
+
+
+class RunFolderError(ValueError):
+    """A run folder, output folder or resume checkpoint that cannot be used, with the fix in the message."""
+
+
+def prepare_run_folder(run_dir: str | os.PathLike, resuming: bool, overwrite: bool) -> None:
+    """Refuse another run's folder (see the module docstring); with ``overwrite``, empty it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()) or resuming:
+        return
+    if not overwrite:
+        held = ", ".join(sorted(path.name for path in run_dir.iterdir())[:6])
+        raise RunFolderError(
+            f"{run_dir}: the run folder already holds a run ({held}). Resume it with "
+            f"--ckpt_path={run_dir}/checkpoints/last.ckpt, give another folder with --run.dir=..., or "
+            "replace it with --run.overwrite=true (deletes its contents)")
+    rank_zero_info(f"--run.overwrite: removing the previous run in {run_dir}")
+    for path in run_dir.iterdir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Fail now if the ``what`` folder cannot be written, not at the first checkpoint or export."""
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise RunFolderError(f"{folder}: the {what} folder cannot be written ({reason}); give a writable folder")
+
+
+def remove_stale_checkpoint_temporaries(folder: str | os.PathLike) -> None:
+    """Temporaries of checkpoint writes a crash interrupted (as large as a checkpoint)."""
+    for path in remove_stale_temporaries(folder, "*.ckpt") if Path(folder).is_dir() else []:
+        rank_zero_info(f"removed {path}: a checkpoint write that never finished")
+
+
+def check_resume_checkpoint(path: str | os.PathLike) -> None:
+    """``--ckpt_path`` must be a Lightning checkpoint of a training run; say what the file is otherwise.
+
+    Reads the file memory-mapped and weights-only: only the pickle is parsed, the tensors are not read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"{path}: no such checkpoint file (--ckpt_path)")
+    advice = (f"--ckpt_path resumes a Lightning training checkpoint (<run>/checkpoints/last.ckpt). To start a new "
+              f"run from the weights of {path}, give it as --model.init_checkpoint={path} instead")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # torch.load raises many types on other files; all mean the same here
+        if path.suffix == ".safetensors":
+            raise RunFolderError(f"{path}: a safetensors weights file, not a training checkpoint. {advice}") from None
+        raise RunFolderError(f"{path}: not a checkpoint that torch.load reads weights-only ({error}). "
+                             f"--ckpt_path takes a Lightning training checkpoint (<run>/checkpoints/last.ckpt)"
+                             ) from None
+    if not isinstance(content, Mapping) or not all(key in content for key in LIGHTNING_KEYS):
+        if isinstance(content, Mapping) and content and all(isinstance(v, torch.Tensor) for v in content.values()):
+            raise RunFolderError(f"{path}: a weights file (flat state dict, as the export and the released "
+                                 f"checkpoints are), not a training checkpoint. {advice}")
+        raise RunFolderError(f"{path}: not a Lightning training checkpoint (no {' / '.join(LIGHTNING_KEYS)})."
+                             f" {advice}")

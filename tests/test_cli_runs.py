@@ -1,0 +1,133 @@
+"""leffa-pl fit as a user runs it (LightningCLI, YAML config, in this process): run folders, SIGTERM, resume."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from leffa_pl.cli import main
+from leffa_pl.model.leffa_model import LeffaModel
+
+STAGES = [{"name": "a", "steps": 2, "resolution": [32, 24], "batch_size": 2},
+          {"name": "b", "steps": 3, "resolution": [32, 24], "batch_size": 2, "leffa_loss": True}]
+
+
+def write_config(folder: Path, run_dir: Path, *callbacks: dict) -> Path:
+    config = {
+        "seed_everything": 0,
+        "run": {"dir": str(run_dir)},
+        "trainer": {
+            "accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
+            "enable_model_summary": False, "num_sanity_val_steps": 0, "limit_val_batches": 0,
+            "default_root_dir": "${run.dir}",
+            "plugins": [{"class_path": "leffa_pl.training.atomic_checkpoint.AtomicCheckpointIO"}],
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"dirpath": "${run.dir}/checkpoints", "save_last": True}},
+                          *callbacks]},
+        "model": {"learning_rate": 1e-3},
+        "data": {"class_path": "training_helpers.RandomTryOnDataModule", "init_args": {"size": 16, "shuffle": True}},
+        "stages": {"stages": STAGES},
+        "export": {"dirpath": "${run.dir}/export"},
+    }
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def losses(path: Path) -> list[tuple[int, float]]:
+    return [(int(step), float(loss)) for step, loss in (line.split() for line in path.read_text().splitlines())]
+
+
+def loss_log(path: Path) -> dict:
+    return {"class_path": "training_helpers.LossLog", "init_args": {"path": str(path)}}
+
+
+def test_sigterm_saves_last_ckpt_exits_143_and_the_resumed_run_reproduces_the_losses(tmp_path):
+    (tmp_path / "full").mkdir(), (tmp_path / "killed").mkdir()
+    full = write_config(tmp_path / "full", tmp_path / "full" / "run", loss_log(tmp_path / "full.txt"))
+    main(["fit", f"--config={full}"])
+    killed = write_config(tmp_path / "killed", tmp_path / "killed" / "run", loss_log(tmp_path / "killed.txt"),
+                          {"class_path": "training_helpers.SigtermAtStep", "init_args": {"step": 3}})
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", f"--config={killed}"])
+    assert stopped.value.code == 143
+    last = tmp_path / "killed" / "run" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 3  # mid-stage b, not at an epoch end
+    assert list((tmp_path / "killed" / "run" / "export").iterdir()) == []  # training did not end: no export
+    assert [name for name in last.parent.iterdir() if name.name.startswith(".")] == []
+
+    stale = last.parent / ".last.ckpt.999.tmp"  # a checkpoint write a crash interrupted: removed at the start
+    stale.write_bytes(b"half a checkpoint")
+    resume = write_config(tmp_path / "killed", tmp_path / "killed" / "run", loss_log(tmp_path / "resumed.txt"))
+    main(["fit", f"--config={resume}", f"--ckpt_path={last}"])
+    assert losses(tmp_path / "killed.txt") + losses(tmp_path / "resumed.txt") == losses(tmp_path / "full.txt")
+    assert [step for step, _ in losses(tmp_path / "full.txt")] == [1, 2, 3, 4, 5]
+    assert not stale.exists()
+
+
+def refusal(*args: str) -> str:
+    """The error leffa-pl fit exits with before training."""
+    with pytest.raises(SystemExit) as stopped:
+        main(["fit", *args])
+    return str(stopped.value.code)
+
+
+def test_a_used_run_folder_is_refused_unless_resuming_or_overwriting(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"another run's")
+    config = write_config(tmp_path, run_dir)
+    message = refusal(f"--config={config}")
+    assert f"{run_dir}: the run folder already holds a run (checkpoints)" in message
+    assert "--ckpt_path=" in message and "--run.overwrite=true" in message
+
+
+def test_overwrite_empties_the_run_folder_first(tmp_path):
+    from leffa_pl.training.run_folder import prepare_run_folder
+
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "leffa.pth").write_bytes(b"old")
+    (tmp_path / "notes.txt").write_text("old")
+    prepare_run_folder(tmp_path, resuming=False, overwrite=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ckpt_path_that_is_not_a_training_checkpoint_says_what_it_is(tmp_path):
+    config = write_config(tmp_path, tmp_path / "run")
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint")
+    assert "not a checkpoint that torch.load reads" in refusal(f"--config={config}", f"--ckpt_path={text}")
+    exported = LeffaModel.tiny().export(tmp_path / "leffa.pth")
+    message = refusal(f"--config={config}", f"--ckpt_path={exported}")
+    assert f"{exported}: a weights file (flat state dict" in message
+    assert f"--model.init_checkpoint={exported}" in message
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = write_config(tmp_path, blocker / "run")
+    assert f"{blocker / 'run'}: the run folder cannot be written" in refusal(f"--config={config}")
+
+
+def test_a_lightning_checkpoint_as_init_checkpoint_says_to_use_ckpt_path(tmp_path):
+    from leffa_pl.model.checkpoint import CheckpointError
+    from leffa_pl.training.leffa_module import LeffaModule
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"pytorch-lightning_version": "2.6.6", "global_step": 3,
+                "state_dict": {f"model.{k}": v for k, v in LeffaModel.tiny().state_dict().items()}}, path)
+    with pytest.raises(CheckpointError, match=f"{path}: a Lightning training checkpoint.*--ckpt_path={path}"):
+        LeffaModule(init_checkpoint=str(path))
+
+
+def test_exported_weights_are_world_readable_like_checkpoints(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for suffix in (".pth", ".safetensors"):
+        path = LeffaModel.tiny().export(tmp_path / f"leffa{suffix}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

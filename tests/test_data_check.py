@@ -14,7 +14,7 @@ from PIL import Image
 from leffa_pl.data import check_data, synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError
-from leffa_pl.data.io import read_json, read_label, read_pair_list, read_rgb
+from leffa_pl.data.io import parsing_palette, read_json, read_label, read_pair_list, read_rgb
 
 SIZE = (64, 48)
 
@@ -136,7 +136,7 @@ def test_readers_name_the_file(tmp_path):
         read_rgb(tmp_path / "nothing.jpg")
     palette = tmp_path / "palette.png"
     image = Image.fromarray(np.array([[0, 5], [13, 19]], np.uint8), mode="P")
-    image.putpalette(synthetic_vton.palette())
+    image.putpalette(parsing_palette())
     image.save(palette)
     assert read_label(palette).tolist() == [[0, 5], [13, 19]]  # indices, not colours
 

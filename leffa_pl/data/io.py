@@ -23,6 +23,29 @@ from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileRepo
 from leffa_pl.data.layout import FLOW_KEY
 
 
+def parsing_palette(count: int = 256) -> list[int]:
+    """The usual parsing palette (label bits spread over R, G, B), as a flat PIL palette."""
+    colors = []
+    for label in range(count):
+        r = g = b = 0
+        value, bit = label, 0
+        while value:
+            r |= ((value >> 0) & 1) << (7 - bit)
+            g |= ((value >> 1) & 1) << (7 - bit)
+            b |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+            bit += 1
+        colors += [r, g, b]
+    return colors
+
+
+def label_image(labels: np.ndarray) -> Image.Image:
+    """Label indices as a palette ("P") image in the datasets' parsing palette, as they store parsings."""
+    image = Image.fromarray(labels.astype(np.uint8), mode="P")
+    image.putpalette(parsing_palette())
+    return image
+
+
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
         with Image.open(path) as image:

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from leffa_pl.data import dresscode, masks, vitonhd
+from leffa_pl.data.io import label_image
 from leffa_pl.data.layout import FLOW_FOLDER, FLOW_KEY
 
 DEFAULT_SIZE = (256, 192)
@@ -49,22 +50,6 @@ SILHOUETTES = {
 }
 ANCHORS = {UPPER: [(0.26, 0.24), (0.74, 0.24), (0.50, 0.80)], PANTS: [(0.31, 0.10), (0.69, 0.10), (0.50, 0.90)],
            SKIRT: [(0.33, 0.12), (0.67, 0.12), (0.50, 0.62)], DRESS: [(0.31, 0.12), (0.69, 0.12), (0.50, 0.92)]}
-
-
-def palette(count: int = 256) -> list[int]:
-    """The usual parsing palette (label bits spread over R, G, B), as a flat PIL palette."""
-    colors = []
-    for label in range(count):
-        r = g = b = 0
-        value, bit = label, 0
-        while value:
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-            bit += 1
-        colors += [r, g, b]
-    return colors
 
 
 # -- the person -------------------------------------------------------------------------------------
@@ -318,9 +303,7 @@ def _save_jpeg(path: Path, image: np.ndarray) -> None:
 
 
 def _save_palette_png(path: Path, labels: np.ndarray) -> None:
-    image = Image.fromarray(labels.astype(np.uint8), mode="P")
-    image.putpalette(palette())
-    image.save(path)
+    label_image(labels).save(path)
 
 
 def _save_flow(path: Path, flow: np.ndarray) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from leffa_pl.atomic_write import atomic_write
-from leffa_pl.data.synthetic_vton import palette
+from leffa_pl.data.io import label_image
 
 JPEG_QUALITY = 95
 
@@ -34,11 +34,7 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 
 def write_palette_png(path: Path, labels: np.ndarray) -> Path:
     """Label indices as a palette ("P") PNG, as the datasets store parsings."""
-    def save(temporary: Path) -> None:
-        image = Image.fromarray(labels.astype(np.uint8), mode="P")
-        image.putpalette(palette())
-        image.save(temporary, format="PNG")
-    return _write(path, save)
+    return _write(path, lambda t: label_image(labels).save(t, format="PNG"))
 
 
 def write_json(path: Path, content: Any) -> Path:

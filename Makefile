@@ -164,3 +164,8 @@ exp-flow: $(EXPERIMENTS_INSTALLED)
 # Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).
 bench-train: $(INSTALLED)
 	$(PY) benchmarks/bench_train.py
+
+# Channels-last and torch.compile (inductor) on the training step: eager / channels_last / compile / both (tiny, CPU).
+.PHONY: bench-levers
+bench-levers: $(INSTALLED)
+	$(PY) benchmarks/bench_levers.py

@@ -39,7 +39,6 @@ from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.presets import sd15_inpainting_unet_config, sd15_vae_config
 from leffa_pl.training.leffa_module import LeffaModule
-from leffa_pl.training.trainable import select_trainable
 
 
 @dataclass
@@ -53,6 +52,8 @@ class Config:
     gradient_checkpointing: bool
     warmup: int
     steps: int
+    channels_last: bool = False
+    torch_compile: bool = False
 
 
 def configurations(device: str, warmup: int, steps: int) -> list[Config]:
@@ -111,6 +112,7 @@ class StepMeter(pl.Callback):
     def __init__(self, warmup: int, device: str):
         self.warmup, self.device = warmup, device
         self.seconds: list[float] = []
+        self.warmup_seconds: list[float] = []  # where compilation and first allocations happen
         self.peak_bytes = 0
 
     def _sync(self) -> None:
@@ -128,8 +130,11 @@ class StepMeter(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync()
-        if trainer.global_step > self.warmup:  # global_step already counts this step
-            self.seconds.append(time.perf_counter() - self._start)
+        seconds = time.perf_counter() - self._start
+        if trainer.global_step <= self.warmup:  # global_step already counts this step
+            self.warmup_seconds.append(seconds)
+        else:
+            self.seconds.append(seconds)
             self.peak_bytes = (torch.cuda.max_memory_allocated() if self.device == "cuda"
                                else _status_bytes("VmHWM"))
 
@@ -137,15 +142,12 @@ class StepMeter(pl.Callback):
 def build_module(config: Config) -> LeffaModule:
     # theta_timestep 1000 and no reference dropout: every sample takes the Leffa loss (see the docstring).
     module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000,
-                         gradient_checkpointing=config.gradient_checkpointing)
+                         gradient_checkpointing=config.gradient_checkpointing, channels_last=config.channels_last,
+                         torch_compile=config.torch_compile)
     if config.model == "sd15":
         # LeffaModule builds the tiny model without a base-model folder; the SD1.5 architecture is built
         # from its configs instead (random weights: the timing does not depend on them).
-        module.model = LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config())
-        module.trainable_summary = select_trainable(module.model)
-        if config.gradient_checkpointing:
-            module.model.unet.enable_gradient_checkpointing()
-            module.model.unet_encoder.enable_gradient_checkpointing()
+        module.use_model(LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config()))
     return module
 
 
@@ -161,7 +163,8 @@ def measure(config: Config) -> dict:
                          enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                          num_sanity_val_steps=0)
     trainer.fit(module, datamodule=RepeatedSampleData(config.warmup + config.steps))
-    return {"seconds": statistics.median(meter.seconds), "peak_bytes": meter.peak_bytes,
+    return {"seconds": statistics.median(meter.seconds), "warmup_seconds": meter.warmup_seconds,
+            "peak_bytes": meter.peak_bytes,
             "parameters": sum(p.numel() for p in module.model.parameters())}
 
 

@@ -14,9 +14,12 @@ the batch) and model FLOPs utilisation against the device's dense bf16 peak (``P
 or ``--peak-tflops``). The planner's activation fits (CPU, fake tensors) run in a process of their own beside the
 GPU rows. Rows not started within ``--budget-s`` are reported as skipped; the elapsed time is printed.
 
+Budget (an estimate: no GPU was available to measure it): per row ~10 s of start-up and model build on the GPU,
+2 warm-up + 4 timed steps of about a second each at these batches on an H100-class GPU; 8 rows in 4-6 minutes.
+
     python benchmarks/bench_gpu.py                                                   # make bench-gpu
     python benchmarks/bench_gpu.py --device cpu --model tiny --resolutions 64x48 --batch-sizes 2 --precision 32-true \\
-         --leffa on --strategies ddp --warmup 1 --steps 1 --peak-tflops 1 --threads 1     # CPU smoke (a test)
+         --leffa on --strategies auto --warmup 1 --steps 1 --peak-tflops 1 --threads 1    # CPU smoke (a test)
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def format_row(config: Config, result: dict, flops_per_sample: int | None, plann
     planned_text = f"{planned / GIB:.1f}" if planned is not None else "-"
     for flag, text in (("skipped", "skipped (budget)"), ("timed_out", "timed out"), ("oom", "out of memory")):
         if result.get(flag):
-            return head + f"| {text} | - | - | - | {planned_text} | - | - |"
+            return head + f"| {text} | - | - | - | - | {planned_text} | - | - |"
     seconds = result["seconds"]
     step_flops = flops_per_sample * config.batch_size if flops_per_sample else None
     mfu = f"{step_flops / seconds / (peak * 1e12):.1%}" if step_flops and peak else "-"

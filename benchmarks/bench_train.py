@@ -227,6 +227,8 @@ def count_step_flops(model, resolution: tuple[int, int], leffa: bool, device: st
         if enabled:
             unet.enable_gradient_checkpointing()
     model.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the batch-1 step without checkpointing must not shape the timed steps' cache
     return counter.get_total_flops()
 
 

@@ -14,6 +14,7 @@ for them (``configs/trainer/gpu_fsdp.yaml``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -54,6 +55,13 @@ def blocks_to_shard(model: nn.Module) -> list[nn.Module]:
             if name in reached or not any(p.requires_grad for p in block.parameters())]
 
 
+@dataclass(frozen=True)
+class ShardingPlan:
+    units: list[nn.Module]  # each one FSDP unit; the rest of the UNets is the root unit
+    checkpointed: list[nn.Module]  # activation checkpointing
+    ignored: list[nn.Module]  # left out of FSDP: replicated, not trained
+
+
 class ShardedPrecision(FSDPPrecision):
     """``FSDPPrecision`` that clips by the gradient norm of the whole model: the local shards' squared norms summed
     over the ranks (under full sharding each gradient element lives on exactly one rank)."""
@@ -75,7 +83,7 @@ class LeffaFSDPStrategy(FSDPStrategy):
     strategy_name = "leffa_fsdp"
 
     def __init__(self, activation_checkpointing_blocks: bool = True, **kwargs: Any):
-        given = sorted(set(kwargs) & set(_SET_BY_THE_STRATEGY))
+        given = sorted(name for name in _SET_BY_THE_STRATEGY if kwargs.pop(name, None) is not None)
         if given:
             raise ValueError(f"LeffaFSDPStrategy sets {', '.join(given)} from the model itself "
                              f"(leffa_pl/training/sharding.py); remove {given} from the strategy's init_args")
@@ -98,6 +106,11 @@ class LeffaFSDPStrategy(FSDPStrategy):
             plugin = ShardedPrecision(plugin.precision, plugin.scaler)
         FSDPStrategy.precision_plugin.fset(self, plugin)
 
+    def sharding_plan(self, leffa: nn.Module) -> ShardingPlan:
+        """The FSDP units, checkpointed blocks and ignored modules of ``leffa`` (a ``LeffaModel``)."""
+        checkpointed = list(unet_blocks(leffa).values()) if self.activation_checkpointing_blocks else []
+        return ShardingPlan(units=blocks_to_shard(leffa), checkpointed=checkpointed, ignored=[leffa.vae])
+
     def _setup_model(self, model: nn.Module) -> nn.Module:
         """Wrap ``model`` (a ``LeffaModule``) as ``FSDPStrategy._setup_model`` does, with this model's units and
         the device itself as ``device_id`` (FSDP takes a CUDA index too, but refuses CPU given as an index)."""
@@ -107,14 +120,14 @@ class LeffaFSDPStrategy(FSDPStrategy):
             raise ValueError("LeffaFSDPStrategy checkpoints the UNet blocks itself: set "
                              "model.gradient_checkpointing=false (or the strategy's "
                              "activation_checkpointing_blocks=false to keep diffusers' checkpointing)")
-        units = {id(block) for block in blocks_to_shard(leffa)}
+        plan = self.sharding_plan(leffa)
+        units, checkpointed = {id(m) for m in plan.units}, {id(m) for m in plan.checkpointed}
         self.kwargs["auto_wrap_policy"] = CustomPolicy(lambda module: id(module) in units)
-        self.kwargs["ignored_modules"] = [leffa.vae]
-        leffa.vae.to(self.root_device)  # FSDP moves only what it shards
-        if self.activation_checkpointing_blocks:
-            checkpointed = {id(block) for block in unet_blocks(leffa).values()}
-            self._activation_checkpointing_kwargs = {
-                "auto_wrap_policy": CustomPolicy(lambda module: id(module) in checkpointed)}
+        self.kwargs["ignored_modules"] = plan.ignored
+        for module in plan.ignored:
+            module.to(self.root_device)  # FSDP moves only what it shards
+        self._activation_checkpointing_kwargs = (
+            {"auto_wrap_policy": CustomPolicy(lambda module: id(module) in checkpointed)} if checkpointed else {})
         wrapped = FullyShardedDataParallel(module=model, cpu_offload=self.cpu_offload,
                                            mixed_precision=self.mixed_precision_config,
                                            sharding_strategy=self.sharding_strategy, device_id=self.root_device,

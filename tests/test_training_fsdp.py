@@ -5,7 +5,7 @@ gpu_fsdp.yaml (``LeffaFSDPStrategy``: the process group, the wrap policy, activa
 VAE), lets it wrap a ``LeffaModule`` and runs one real ``training_step`` through the FSDP root as Lightning does
 (diffusion + Leffa loss: reference features and attention records flow through the sharded blocks), backward,
 the strategy's gradient-norm clipping (1.0) and SGD. The full parameters gathered by the strategy, and the
-export written from them, equal the single-process step's.
+export written from them, equal the single-process step's; the planner's FSDP gradient bytes equal the shards'.
 """
 
 import os
@@ -26,6 +26,7 @@ from torch.utils.data import default_collate
 from training_helpers import RandomTryOnDataset, SGDLeffaModule
 
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
+from leffa_pl.planning.plan import TrainingSetup, static_memory
 from leffa_pl.training.sharding import LeffaFSDPStrategy, ShardedPrecision, blocks_to_shard
 
 WORLD, PER_RANK = 2, 2
@@ -76,9 +77,13 @@ def _sharded_step(rank: int, port: int, out: Path) -> None:
         SimpleNamespace(strategy=strategy, is_global_zero=rank == 0), module)
     if rank == 0:
         local = {name: p.numel() for name, p in module.model.named_parameters()}
+        flat = [unit._flat_param for unit in units]  # each unit's FlatParameter: this rank's shard
+        sharded = {"weights": sum(f.nbytes for f in flat), "gradients": sum(f.grad.nbytes for f in flat
+                                                                             if f.grad is not None)}
         torch.save({"state": {k: v.clone() for k, v in state.items()}, "losses": losses / WORLD,
                     "units": len(units), "layers": len(output["leffa"].layers),
-                    "precision": type(strategy.precision_plugin).__name__, "local_numel": local}, out / "rank0.pt")
+                    "precision": type(strategy.precision_plugin).__name__, "local_numel": local,
+                    "sharded_bytes": sharded}, out / "rank0.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -117,5 +122,13 @@ def test_two_process_fsdp_step_equals_one_process_step_on_the_global_batch(tmp_p
     difference = max((state[k] - single[k]).abs().max().item() for k in single)
     # measured 1.2e-7 against a largest update of 0.05; clipping by the local shards' norm gives 1.5e-2
     assert difference <= 1e-5, difference
+    # the planner's FSDP terms for 2 devices: the shards' bytes as FSDP holds them (up to its padding of each unit)
+    plan = static_memory(module.model, TrainingSetup(devices=WORLD, strategy="fsdp", precision="32-true",
+                                                     gradient_checkpointing=True, trainable="both", optimizer="adamw",
+                                                     ema=False))
+    padding = sharded["units"] * (WORLD - 1) * 4  # FSDP pads each unit's flat parameter to a multiple of WORLD
+    assert abs(plan.gradients - sharded["sharded_bytes"]["gradients"]) <= padding  # measured: equal
+    vae = sum(p.nbytes for p in module.model.vae.parameters())
+    assert 0 < plan.weights - (vae + sharded["sharded_bytes"]["weights"]) < plan.gradients  # + the unsharded units
     exported = load_file(tmp_path / "export" / "leffa.safetensors")
     assert exported.keys() == single.keys() and all(torch.equal(exported[k], state[k]) for k in single)

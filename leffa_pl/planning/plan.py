@@ -170,7 +170,7 @@ def read_setup(trainer_paths: list[Path], overrides: argparse.Namespace) -> Trai
         raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: LeffaEMA refuses FSDP (it averages full parameters, "
                          "FSDP holds shards); remove it from trainer.callbacks")
     checkpointing = bool(model.get("gradient_checkpointing", False))
-    strategy_args = trainer["strategy"].get("init_args", {}) if isinstance(trainer.get("strategy"), dict) else {}
+    strategy_args = (trainer["strategy"].get("init_args") or {}) if isinstance(trainer.get("strategy"), dict) else {}
     if _strategy_class(trainer.get("strategy")) is LeffaFSDPStrategy:
         # the strategy checkpoints the blocks that diffusers' gradient checkpointing does (transformer, ResNet)
         checkpointing |= bool(strategy_args.get("activation_checkpointing_blocks", True))

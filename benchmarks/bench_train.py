@@ -22,7 +22,7 @@ Rows (``--rows``, default all):
   process's baseline RSS (Python, the torch/Lightning/diffusers libraries, before the model is built) is
   not in the planner: it is measured and shown apart.
 - ``sdxl``: the SDXL-size architecture built on the meta device; the planner's parameter, gradient and
-  optimizer memory (nothing is run).
+  optimizer memory under the GPU trainer configs (nothing is run).
 
 The GPU rows (SD1.5 size at 512x384 and 1024x768, bf16, DDP) are ``benchmarks/bench_gpu.py``, which imports
 the pieces here (``Config``, ``measure_in_subprocess``, ``planner_prediction``, ...).
@@ -330,19 +330,21 @@ def planned_table(configs: list[Config], threads: int | None) -> None:
 
 
 def sdxl_report() -> None:
-    """The SDXL-size architecture on the meta device: the planner's exact per-device terms (configs/trainer/gpu.yaml
-    settings: AdamW, EMA) under DDP and under FSDP over 8 devices."""
-    setup = read_setup(Path("configs/trainer/gpu.yaml"), argparse.Namespace(devices=1))
-    model = build_model("sdxl", setup.trainable)
+    """The SDXL-size architecture on the meta device: the planner's exact per-device terms under the trainer configs'
+    settings: configs/trainer/gpu.yaml (DDP, AdamW, EMA), with 8-bit AdamW, and gpu_fsdp.yaml over 8 devices."""
+    gpu = Path("configs/trainer/gpu.yaml")
+    ddp = read_setup([gpu], argparse.Namespace(devices=1))
+    fsdp = read_setup([gpu, Path("configs/trainer/gpu_fsdp.yaml")], argparse.Namespace(devices=8))
+    model = build_model("sdxl", ddp.trainable)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"SDXL-size architecture (meta device): {total:,} parameters, {trainable:,} trainable ({setup.trainable})\n")
-    print("| strategy | weights | gradients | optimizer | EMA | total per device |")
+    print(f"SDXL-size architecture (meta device): {total:,} parameters, {trainable:,} trainable ({ddp.trainable})\n")
+    print("| trainer | weights | gradients | optimizer | EMA | total per device |")
     print("|---|---|---|---|---|---|")
-    for label, run_setup in ((f"ddp, {setup.optimizer}", setup),
-                             ("ddp, adamw8bit", replace(setup, optimizer="adamw8bit")),
-                             (f"fsdp over 8, {setup.optimizer}", replace(setup, strategy="fsdp", devices=8))):
-        memory = static_memory(model, run_setup)
+    for label, setup in ((f"gpu.yaml: ddp, {ddp.optimizer}, EMA", ddp),
+                         ("gpu.yaml: ddp, adamw8bit, EMA", replace(ddp, optimizer="adamw8bit")),
+                         (f"gpu_fsdp.yaml: fsdp over 8, {fsdp.optimizer}, EMA {'on' if fsdp.ema else 'off'}", fsdp)):
+        memory = static_memory(model, setup)
         print(f"| {label} | {gib(memory.weights)} | {gib(memory.gradients)} | {gib(memory.optimizer)} "
               f"| {gib(memory.ema)} | {gib(memory.total)} |")
 

@@ -21,6 +21,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 # ---- memory plan: `make plan CONFIG=configs/stages/vton_paper.yaml ARCH=sd15 MEMORY=80 [TRAINER=...] [DEVICES=8]`
+# TRAINER: one trainer config or several layered in order (as `leffa-pl fit --config a --config b`).
 CONFIG ?= configs/stages/vton_paper.yaml
 ARCH ?= sd15
 MEMORY ?= 80
@@ -67,10 +68,11 @@ define train_demo
 	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
 endef
 
-# $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (configs/trainer/gpu.yaml).
+# $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (TRAINER: configs/trainer/gpu.yaml, or several
+# layered, e.g. TRAINER="configs/trainer/gpu.yaml configs/trainer/gpu_fsdp.yaml" for sharded training).
 define train_real
 	@echo "$@: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
-	$(CLI) fit --config configs/trainer/gpu.yaml --config $(1) --config $(2) \
+	$(CLI) fit $(foreach config,$(TRAINER),--config $(config)) --config $(1) --config $(2) \
 	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
 	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
 endef
@@ -161,9 +163,17 @@ $(EXPERIMENTS_INSTALLED): $(INSTALLED)
 exp-flow: $(EXPERIMENTS_INSTALLED)
 	$(PY) experiments/exp_flow.py
 
-# Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).
+# Training step time and peak memory on CPU, Leffa loss off vs on: tiny; SD1.5 size beside the planner's prediction;
+# the SDXL size's planned parameter memory. `make bench-train ROWS=sd15` for some of them (tiny sd15 sdxl).
+ROWS ?=
 bench-train: $(INSTALLED)
-	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_train.py $(if $(ROWS),--rows $(ROWS))
+
+# One GPU, under 8 minutes: SD1.5 size at 512x384 and 1024x768, paper settings, Leffa off/on, ddp vs single device,
+# peak memory beside the planner's, samples/s, MFU (not run yet: no GPU was available).
+.PHONY: bench-gpu
+bench-gpu: $(INSTALLED)
+	$(PY) benchmarks/bench_gpu.py
 
 # Channels-last and torch.compile (inductor) on the training step: eager / channels_last / compile / both (tiny, CPU).
 .PHONY: bench-levers

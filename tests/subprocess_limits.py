@@ -15,7 +15,10 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from unittest import mock
+
+import torch.multiprocessing as mp
 
 MAX_STRETCH = 8  # a limit never stretches past this many times its idle-machine seconds
 POLL_SECONDS = 1.0
@@ -76,6 +79,25 @@ def run_with_limit(command: Sequence[str], seconds: float, env: dict[str, str] |
         stdout, stderr = process.communicate()
     raise SubprocessTimeout(f"{' '.join(command)} ran past {deadline.describe()}; its output and stacks:\n"
                             f"{stdout[-2000:]}\n{stderr[-6000:]}")
+
+
+def spawn_with_limit(function: Callable[..., None], args: tuple, nprocs: int, seconds: float) -> None:
+    """``torch.multiprocessing.spawn(function, args, nprocs)`` (a failing rank raises here) that raises
+    ``SubprocessTimeout`` past ``seconds`` of an idle machine's time; the ranks' stacks go to stderr."""
+    deadline = LoadScaledDeadline(seconds)
+    with mock.patch.dict(os.environ, {"PYTHONFAULTHANDLER": "1"}):  # each rank's from its start (imports too)
+        context = mp.start_processes(function, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    while not context.join(timeout=POLL_SECONDS):
+        if deadline.expired():
+            alive = [process for process in context.processes if process.is_alive()]
+            for process in alive:
+                os.kill(process.pid, signal.SIGABRT)
+            for process in alive:
+                process.join(STACK_DUMP_SECONDS)
+                if process.is_alive():
+                    process.kill()
+            raise SubprocessTimeout(f"{nprocs} ranks of {function.__name__} ran past {deadline.describe()}; "
+                                    f"{len(alive)} still ran (their stacks are on stderr)")
 
 
 def _signal_group(process: subprocess.Popen, signal_number: int) -> None:

@@ -3,15 +3,26 @@ with the hung process's stacks."""
 
 import os
 import sys
+import time
 
 import pytest
-from subprocess_limits import MAX_STRETCH, LoadScaledDeadline, SubprocessTimeout, run_with_limit
+from subprocess_limits import MAX_STRETCH, LoadScaledDeadline, SubprocessTimeout, run_with_limit, spawn_with_limit
 
 
 def test_a_hung_subprocess_fails_with_its_stacks():
     command = [sys.executable, "-c", "import time\ndef wait_forever():\n    time.sleep(3600)\nwait_forever()"]
     with pytest.raises(SubprocessTimeout, match=r"(?s)ran past 1 s of an idle machine's time.*in wait_forever"):
         run_with_limit(command, 1)
+
+
+def wait_forever(rank: int) -> None:
+    time.sleep(3600)
+
+
+def test_hung_spawned_ranks_fail_with_their_stacks_and_are_killed(capfd):
+    with pytest.raises(SubprocessTimeout, match=r"2 ranks of wait_forever ran past 1 s .* 2 still ran"):
+        spawn_with_limit(wait_forever, (), 2, 1)
+    assert capfd.readouterr().err.count("Fatal Python error: Aborted") == 2  # each rank's stacks follow
 
 
 def test_a_finished_subprocess_returns_its_output():

@@ -67,7 +67,8 @@ class LeffaCLI(LightningCLI):
             check_resume_checkpoint(self.config[subcommand].ckpt_path, settings)
 
     def before_instantiate_classes(self) -> None:
-        model = self.config[self.config.subcommand].model
+        subcommand = self.config.get("subcommand")  # None with run=False: the config's top level
+        model = (self.config[subcommand] if subcommand else self.config).model
         for name, replacement in RETIRED_MODEL_SETTINGS.items():
             value = model.pop(name, None)
             if value is not None:

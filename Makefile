@@ -21,6 +21,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 # ---- memory plan: `make plan CONFIG=configs/stages/vton_paper.yaml ARCH=sd15 MEMORY=80 [TRAINER=...] [DEVICES=8]`
+# TRAINER: one trainer config or several layered in order (as `leffa-pl fit --config a --config b`).
 CONFIG ?= configs/stages/vton_paper.yaml
 ARCH ?= sd15
 MEMORY ?= 80
@@ -67,10 +68,11 @@ define train_demo
 	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
 endef
 
-# $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (configs/trainer/gpu.yaml).
+# $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (TRAINER: configs/trainer/gpu.yaml, or several
+# layered, e.g. TRAINER="configs/trainer/gpu.yaml configs/trainer/gpu_fsdp.yaml" for sharded training).
 define train_real
 	@echo "$@: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
-	$(CLI) fit --config configs/trainer/gpu.yaml --config $(1) --config $(2) \
+	$(CLI) fit $(foreach config,$(TRAINER),--config $(config)) --config $(1) --config $(2) \
 	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
 	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
 endef

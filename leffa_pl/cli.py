@@ -97,12 +97,17 @@ class LeffaCLI(LightningCLI):
                      if isinstance(callback, ExportReleasedCheckpoint)), None)
 
 
-def main(args: list[str] | None = None) -> None:
+def build_cli(args: list[str] | None = None, run: bool = True) -> LeffaCLI:
+    """``leffa-pl``'s CLI; ``run=False``: parse and instantiate only (no subcommand in ``args``)."""
     # ${run.dir} names the key from the config's top, which sits under the subcommand (fit.run.dir).
     set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+    return LeffaCLI(LeffaModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args, run=run,
+                    auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf+"})
+
+
+def main(args: list[str] | None = None) -> None:
     try:
-        LeffaCLI(LeffaModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args,
-                 auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf+"})
+        build_cli(args)
     except torch.OutOfMemoryError:
         print(OUT_OF_MEMORY_ADVICE, file=sys.stderr)
         raise

@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -34,9 +35,33 @@ def test_parameter_gradient_and_optimizer_bytes_equal_a_direct_count():
 
 
 def test_trainer_config_sets_up_the_plan():
-    setup = read_setup(Path("configs/trainer/gpu.yaml"), argparse.Namespace(devices=None))
+    setup = read_setup([Path("configs/trainer/gpu.yaml")], argparse.Namespace(devices=None))
     assert setup == TrainingSetup(devices=8, strategy="ddp", precision="bf16-mixed", gradient_checkpointing=True,
                                   trainable="both", optimizer="adamw", ema=True)
+
+
+def test_the_fsdp_config_layered_over_gpu_yaml_plans_sharded_training(tmp_path):
+    layered = [Path("configs/trainer/gpu.yaml"), Path("configs/trainer/gpu_fsdp.yaml")]
+    setup = read_setup(layered, argparse.Namespace(devices=None))
+    # the strategy is a class_path dict; its block checkpointing stands for model.gradient_checkpointing
+    assert setup == TrainingSetup(devices=8, strategy="fsdp", precision="bf16-mixed", gradient_checkpointing=True,
+                                  trainable="both", optimizer="adamw", ema=False)
+    named = tmp_path / "fsdp_by_name.yaml"  # Lightning's registry name, with gpu.yaml's LeffaEMA left in
+    named.write_text("trainer: {strategy: fsdp}\n")
+    with pytest.raises(SystemExit, match="LeffaEMA refuses FSDP"):
+        read_setup([layered[0], named], argparse.Namespace(devices=None))
+
+
+def test_fsdp_divides_the_sharded_terms_by_the_devices_and_adds_the_unsharded_units():
+    model = build_model("tiny", "both")
+    ddp = static_memory(model, SETUP)
+    fsdp = static_memory(model, TrainingSetup(devices=4, strategy="fsdp", precision="32-true",
+                                              gradient_checkpointing=False, trainable="both", optimizer="adamw",
+                                              ema=False))
+    assert fsdp.optimizer == ddp.optimizer // 4 and fsdp.ema == 0
+    vae = sum(p.nbytes for p in model.vae.parameters())
+    assert vae + (ddp.weights - vae) // 4 < fsdp.weights < ddp.weights  # + root unit and two units, unsharded
+    assert ddp.gradients // 4 < fsdp.gradients < ddp.gradients  # flat gradients hold the frozen attn2 too
 
 
 def test_activation_model_predicts_two_held_out_sizes_within_20_percent():

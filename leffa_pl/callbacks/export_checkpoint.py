@@ -5,7 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info
+
+from leffa_pl.model.checkpoint import write_state_dict
+
+MODEL_PREFIX = "model."  # LeffaModule.model in the module's state dict
 
 
 class ExportReleasedCheckpoint(pl.Callback):
@@ -19,9 +23,14 @@ class ExportReleasedCheckpoint(pl.Callback):
         self.dirpath = dirpath
         self.formats = formats
 
-    @rank_zero_only
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Every rank takes part: under FSDP the module holds shards and gathering the full weights (onto rank 0)
+        # is a collective; under DDP this is the module's own state dict.
+        state = trainer.strategy.lightning_module_state_dict()
+        if not trainer.is_global_zero:
+            return
+        weights = {name.removeprefix(MODEL_PREFIX): t for name, t in state.items() if name.startswith(MODEL_PREFIX)}
         folder = Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "export")
         for suffix in self.formats:
-            path = pl_module.model.export(folder / f"leffa{suffix}")
+            path = write_state_dict(weights, folder / f"leffa{suffix}")
             rank_zero_info(f"exported the model in the released layout: {path}")

@@ -13,6 +13,7 @@ and the accumulation that keeps the stage's global batch.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from lightning.pytorch.strategies import FSDPStrategy
 
 from leffa_pl.callbacks.stage_schedule import Stage
 from leffa_pl.model.leffa_model import LeffaModel
@@ -31,7 +33,7 @@ from leffa_pl.model.presets import (
 )
 from leffa_pl.planning.activations import ActivationModel, StepSettings, fit_activation_model
 from leffa_pl.training.optimizers import check_optimizer_name
-from leffa_pl.training.sharding import wrapped_block_types
+from leffa_pl.training.sharding import LeffaFSDPStrategy, blocks_to_shard
 from leffa_pl.training.trainable import select_trainable
 
 ARCHITECTURES = {
@@ -85,28 +87,32 @@ def optimizer_state_bytes(parameters: list[torch.Tensor], optimizer: str) -> int
 def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
     """Exact bytes per device for ``model`` (fp32 master weights, as Lightning's mixed precision keeps them).
 
-    FSDP (full sharding over the UNets, the frozen VAE replicated) divides the UNets' weights, gradients,
-    optimizer state and EMA by the devices and adds two unsharded copies of the largest wrapped block
-    (the one computing and the one prefetched)."""
+    FSDP (``LeffaFSDPStrategy``: full sharding of the UNets, the frozen VAE replicated, no EMA) divides the UNets'
+    weights, optimizer state and flat gradients by the devices (a unit holding any trainable parameter has a
+    gradient for all of its parameters, frozen ones included) and adds what is unsharded during a step: the root
+    unit (the UNet parameters outside the blocks) and two units (the one computing and the one prefetched), in the
+    compute dtype (bf16 under mixed precision)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     gradients = sum(p.numel() * p.element_size() for p in trainable)
     optimizer = optimizer_state_bytes(trainable, setup.optimizer)
     ema = weights + buffers if setup.ema else 0  # LeffaEMA copies the whole module
-    if setup.strategy == "fsdp":
-        vae = sum(p.numel() * p.element_size() for p in model.vae.parameters())
-        shards = setup.devices
-        unsharded = 2 * max(_wrapped_block_bytes(model))
-        return StaticMemory(weights=vae + (weights - vae) // shards + unsharded, gradients=gradients // shards,
-                            optimizer=optimizer // shards, ema=(vae + (ema - vae) // shards) if setup.ema else 0)
-    return StaticMemory(weights + buffers, gradients, optimizer, ema)
-
-
-def _wrapped_block_bytes(model: LeffaModel) -> list[int]:
-    types = wrapped_block_types()
-    return [sum(p.numel() * p.element_size() for p in module.parameters())
-            for unet in (model.unet, model.unet_encoder) for module in unet.modules() if isinstance(module, types)]
+    if setup.strategy != "fsdp":
+        return StaticMemory(weights + buffers, gradients, optimizer, ema)
+    if setup.ema:
+        raise ValueError("LeffaEMA refuses FSDP: plan FSDP without EMA")
+    vae = sum(p.numel() * p.element_size() for p in model.vae.parameters())
+    units = [list(unit.parameters()) for unit in blocks_to_shard(model)]
+    in_units = {id(p) for unit in units for p in unit}
+    root = [p for child in (model.unet, model.unet_encoder) for p in child.parameters() if id(p) not in in_units]
+    compute_bytes = 2 if setup.precision in ("bf16-mixed", "16-mixed") else 4
+    unsharded = (sum(p.numel() for p in root) + 2 * max(sum(p.numel() for p in unit) for unit in units)) * compute_bytes
+    flat_gradients = sum(sum(p.numel() * p.element_size() for p in group)
+                         for group in [*units, root] if any(p.requires_grad for p in group))
+    shards = setup.devices
+    return StaticMemory(weights=vae + (weights - vae) // shards + unsharded, gradients=flat_gradients // shards,
+                        optimizer=optimizer // shards, ema=0)
 
 
 @dataclass(frozen=True)
@@ -150,20 +156,60 @@ def read_stages(path: Path) -> list[Stage]:
         raise SystemExit(f"{path}: not a stages config (stages: stages: [...]): {error}") from None
 
 
-def read_setup(trainer_path: Path, overrides: argparse.Namespace) -> TrainingSetup:
-    config = yaml.safe_load(trainer_path.read_text()) or {}
+def read_setup(trainer_paths: list[Path], overrides: argparse.Namespace) -> TrainingSetup:
+    """The training setup of trainer configs layered as ``leffa-pl fit --config a --config b`` does (later keys
+    replace earlier ones, lists whole)."""
+    config: dict = {}
+    for path in trainer_paths:
+        config = _layered(config, yaml.safe_load(path.read_text()) or {})
     trainer, model = config.get("trainer", {}), config.get("model", {})
-    strategy = str(trainer.get("strategy", "ddp"))
+    strategy = _strategy_kind(trainer.get("strategy", "ddp"))
     callbacks = [c.get("class_path", "") for c in trainer.get("callbacks", []) if isinstance(c, dict)]
+    ema = any(c.endswith(("LeffaEMA", "EMAWeightAveraging")) for c in callbacks)
+    if strategy == "fsdp" and ema:
+        raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: LeffaEMA refuses FSDP (it averages full parameters, "
+                         "FSDP holds shards); remove it from trainer.callbacks")
+    checkpointing = bool(model.get("gradient_checkpointing", False))
+    strategy_args = (trainer["strategy"].get("init_args") or {}) if isinstance(trainer.get("strategy"), dict) else {}
+    if _strategy_class(trainer.get("strategy")) is LeffaFSDPStrategy:
+        # the strategy checkpoints the blocks that diffusers' gradient checkpointing does (transformer, ResNet)
+        checkpointing |= bool(strategy_args.get("activation_checkpointing_blocks", True))
     return TrainingSetup(
         devices=overrides.devices or int(trainer.get("devices", 1)),
-        strategy="fsdp" if "fsdp" in strategy.lower() else "ddp",
+        strategy=strategy,
         precision=str(trainer.get("precision", "32-true")),
-        gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
+        gradient_checkpointing=checkpointing,
         trainable=model.get("trainable", "both"),
         optimizer=model.get("optimizer", "adamw"),
-        ema=any(c.endswith(("LeffaEMA", "EMAWeightAveraging")) for c in callbacks),
+        ema=ema,
     )
+
+
+def _layered(base: dict, top: dict) -> dict:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = _layered(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
+            else value
+    return merged
+
+
+def _strategy_class(strategy) -> type | None:
+    """The class a ``class_path`` strategy names (None for a registry name such as ``ddp``)."""
+    if not isinstance(strategy, dict):
+        return None
+    module, _, name = str(strategy.get("class_path", "")).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise SystemExit(f"trainer.strategy: cannot import {strategy.get('class_path')!r}: {error}") from None
+
+
+def _strategy_kind(strategy) -> str:
+    """"fsdp" for Lightning's FSDP (a registry name or a class_path naming an FSDPStrategy), else "ddp"."""
+    cls = _strategy_class(strategy)
+    if cls is not None:
+        return "fsdp" if issubclass(cls, FSDPStrategy) else "ddp"
+    return "fsdp" if "fsdp" in str(strategy).lower() else "ddp"
 
 
 def build_model(architecture: str, trainable: str) -> LeffaModel:
@@ -208,13 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), required=True)
     parser.add_argument("--memory-gib", type=float, nargs="+", required=True,
                         help="memory of one device (several: one plan each)")
-    parser.add_argument("--trainer", type=Path, default=Path("configs/trainer/gpu.yaml"))
+    parser.add_argument("--trainer", type=Path, nargs="+", default=[Path("configs/trainer/gpu.yaml")],
+                        help="trainer configs, layered in order (e.g. gpu.yaml gpu_fsdp.yaml)")
     parser.add_argument("--devices", type=int, help="override the trainer config's devices")
     parser.add_argument("--headroom", type=float, default=0.1,
                         help="fraction kept free for the CUDA context, allocator fragmentation, kernel workspaces")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON here")
     args = parser.parse_args(argv)
-    for path in (args.stages, args.trainer):
+    for path in (args.stages, *args.trainer):
         if not path.is_file():
             raise SystemExit(f"{path}: no such config file")
     stages = read_stages(args.stages)

@@ -22,7 +22,17 @@ TrainableChoice = Literal["both", "generative", "self_attention"]
 TRAINABLE_CHOICES: tuple[str, ...] = ("both", "generative", "self_attention")
 # Self-attention projections: what reads the reference (attn1 of every transformer block).
 _SELF_ATTENTION_PROJECTIONS = (".attn1.to_q.", ".attn1.to_k.", ".attn1.to_v.", ".attn1.to_out.")
-_REACHED_BY_ARCHITECTURE: dict[str, frozenset[str]] = {}
+
+
+@dataclass(frozen=True)
+class LossReach:
+    """What the denoising loss's gradient reaches: parameter names, and names of the modules whose output it reaches."""
+
+    parameters: frozenset[str]
+    module_outputs: frozenset[str]
+
+
+_REACHED_BY_ARCHITECTURE: dict[str, LossReach] = {}
 
 
 def parameters_reached_by_the_loss(model: LeffaModel) -> frozenset[str]:
@@ -33,13 +43,18 @@ def parameters_reached_by_the_loss(model: LeffaModel) -> frozenset[str]:
     features, both already on the denoising path (tests check it with a real backward pass). Meta kernels
     run in Python (seconds for a UNet pair), so the answer is cached per architecture (the UNet configs).
     """
+    return loss_reach(model).parameters
+
+
+def loss_reach(model: LeffaModel) -> LossReach:
+    """Parameters and module outputs the denoising loss reaches (the same cached meta pass)."""
     key = json.dumps([dict(model.unet.config), dict(model.unet_encoder.config)], sort_keys=True, default=str)
     if key not in _REACHED_BY_ARCHITECTURE:
         _REACHED_BY_ARCHITECTURE[key] = _meta_backward(model)
     return _REACHED_BY_ARCHITECTURE[key]
 
 
-def _meta_backward(model: LeffaModel, latent_size: tuple[int, int] = (16, 16)) -> frozenset[str]:
+def _meta_backward(model: LeffaModel, latent_size: tuple[int, int] = (16, 16)) -> LossReach:
     # 16x16 latents divide by the total downsampling of SD1.5 (8) and SDXL (4).
     meta = {name: torch.empty_like(p, device="meta").requires_grad_() for name, p in model.named_parameters()}
     meta |= {name: torch.empty_like(b, device="meta") for name, b in model.named_buffers()}
@@ -50,14 +65,25 @@ def _meta_backward(model: LeffaModel, latent_size: tuple[int, int] = (16, 16)) -
     checkpointing = [unet.is_gradient_checkpointing for unet in (model.unet, model.unet_encoder)]
     for unet in (model.unet, model.unet_encoder):  # the graph is the same; checkpointing would hide it
         unet.disable_gradient_checkpointing()
+    outputs_reached: set[str] = set()
+
+    def watch_output(name: str):
+        def hook(module, args, output):
+            if isinstance(output, torch.Tensor) and output.requires_grad:
+                output.register_hook(lambda grad: outputs_reached.add(name))
+        return hook
+
+    hooks = [module.register_forward_hook(watch_output(name)) for name, module in model.named_modules() if name]
     try:
         out = functional_call(model, meta, (latent, timesteps, conditioning), strict=True)
         out.sum().backward()
     finally:
+        for hook in hooks:
+            hook.remove()
         for unet, enabled in zip((model.unet, model.unet_encoder), checkpointing):
             if enabled:
                 unet.enable_gradient_checkpointing()
-    return frozenset(name for name, p in meta.items() if p.grad is not None)
+    return LossReach(frozenset(name for name, p in meta.items() if p.grad is not None), frozenset(outputs_reached))
 
 
 def _meta_conditioning(batch: int, latent_size: tuple[int, int]) -> Conditioning:

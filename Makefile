@@ -163,6 +163,14 @@ $(EXPERIMENTS_INSTALLED): $(INSTALLED)
 exp-flow: $(EXPERIMENTS_INSTALLED)
 	$(PY) experiments/exp_flow.py
 
-# Training step time and peak memory, Leffa loss off vs on (tiny on CPU; + SD1.5-sized UNets with CUDA).
+# Training step time and peak memory on CPU, Leffa loss off vs on: tiny; SD1.5 size beside the planner's prediction;
+# the SDXL size's planned parameter memory. `make bench-train ROWS=sd15` for some of them (tiny sd15 sdxl).
+ROWS ?=
 bench-train: $(INSTALLED)
-	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_train.py $(if $(ROWS),--rows $(ROWS))
+
+# One GPU, under 8 minutes: SD1.5 size at 512x384 and 1024x768, paper settings, Leffa off/on, ddp vs single device,
+# peak memory beside the planner's, samples/s, MFU (not run yet: no GPU was available).
+.PHONY: bench-gpu
+bench-gpu: $(INSTALLED)
+	$(PY) benchmarks/bench_gpu.py

@@ -1,8 +1,8 @@
-"""Training step time and peak memory, Leffa loss off vs on, through the real Lightning training step.
+"""Training step time and peak memory, Leffa loss off vs on, through the real Lightning training step (CPU).
 
 Each configuration runs in a fresh subprocess: a ``Trainer`` (gradient clipping 1.0, as configs/trainer)
 with a one-stage ``StageSchedule`` fits ``LeffaModule`` on an in-memory batch of contract samples, so a
-step is ``LeffaModule.training_step`` (VAE encoding, both UNets, losses) + backward + clipping + AdamW.
+step is ``LeffaModule.training_step`` (VAE encoding, both UNets, losses) + backward + clipping + optimizer.
 Time: median over the steps after the warm-up (CUDA: synchronised). Memory: CPU, the process's
 resident-set high-water mark over the timed steps (VmHWM reset after the warm-up, so weights, gradients
 and optimizer state are in it); CUDA, ``torch.cuda.max_memory_allocated`` over the timed steps.
@@ -11,40 +11,79 @@ With the Leffa loss on, every sample takes the loss (theta_timestep = 1000, no r
 worst case, which sets the memory a stage needs; with the paper's theta_timestep = 500 about half the
 samples of a batch do.
 
-Configurations: on CPU the tiny model at the demo stages' resolutions; with CUDA also SD1.5-sized UNets
-(built from the SD1.5 inpainting configs, random weights, nothing downloaded) at 512x384 and 1024x768
-in bf16 mixed precision with gradient checkpointing.
+Rows (``--rows``, default all):
 
-    python benchmarks/bench_train.py                       # make bench-train
-    python benchmarks/bench_train.py --device cpu --steps 3 --threads 1
+- ``tiny``: the tiny model at the demo stages' resolutions, AdamW.
+- ``sd15``: the SD1.5-size model (``leffa_pl.planning.plan.ARCHITECTURES["sd15"]``: random weights, nothing
+  downloaded, 2 x 860M UNet parameters) at 256x192, batch 1, fp32, gradient checkpointing, both UNets
+  training with plain SGD (``StatelessSGDModule``: no optimizer state, so weights + gradients fit a 24 GiB
+  machine; AdamW's two moments would add 12 GiB), beside the planner's prediction: weights and gradients
+  exact from ``plan.static_memory``, activations from the activation model fitted for that setting. The
+  process's baseline RSS (Python, the torch/Lightning/diffusers libraries, before the model is built) is
+  not in the planner: it is measured and shown apart.
+- ``sdxl``: the SDXL-size architecture built on the meta device; the planner's parameter, gradient and
+  optimizer memory under the GPU trainer configs (nothing is run).
+
+The GPU rows (SD1.5 size at 512x384 and 1024x768, bf16, DDP) are ``benchmarks/bench_gpu.py``, which imports
+the pieces here (``Config``, ``measure_in_subprocess``, ``planner_prediction``, ...).
+
+    python benchmarks/bench_train.py                     # make bench-train
+    python benchmarks/bench_train.py --rows sd15         # make bench-train ROWS=sd15
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.model.leffa_model import LeffaModel
-from leffa_pl.model.presets import sd15_inpainting_unet_config, sd15_vae_config
+from leffa_pl.planning.activations import ActivationModel, StepSettings, probe_step
+from leffa_pl.planning.plan import (
+    ARCHITECTURES,
+    GIB,
+    StaticMemory,
+    TrainingSetup,
+    build_model,
+    fit_activations,
+    read_setup,
+    static_memory,
+)
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.trainable import select_trainable
+
+ROWS = ("tiny", "sd15", "sdxl")
+
+
+def _raw_formula(formula):
+    """A formula of torch.utils.flop_counter (already taking tensors) for ``custom_mapping``, not wrapped again."""
+    def counted(*args, **kwargs):
+        return formula(*args, **kwargs)
+    counted._get_raw = True
+    return counted
+
+
+# PyTorch's counter knows the CUDA attention kernels only; CPU flash attention has the same arguments and FLOPs.
+CPU_ATTENTION_FLOPS = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _raw_formula(sdpa_flop),
+                       torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+                           _raw_formula(sdpa_backward_flop)}
 
 
 @dataclass
 class Config:
-    model: str  # "tiny" or "sd15"
+    model: str  # a key of plan.ARCHITECTURES: "tiny", "sd15"
     resolution: tuple[int, int]
     batch_size: int
     leffa: bool
@@ -53,14 +92,22 @@ class Config:
     gradient_checkpointing: bool
     warmup: int
     steps: int
+    optimizer: str = "adamw"  # or "sgd": StatelessSGDModule
+    strategy: str = "auto"  # Lightning's: "auto" (one device) or "ddp"
+    count_flops: bool = False  # model FLOPs of one step (count_step_flops)
 
 
-def configurations(device: str, warmup: int, steps: int) -> list[Config]:
-    runs = [("tiny", (64, 48), 4, "32-true", False), ("tiny", (128, 96), 2, "32-true", False)]
-    if device == "cuda":
-        runs += [("sd15", (512, 384), 8, "bf16-mixed", True), ("sd15", (1024, 768), 2, "bf16-mixed", True)]
-    return [Config(model, resolution, batch, leffa, device, precision, checkpointing, warmup, steps)
-            for model, resolution, batch, precision, checkpointing in runs for leffa in (False, True)]
+def configurations(rows: list[str], warmup: int | None, steps: int | None) -> list[Config]:
+    """CPU rows, Leffa off then on for each setting."""
+    runs = []
+    if "tiny" in rows:
+        runs += [("tiny", (64, 48), 4, False, "adamw", 2, 5), ("tiny", (128, 96), 2, False, "adamw", 2, 5)]
+    if "sd15" in rows:  # a CPU step of the full-size pair takes tens of seconds: fewer steps
+        runs += [("sd15", (256, 192), 1, True, "sgd", 1, 3)]
+    return [Config(model, resolution, batch, leffa, "cpu", "32-true", checkpointing,
+                   warmup if warmup is not None else row_warmup, steps or row_steps, optimizer)
+            for model, resolution, batch, checkpointing, optimizer, row_warmup, row_steps in runs
+            for leffa in (False, True)]
 
 
 class RepeatedSamples(Dataset):
@@ -105,6 +152,13 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def _meminfo_gib(field: str) -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024 / GIB
+    raise RuntimeError(f"/proc/meminfo has no {field}")
+
+
 class StepMeter(pl.Callback):
     """Seconds of every optimizer step; peak memory over the steps after ``warmup``."""
 
@@ -134,55 +188,172 @@ class StepMeter(pl.Callback):
                                else _status_bytes("VmHWM"))
 
 
+class StatelessSGDModule(LeffaModule):
+    """``LeffaModule`` with plain SGD (no momentum, no weight decay: no optimizer state and no temporaries the
+    size of the parameters). Benchmark only: it lets both SD1.5-size UNets and their gradients fit a 24 GiB CPU
+    machine; it is not a way to train Leffa, so it is not in ``training/optimizers.py``."""
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)
+
+
 def build_module(config: Config) -> LeffaModule:
     # theta_timestep 1000 and no reference dropout: every sample takes the Leffa loss (see the docstring).
-    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000,
-                         gradient_checkpointing=config.gradient_checkpointing)
-    if config.model == "sd15":
-        # LeffaModule builds the tiny model without a base-model folder; the SD1.5 architecture is built
-        # from its configs instead (random weights: the timing does not depend on them).
-        module.model = LeffaModel.from_configs(sd15_inpainting_unet_config(), sd15_vae_config())
-        module.trainable_summary = select_trainable(module.model)
-        if config.gradient_checkpointing:
-            module.model.unet.enable_gradient_checkpointing()
-            module.model.unet_encoder.enable_gradient_checkpointing()
+    module_class = StatelessSGDModule if config.optimizer == "sgd" else LeffaModule
+    with torch.device(config.device):  # random initialisation where the model will run (fast on a GPU)
+        module = module_class(reference_dropout=0.0, leffa_theta_timestep=1000,
+                              gradient_checkpointing=config.gradient_checkpointing)
+        if config.model != "tiny":
+            # LeffaModule builds the tiny model without a base-model folder; larger architectures come from the
+            # planner's presets instead (random weights: the timing does not depend on them).
+            module.model = ARCHITECTURES[config.model]()
+            module.trainable_summary = select_trainable(module.model)
+            if config.gradient_checkpointing:
+                module.model.unet.enable_gradient_checkpointing()
+                module.model.unet_encoder.enable_gradient_checkpointing()
     return module
+
+
+def count_step_flops(model, resolution: tuple[int, int], leffa: bool, device: str) -> int:
+    """Model FLOPs of one training step per sample: ``FlopCounterMode`` over the planner's probe step (the
+    training step's computation: VAE encodings, both UNets, MSE, the Leffa loss, backward) at batch 1 without
+    gradient checkpointing, whose recomputed forward is not model FLOPs. Every op counted is linear in the batch.
+    """
+    unets = (model.unet, model.unet_encoder)
+    checkpointing = [unet.is_gradient_checkpointing for unet in unets]
+    with torch.device(device), FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        probe_step(model, 1, resolution, StepSettings(leffa, gradient_checkpointing=False, precision="32-true"))
+    for unet, enabled in zip(unets, checkpointing):
+        if enabled:
+            unet.enable_gradient_checkpointing()
+    model.zero_grad(set_to_none=True)
+    if device == "cuda":
+        torch.cuda.empty_cache()  # the batch-1 step without checkpointing must not shape the timed steps' cache
+    return counter.get_total_flops()
 
 
 def measure(config: Config) -> dict:
     """One configuration, in this process."""
+    baseline = _status_bytes("VmRSS")  # Python + the libraries imported so far, before any model exists
     pl.seed_everything(0, verbose=False)
     module = build_module(config)
+    flops = count_step_flops(module.model, config.resolution, config.leffa, config.device) if config.count_flops \
+        else None
     meter = StepMeter(config.warmup, config.device)
     stage = Stage("bench", config.warmup + config.steps, config.resolution, config.batch_size,
                   leffa_loss=config.leffa)
-    trainer = pl.Trainer(accelerator=config.device, devices=1, precision=config.precision, gradient_clip_val=1.0,
-                         callbacks=[StageSchedule([stage]), meter], logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                         num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=RepeatedSampleData(config.warmup + config.steps))
-    return {"seconds": statistics.median(meter.seconds), "peak_bytes": meter.peak_bytes,
-            "parameters": sum(p.numel() for p in module.model.parameters())}
+    trainer = pl.Trainer(accelerator=config.device, devices=1, strategy=config.strategy, precision=config.precision,
+                         gradient_clip_val=1.0, callbacks=[StageSchedule([stage]), meter], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_val_batches=0, num_sanity_val_steps=0)
+    try:
+        trainer.fit(module, datamodule=RepeatedSampleData(config.warmup + config.steps))
+    except torch.cuda.OutOfMemoryError:
+        return {"oom": True}
+    return {"seconds": statistics.median(meter.seconds), "peak_bytes": meter.peak_bytes, "baseline_bytes": baseline,
+            "parameters": sum(p.numel() for p in module.model.parameters()), "flops_per_sample": flops}
 
 
-def measure_in_subprocess(config: Config, threads: int | None) -> dict:
+def measure_in_subprocess(config: Config, threads: int | None = None, timeout: float | None = None) -> dict:
+    """``measure`` in a fresh process (``--measure`` of this script): its own memory high-water mark and CUDA
+    peak statistics. A process that runs past ``timeout`` seconds is stopped and reported as ``timed_out``."""
     command = [sys.executable, __file__, "--measure", json.dumps(asdict(config))]
     command += ["--threads", str(threads)] if threads else []
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timed_out": True, "wall_seconds": time.perf_counter() - started}
     if result.returncode != 0:
         raise RuntimeError(f"measurement {config} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1]) | {"wall_seconds": time.perf_counter() - started}
+
+
+def planner_setup(config: Config) -> TrainingSetup:
+    """What the planner is told about a configuration: one device, no EMA (the benchmark has none). For SGD the
+    optimizer term is replaced by 0 in ``planner_prediction`` (AdamW stands in: the planner has no SGD)."""
+    return TrainingSetup(devices=1, strategy="ddp", precision=config.precision,
+                         gradient_checkpointing=config.gradient_checkpointing, trainable="both",
+                         optimizer="adamw", ema=False)
+
+
+def planner_prediction(config: Config, leffa: tuple[bool, ...] = (False, True)
+                       ) -> tuple[StaticMemory, dict[bool, ActivationModel]]:
+    """The planner's exact terms for ``config``'s architecture and its activation models (Leffa loss off, on)."""
+    setup = planner_setup(config)
+    static = static_memory(build_model(config.model, setup.trainable), setup)
+    if config.optimizer == "sgd":
+        static = replace(static, optimizer=0)
+    return static, {loss: fit_activations(config.model, setup, loss) for loss in leffa}
 
 
 def gib(nbytes: float) -> str:
-    return f"{nbytes / 2 ** 30:.2f} GiB"
+    return f"{nbytes / GIB:.2f} GiB"
+
+
+def tiny_table(configs: list[Config], threads: int | None) -> None:
+    print("| model | resolution | batch | precision | grad ckpt | step, Leffa off | step, Leffa on | on/off "
+          "| peak RSS, off | peak RSS, on | on - off |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for off_config, on_config in zip(configs[::2], configs[1::2]):
+        off, on = measure_in_subprocess(off_config, threads), measure_in_subprocess(on_config, threads)
+        model = f"{off_config.model} ({off['parameters'] / 1e6:,.1f}M params)"
+        print(f"| {model} | {off_config.resolution[0]}x{off_config.resolution[1]} | {off_config.batch_size} "
+              f"| {off_config.precision} | {'yes' if off_config.gradient_checkpointing else 'no'} "
+              f"| {off['seconds']:.3f} s | {on['seconds']:.3f} s | {on['seconds'] / off['seconds']:.2f}x "
+              f"| {gib(off['peak_bytes'])} | {gib(on['peak_bytes'])} "
+              f"| {(on['peak_bytes'] - off['peak_bytes']) / 2 ** 20:+,.0f} MiB |", flush=True)
+
+
+def planned_table(configs: list[Config], threads: int | None) -> None:
+    """Measured rows beside the planner's prediction (the planner's fits first, so they do not share the CPU with
+    a measurement)."""
+    started = time.perf_counter()
+    static, activations = planner_prediction(configs[0])
+    print(f"planner: weights {gib(static.weights)}, gradients {gib(static.gradients)}, optimizer "
+          f"{gib(static.optimizer)} (exact); activation models fitted in {time.perf_counter() - started:.0f} s\n")
+    print("| model | resolution | batch | optimizer | grad ckpt | Leffa | step | baseline RSS "
+          "| planned: static + activations | peak RSS - baseline | measured / planned | peak RSS | wall |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for config in configs:
+        result = measure_in_subprocess(config, threads)
+        activation = activations[config.leffa].bytes(config.batch_size, config.resolution)
+        planned = static.total + activation
+        above_baseline = result["peak_bytes"] - result["baseline_bytes"]
+        print(f"| {config.model} ({result['parameters'] / 1e6:,.0f}M params) "
+              f"| {config.resolution[0]}x{config.resolution[1]} | {config.batch_size} | {config.optimizer} "
+              f"| {'yes' if config.gradient_checkpointing else 'no'} | {'on' if config.leffa else 'off'} "
+              f"| {result['seconds']:.1f} s | {gib(result['baseline_bytes'])} "
+              f"| {gib(static.total)} + {gib(activation)} = {gib(planned)} | {gib(above_baseline)} "
+              f"| {above_baseline / planned:.2f} | {gib(result['peak_bytes'])} | {result['wall_seconds']:.0f} s |",
+              flush=True)
+
+
+def sdxl_report() -> None:
+    """The SDXL-size architecture on the meta device: the planner's exact per-device terms under the trainer configs'
+    settings: configs/trainer/gpu.yaml (DDP, AdamW, EMA), with 8-bit AdamW, and gpu_fsdp.yaml over 8 devices."""
+    gpu = Path("configs/trainer/gpu.yaml")
+    ddp = read_setup([gpu], argparse.Namespace(devices=1))
+    fsdp = read_setup([gpu, Path("configs/trainer/gpu_fsdp.yaml")], argparse.Namespace(devices=8))
+    model = build_model("sdxl", ddp.trainable)
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"SDXL-size architecture (meta device): {total:,} parameters, {trainable:,} trainable ({ddp.trainable})\n")
+    print("| trainer | weights | gradients | optimizer | EMA | total per device |")
+    print("|---|---|---|---|---|---|")
+    for label, setup in ((f"gpu.yaml: ddp, {ddp.optimizer}, EMA", ddp),
+                         ("gpu.yaml: ddp, adamw8bit, EMA", replace(ddp, optimizer="adamw8bit")),
+                         (f"gpu_fsdp.yaml: fsdp over 8, {fsdp.optimizer}, EMA {'on' if fsdp.ema else 'off'}", fsdp)):
+        memory = static_memory(model, setup)
+        print(f"| {label} | {gib(memory.weights)} | {gib(memory.gradients)} | {gib(memory.optimizer)} "
+              f"| {gib(memory.ema)} | {gib(memory.total)} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--warmup", type=int, default=2, help="optimizer steps before timing")
-    parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps (median)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument("--warmup", type=int, help="optimizer steps before timing (default: per row, 2 tiny, 1 sd15)")
+    parser.add_argument("--steps", type=int, help="timed optimizer steps, median (default: per row, 5 tiny, 3 sd15)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -195,24 +366,27 @@ def main() -> None:
         print(json.dumps(measure(Config(**fields))))
         return
 
-    where = (torch.cuda.get_device_name() if args.device == "cuda"
-             else f"CPU ({platform.machine()}), {torch.get_num_threads()} threads")
-    print(f"Training step (LeffaModule.training_step + backward + clip + AdamW) via Lightning, {where}, "
-          f"torch {torch.__version__}; median of {args.steps} steps after {args.warmup} warm-up; "
-          f"Leffa on = every sample takes the loss\n")
-    memory = "peak allocated" if args.device == "cuda" else "peak RSS"
-    print(f"| model | resolution | batch | precision | grad ckpt | step, Leffa off | step, Leffa on | on/off "
-          f"| {memory}, off | {memory}, on | on - off |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    configs = configurations(args.device, args.warmup, args.steps)
-    for off_config, on_config in zip(configs[::2], configs[1::2]):
-        off, on = measure_in_subprocess(off_config, args.threads), measure_in_subprocess(on_config, args.threads)
-        model = f"{off_config.model} ({off['parameters'] / 1e6:,.1f}M params)"
-        print(f"| {model} | {off_config.resolution[0]}x{off_config.resolution[1]} | {off_config.batch_size} "
-              f"| {off_config.precision} | {'yes' if off_config.gradient_checkpointing else 'no'} "
-              f"| {off['seconds']:.3f} s | {on['seconds']:.3f} s | {on['seconds'] / off['seconds']:.2f}x "
-              f"| {gib(off['peak_bytes'])} | {gib(on['peak_bytes'])} "
-              f"| {(on['peak_bytes'] - off['peak_bytes']) / 2 ** 20:+,.0f} MiB |", flush=True)
+    started = time.perf_counter()
+    print(f"Training step (LeffaModule.training_step + backward + clip + optimizer) via Lightning, CPU "
+          f"({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}; median of the steps after the warm-up; Leffa on = every sample takes the loss; "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    configs = configurations(args.rows, args.warmup, args.steps)
+    tiny = [c for c in configs if c.model == "tiny"]
+    if tiny:
+        print(f"tiny: median of {tiny[0].steps} steps after {tiny[0].warmup} warm-up\n")
+        tiny_table(tiny, args.threads)
+        print()
+    sd15 = [c for c in configs if c.model == "sd15"]
+    if sd15:
+        print(f"sd15: median of {sd15[0].steps} steps after {sd15[0].warmup} warm-up; free memory "
+              f"{_meminfo_gib('MemAvailable'):.1f} GiB before\n")
+        planned_table(sd15, args.threads)
+        print()
+    if "sdxl" in args.rows:
+        sdxl_report()
+        print()
+    print(f"elapsed {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

@@ -248,6 +248,16 @@ def format_plan(plans: list[StagePlan], setup: TrainingSetup, architecture: str,
     return "\n".join(lines)
 
 
+def fit_activations(architecture: str, setup: TrainingSetup, leffa_loss: bool) -> ActivationModel:
+    """The activation model of ``architecture`` trained as ``setup`` says, with the Leffa loss on or off."""
+    def fake_model() -> LeffaModel:  # built inside FakeTensorMode by fit_activation_model
+        model = ARCHITECTURES[architecture]()
+        select_trainable(model, setup.trainable)
+        return model
+
+    return fit_activation_model(fake_model, StepSettings(leffa_loss, setup.gradient_checkpointing, setup.precision))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", type=Path, required=True, help="a configs/stages/*.yaml")
@@ -268,10 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     setup = read_setup(args.trainer, args)
     model = build_model(args.architecture, setup.trainable)
     static = static_memory(model, setup)
-    fits: dict[bool, ActivationModel] = {}
-    for leffa_loss in sorted({stage.leffa_loss for stage in stages}):
-        settings = StepSettings(leffa_loss, setup.gradient_checkpointing, setup.precision)
-        fits[leffa_loss] = fit_activation_model(lambda: _fake_model(args.architecture, setup.trainable), settings)
+    fits = {leffa_loss: fit_activations(args.architecture, setup, leffa_loss)
+            for leffa_loss in sorted({stage.leffa_loss for stage in stages})}
     report = []
     for memory_gib in args.memory_gib:
         usable = memory_gib * GIB * (1 - args.headroom)
@@ -281,12 +289,6 @@ def main(argv: list[str] | None = None) -> None:
                     "largest_batch": p.largest_batch} for p in plans]
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
-
-
-def _fake_model(architecture: str, trainable: str) -> LeffaModel:
-    model = ARCHITECTURES[architecture]()
-    select_trainable(model, trainable)
-    return model
 
 
 if __name__ == "__main__":

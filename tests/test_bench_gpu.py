@@ -1,0 +1,40 @@
+"""bench-gpu's plumbing on CPU (no GPU here): FLOP counting, the planner's prediction and the table, one tiny row."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from leffa_pl.planning.plan import TrainingSetup, build_model, static_memory
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_cpu_smoke_run_counts_flops_plans_memory_and_prints_the_row(tmp_path):
+    out = tmp_path / "rows.json"
+    command = [sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu", "--model", "tiny",
+               "--resolutions", "64x48", "--batch-sizes", "2", "--precision", "32-true", "--leffa", "on",
+               "--strategies", "auto", "--warmup", "1", "--steps", "1", "--peak-tflops", "0.5", "--threads", "1",
+               "--json", str(out)]
+    finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    (row,) = json.loads(out.read_text())
+    assert (row["resolution"], row["batch_size"], row["leffa"], row["strategy"]) == ([64, 48], 2, True, "auto")
+    assert row["seconds"] > 0 and row["peak_bytes"] > row["baseline_bytes"] > 0
+    # Tiny model, 64x48, one sample: well above the UNets' linear layers alone, far below a GFLOP per token.
+    assert 1e8 < row["flops_per_sample"] < 1e10
+    # The planner: the tiny model's exact weights + gradients + AdamW moments, plus a positive activation term.
+    setup = TrainingSetup(devices=1, strategy="ddp", precision="32-true", gradient_checkpointing=True,
+                          trainable="both", optimizer="adamw", ema=False)
+    assert row["planned_bytes"] > static_memory(build_model("tiny", "both"), setup).total
+    table = [line for line in finished.stdout.splitlines() if line.startswith("| 64x48 |")]
+    assert len(table) == 1
+    cells = [cell.strip() for cell in table[0].strip("|").split("|")]
+    step_tflop, mfu, planned_gib = float(cells[6]), cells[7], float(cells[9])
+    assert step_tflop == pytest.approx(row["flops_per_sample"] * 2 / 1e12, rel=0.01)
+    expected_mfu = row["flops_per_sample"] * 2 / row["seconds"] / 0.5e12
+    assert mfu == f"{expected_mfu:.1%}"
+    assert planned_gib == pytest.approx(row["planned_bytes"] / 2**30, abs=0.05)

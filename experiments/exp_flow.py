@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.data import make_synthetic
 from leffa_pl.data.datamodule import VitonHDDataModule
+from leffa_pl.data.layout import FLOW_FOLDER
 from leffa_pl.losses.leffa_loss import LeffaLoss
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.training.leffa_module import LeffaModule
@@ -61,7 +62,7 @@ TRAINED_T = 500  # the Leffa loss's theta_timestep: the flow is compared at t be
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="data/synthetic/zalando-hd-resized",
-                        help="VITON-HD root with ground-truth-flow/ (generated here if missing)")
+                        help=f"VITON-HD root with {FLOW_FOLDER}/ (generated here if missing)")
     parser.add_argument("--out", default="runs/exp-flow")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--teacher-shifts", type=float, nargs="+", default=[1.5, 3.0],

@@ -6,12 +6,14 @@ merged configuration and command line, so ``--run.dir=...`` moves every path of 
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import sys
 
 import torch
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
@@ -34,8 +36,15 @@ their accumulate_grad_batches to keep the global batch, set model.gradient_check
 and use trainer.precision=bf16-mixed on GPUs that support it."""
 
 
+# Model settings LeffaModule took once -> what sets that now. Checkpoints of older runs carry them in their
+# hyper_parameters, which LightningCLI applies as model settings on --ckpt_path: accepted, dropped with a warning.
+RETIRED_MODEL_SETTINGS = {"log_images_every_n_steps": "images.every_n_steps (the LeffaImageLogger)"}
+
+
 class LeffaCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
+        for name in RETIRED_MODEL_SETTINGS:
+            parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
         parser.add_argument("--run.dir", type=str | None, default=None,
                             help="the run's folder; the trainer configs put checkpoints/, export/ and "
                                  "tensorboard/ in it as ${run.dir}/...")
@@ -54,7 +63,18 @@ class LeffaCLI(LightningCLI):
         # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path"):
-            check_resume_checkpoint(self.config[subcommand].ckpt_path)
+            settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
+            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings)
+
+    def before_instantiate_classes(self) -> None:
+        subcommand = self.config.get("subcommand")  # None with run=False: the config's top level
+        model = (self.config[subcommand] if subcommand else self.config).model
+        for name, replacement in RETIRED_MODEL_SETTINGS.items():
+            value = model.pop(name, None)
+            if value is not None:
+                rank_zero_warn(f"model.{name}={value!r} (from the --ckpt_path checkpoint's hyper_parameters or the "
+                               f"config) is a retired setting, dropped: LeffaModule no longer takes it; "
+                               f"{replacement} sets it now")
 
     def before_fit(self) -> None:
         # Before any work: in the launching process only (DDP's other ranks run this script again).

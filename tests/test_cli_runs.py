@@ -10,6 +10,7 @@ import yaml
 
 from leffa_pl.cli import main
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.training.leffa_module import LeffaModule
 
 STAGES = [{"name": "a", "steps": 2, "resolution": [32, 24], "batch_size": 2},
           {"name": "b", "steps": 3, "resolution": [32, 24], "batch_size": 2, "leffa_loss": True}]
@@ -107,6 +108,30 @@ def test_ckpt_path_that_is_not_a_training_checkpoint_says_what_it_is(tmp_path):
     assert f"--model.init_checkpoint={exported}" in message
 
 
+def test_a_checkpoint_with_a_retired_model_setting_resumes_with_a_warning(tmp_path):
+    # Checkpoints written before log_images_every_n_steps left LeffaModule carry it in their hyper_parameters,
+    # which LightningCLI applies as model settings on --ckpt_path (it refused them: "does not accept option").
+    config = write_config(tmp_path, tmp_path / "run")
+    main(["fit", f"--config={config}", "--trainer.max_steps=2"])  # the end of stage a: last.ckpt
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["hyper_parameters"]["log_images_every_n_steps"] = 50
+    old = tmp_path / "old.ckpt"
+    torch.save(checkpoint, old)
+
+    with pytest.warns(UserWarning, match=r"model.log_images_every_n_steps=50 .*retired setting, dropped.*"
+                                         r"images.every_n_steps"):
+        main(["fit", f"--config={config}", f"--ckpt_path={old}", "--trainer.max_steps=3"])
+    assert torch.load(last, weights_only=True)["global_step"] == 3  # resumed at 2, one more step
+    assert "log_images_every_n_steps" not in (tmp_path / "run" / "config.yaml").read_text()
+    assert LeffaModule.load_from_checkpoint(old).hparams.learning_rate == 1e-3  # Lightning drops unknown keys here
+
+    checkpoint["hyper_parameters"]["no_such_setting"] = 1  # not retired: unknown, refused before any work
+    torch.save(checkpoint, old)
+    assert (f"{old}: its hyper_parameters hold model settings that LeffaModule does not take (no_such_setting)"
+            in refusal(f"--config={config}", f"--ckpt_path={old}"))
+
+
 def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -116,7 +141,6 @@ def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path)
 
 def test_a_lightning_checkpoint_as_init_checkpoint_says_to_use_ckpt_path(tmp_path):
     from leffa_pl.model.checkpoint import CheckpointError
-    from leffa_pl.training.leffa_module import LeffaModule
 
     path = tmp_path / "last.ckpt"
     torch.save({"pytorch-lightning_version": "2.6.6", "global_step": 3,

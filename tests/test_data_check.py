@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from PIL import Image
+from subprocess_limits import spawn_with_limit
 
 from leffa_pl.data import check_data, synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
@@ -203,8 +203,7 @@ def check_in_rank(rank: int, root: str, store: str, out: str) -> None:
 def test_under_ddp_the_ranks_share_the_walk_and_all_get_the_whole_report(broken, tmp_path):
     single = VitonHDDataModule(str(broken), mask_source="computed").check_files(
         ["train", "test_paired", "test_unpaired"], level="decode")
-    mp.spawn(check_in_rank, args=(str(broken), str(tmp_path / "store"), str(tmp_path / "report")), nprocs=2,
-             join=True)
+    spawn_with_limit(check_in_rank, (str(broken), str(tmp_path / "store"), str(tmp_path / "report")), 2, 120)
     for rank in (0, 1):
         shared = json.loads((tmp_path / f"report.{rank}").read_text())
         assert shared["problems"] == sorted(str(p.path) for p in single.problems)

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from metrics_support import backbone_file, forbid_network
 from PIL import Image
+from subprocess_limits import run_with_limit
 
 from leffa_pl.data import synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
@@ -260,7 +260,7 @@ def test_two_ddp_processes_write_each_pair_once(root, reference, tmp_path):
                    "TORCH_HOME": str(tmp_path / "torch-home")}
     command = [sys.executable, "-m", "leffa_pl.evaluation.evaluate",
                *evaluate_args(root, tmp_path, "--devices", "2", "--pairing", "both")]
-    finished = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    finished = run_with_limit(command, 120, env=environment)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "2 already written, 1 generated now" in finished.stderr
     generated = images(tmp_path / "unpaired")

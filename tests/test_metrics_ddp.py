@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from metrics_support import TinyFeatures, perturbed, textured_images
+from subprocess_limits import spawn_with_limit
 
 from leffa_pl.metrics.real_statistics import RealStatistics
 from leffa_pl.metrics.suite import MetricSuite
@@ -55,7 +55,7 @@ def test_two_ranks_give_the_single_process_results(tmp_path):
     single.update(generated, truth)
     expected = single.compute()
 
-    mp.spawn(run_rank, args=(str(tmp_path / "store"), str(tmp_path / "result.json")), nprocs=2, join=True)
+    spawn_with_limit(run_rank, (str(tmp_path / "store"), str(tmp_path / "result.json")), 2, 120)
     distributed = json.loads((tmp_path / "result.json").read_text())
 
     assert distributed["n"] == [7, 7, 12]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from leffa_pl.data import vitonhd
 from leffa_pl.data.files import CHECK_LEVELS, no_such_folder
 from leffa_pl.data.registry import DATA_MODULES, build_data_module
 
@@ -27,8 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--category", choices=["upper_body", "lower_body", "dresses", "all"],
                         help="DressCode category (default: all)")
     parser.add_argument("--mask-source", choices=["auto", "precomputed", "computed"],
-                        help="VITON-HD inpaint masks: agnostic-mask/ files or computed from parsing + pose "
-                             "(default: auto)")
+                        help=f"VITON-HD inpaint masks: {vitonhd.FILES['mask'][0]}/ files or computed from parsing + "
+                             "pose (default: auto)")
     args = parser.parse_args(argv)
     if not Path(args.root).is_dir():
         print(no_such_folder(args.root, "dataset folder"), file=sys.stderr)

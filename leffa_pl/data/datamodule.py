@@ -259,7 +259,7 @@ class VitonHDDataModule(TryOnDataModule):
                    for split in ("train", "test_paired")}
         masks = ", ".join(f"{'train' if s == 'train' else 'test'}: {src}" for s, src in sources.items())
         flow = " ground-truth flow: yes." if vitonhd.has_flow(self.root, "train") else ""
-        return (f"VITON-HD at {self.root}; inpaint masks ({masks}; precomputed = agnostic-mask/, "
+        return (f"VITON-HD at {self.root}; inpaint masks ({masks}; precomputed = {vitonhd.FILES['mask'][0]}/, "
                 f"computed = parsing + OpenPose recipe).{flow}")
 
 
@@ -391,7 +391,8 @@ class DeepFashionDataModule(PersonImageDataModule):
 
     def describe(self) -> str:
         layout = deepfashion.image_layout(self.root, "train")
-        images = "train_highres/, test_highres/" if layout == "flat" else f"{deepfashion.NESTED_FOLDER}/ (nested)"
+        images = (", ".join(f"{deepfashion.split_folder(split)}/" for split in deepfashion.SPLITS) if layout == "flat"
+                  else f"{deepfashion.NESTED_FOLDER}/ (nested)")
         return (f"DeepFashion at {self.root}; images from {images}, DensePose IUV from "
                 f"{deepfashion.DENSEPOSE_FOLDER}/; inpaint mask all ones, loss region = dilated DensePose "
                 "foreground; no horizontal flips.")

@@ -56,6 +56,7 @@ from leffa_pl.data.transforms import AugmentConfig, JointAugment, SampleRandomne
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
 Layout = Literal["flat", "nested"]
+SPLIT_LISTS = {"train": "train.lst", "test": "test.lst"}
 PAIR_FILES = {"train": "fasion-resize-pairs-train.csv", "test": "fasion-resize-pairs-test.csv"}
 ANNOTATION_FILES = {"train": "fasion-resize-annotation-train.csv", "test": "fasion-resize-annotation-test.csv"}
 ANNOTATION_HEADER = "name:keypoints_y:keypoints_x"
@@ -272,7 +273,7 @@ def read_pairs(root: str | Path, split: Split) -> SplitPairs:
     Raises ``DataFileError`` for a missing or malformed split list, pair CSV or annotation CSV.
     """
     root = Path(root)
-    listed = frozenset(read_split_list(root / f"{split}.lst"))
+    listed = frozenset(read_split_list(root / SPLIT_LISTS[split]))
     pair_file = root / PAIR_FILES[split]
     rows = read_pair_csv(pair_file)
     keypoints = read_annotations(root / ANNOTATION_FILES[split])
@@ -282,7 +283,8 @@ def read_pairs(root: str | Path, split: Split) -> SplitPairs:
     for number, (reference, person) in enumerate(rows, start=2):
         unlisted = [name for name in (reference, person) if name not in listed]
         if unlisted:
-            result.problems.append(FileProblem(pair_file, f"line {number}: {unlisted[0]} is not in {split}.lst"))
+            problem = f"line {number}: {unlisted[0]} is not in {SPLIT_LISTS[split]}"
+            result.problems.append(FileProblem(pair_file, problem))
             continue
         try:
             needed = [image_path(root, split, reference, layout), image_path(root, split, person, layout),

@@ -2,7 +2,8 @@
 
 Layout (datasets.md): ``{upper_body,lower_body,dresses}/{images,keypoints,label_maps,dense,...}``
 with ``{id}_0.jpg`` person, ``{id}_1.jpg`` garment, ``{id}_2.json`` keypoints, ``{id}_4.png`` ATR
-labels, ``{id}_5.png`` DensePose part index. Pair files ``train_pairs.txt``,
+labels, ``{id}_5.png`` DensePose part index (every name written once, here: ``FILES``, ``DressCodePaths``,
+used by the reader, the synthetic generator and ``leffa-pl-prepare``). Pair files ``train_pairs.txt``,
 ``test_pairs_paired.txt`` and ``test_pairs_unpaired.txt`` exist per category and at the root (mixed
 categories; an id's category is the folder that holds its image). Training uses the person's own
 garment, and so does paired testing. Masks are always computed (DressCode ships none), for the
@@ -42,6 +43,45 @@ Split = Literal["train", "test_paired", "test_unpaired"]
 PAIR_FILES = {"train": "train_pairs.txt", "test_paired": "test_pairs_paired.txt",
               "test_unpaired": "test_pairs_unpaired.txt"}
 KEYPOINT_FRAME = (512, 384)  # (H, W) of the keypoint coordinates
+# What a category folder holds, written only here (datasets.md): kind -> (folder, file name after the id).
+# The reader needs the first five (and flow); the generator and leffa-pl-prepare write more.
+FILES = {
+    "person": ("images", "_0.jpg"),
+    "garment": ("images", "_1.jpg"),
+    "keypoints": ("keypoints", "_2.json"),  # COCO-18 in the KEYPOINT_FRAME
+    "labels": ("label_maps", "_4.png"),  # ATR parsing, palette PNG
+    "densepose": ("dense", "_5.png"),  # part index I
+    "densepose_uv": ("dense", "_5_uv.npz"),
+    "skeleton": ("skeletons", "_5.jpg"),
+    "flow": (FLOW_FOLDER, ".npz"),  # synthetic copies only
+}
+
+
+def file_name(kind: str, identifier: str) -> str:
+    """``file_name("person", "048462")`` -> ``048462_0.jpg`` (pair files list the person and garment names)."""
+    return f"{identifier}{FILES[kind][1]}"
+
+
+def pair_line(person: str, garment: str) -> str:
+    """One line of a pair file (ids), without the newline."""
+    return f"{file_name('person', person)}    {file_name('garment', garment)}"
+
+
+@dataclass(frozen=True)
+class DressCodePaths:
+    """Where each file of a DressCode copy at ``root`` lives."""
+
+    root: Path
+
+    def pair_file(self, split: Split, category: Category) -> Path:
+        """A split's pair file of one category, or at the root for ``all`` (mixed categories)."""
+        return (self.root if category == "all" else self.root / category) / PAIR_FILES[split]
+
+    def folder(self, category: str, kind: str) -> Path:
+        return self.root / category / FILES[kind][0]
+
+    def file(self, category: str, kind: str, identifier: str) -> Path:
+        return self.folder(category, kind) / file_name(kind, identifier)
 
 
 @dataclass(frozen=True)
@@ -55,10 +95,12 @@ class DressCodePair:
 
 
 def _image_id(name: str, path: Path, line_hint: str) -> str:
+    image_stems = [Path(FILES[kind][1]).stem for kind in ("person", "garment")]  # "_0", "_1"
     stem = Path(name).stem
-    identifier, _, suffix = stem.rpartition("_")
-    if not identifier or suffix not in ("0", "1"):
-        raise DataFileError(path, f"unexpected image name {name!r} in {line_hint} (expected ID_0.jpg / ID_1.jpg)")
+    identifier, separator, suffix = stem.rpartition("_")
+    if not identifier or f"{separator}{suffix}" not in image_stems:
+        expected = " / ".join(file_name(kind, "ID") for kind in ("person", "garment"))
+        raise DataFileError(path, f"unexpected image name {name!r} in {line_hint} (expected {expected})")
     return identifier
 
 
@@ -68,22 +110,22 @@ def read_pairs(root: str | Path, split: Split,
 
     Raises ``DataFileError`` for a missing or malformed pair file.
     """
-    root = Path(root)
-    pair_file = root / PAIR_FILES[split] if category == "all" else root / category / PAIR_FILES[split]
+    paths = DressCodePaths(Path(root))
+    pair_file = paths.pair_file(split, category)
     listed = read_pair_list(pair_file)
     candidates = CATEGORIES if category == "all" else (category,)
-    holders = {c: _listing(root / c / "images") for c in candidates}
+    holders = {c: _listing(paths.folder(c, "person")) for c in candidates}  # person and garment images
     pairs, problems = [], []
     for person_name, garment_name in listed:
         person = _image_id(person_name, pair_file, "the person column")
         paired = split != "test_unpaired"  # own garment, whatever the second column says
         garment = person if paired else _image_id(garment_name, pair_file, "the garment column")
         located = []
-        for identifier, suffix in ((person, "0"), (garment, "1")):
-            found = [c for c in candidates if f"{identifier}_{suffix}.jpg" in holders[c]]
+        for identifier, kind in ((person, "person"), (garment, "garment")):
+            found = [c for c in candidates if file_name(kind, identifier) in holders[c]]
             if len(found) != 1:
                 folder = candidates[0] if len(candidates) == 1 else "{" + ",".join(candidates) + "}"
-                problems.append(FileProblem(root / folder / "images" / f"{identifier}_{suffix}.jpg",
+                problems.append(FileProblem(paths.file(folder, kind, identifier),
                                             "missing" if not found else f"ambiguous: in {found}"))
                 break
             located.append(found[0])
@@ -95,7 +137,8 @@ def read_pairs(root: str | Path, split: Split,
 def has_flow(root: str | Path, split: Split, category: Category) -> bool:
     """Whether ground-truth flow exists (synthetic data; unpaired pairs have none)."""
     categories = CATEGORIES if category == "all" else (category,)
-    return split != "test_unpaired" and all((Path(root) / c / FLOW_FOLDER).is_dir() for c in categories)
+    paths = DressCodePaths(Path(root))
+    return split != "test_unpaired" and all(paths.folder(c, "flow").is_dir() for c in categories)
 
 
 def _listing(folder: Path) -> frozenset[str]:
@@ -124,7 +167,7 @@ def read_keypoints(path: Path, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_part_index(path: Path) -> np.ndarray:
-    """``dense/{id}_5.png``: the DensePose part index map (0..24) as uint8 [H, W]."""
+    """The ``densepose`` file (``dense/{id}_5.png``): the DensePose part index map (0..24) as uint8 [H, W]."""
     parts = read_label(path)
     if parts.max() > DENSEPOSE_PARTS:
         raise DataFileError(path, f"part index {parts.max()} > {DENSEPOSE_PARTS}")
@@ -149,17 +192,20 @@ class DressCodeDataset(PairDataset[DressCodePair]):
         self._randomness = SampleRandomness()
 
     def files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
-        person, garment = self.root / pair.person_category, self.root / pair.garment_category
+        paths = DressCodePaths(self.root)
+
+        def person_file(kind: str) -> Path:
+            return paths.file(pair.person_category, kind, pair.person)
+
         files = {
-            "person": RequiredFile(person / "images" / f"{pair.person}_0.jpg", "rgb"),
-            "garment": RequiredFile(garment / "images" / f"{pair.garment}_1.jpg", "rgb"),
-            "keypoints": RequiredFile(person / "keypoints" / f"{pair.person}_2.json", "json", read_keypoint_file),
-            "labels": RequiredFile(person / "label_maps" / f"{pair.person}_4.png", "label", aligned=True),
-            "densepose": RequiredFile(person / "dense" / f"{pair.person}_5.png", "label", read_part_index,
-                                      aligned=True),
+            "person": RequiredFile(person_file("person"), "rgb"),
+            "garment": RequiredFile(paths.file(pair.garment_category, "garment", pair.garment), "rgb"),
+            "keypoints": RequiredFile(person_file("keypoints"), "json", read_keypoint_file),
+            "labels": RequiredFile(person_file("labels"), "label", aligned=True),
+            "densepose": RequiredFile(person_file("densepose"), "label", read_part_index, aligned=True),
         }
         if self.with_flow:
-            files["flow"] = RequiredFile(person / FLOW_FOLDER / f"{pair.person}.npz", "npz", read_flow, aligned=True)
+            files["flow"] = RequiredFile(person_file("flow"), "npz", read_flow, aligned=True)
         return files
 
     def __getitem__(self, index: int) -> dict:
@@ -183,7 +229,7 @@ class DressCodeDataset(PairDataset[DressCodePair]):
                                reference_id=reference_id, flow=views.flow)
 
     def sample_ids(self, index: int) -> tuple[str, str]:
-        return f"{self.pairs[index].person}_0.jpg", f"{self.pairs[index].garment}_1.jpg"
+        return file_name("person", self.pairs[index].person), file_name("garment", self.pairs[index].garment)
 
 
 def dresscode_augment(config: AugmentConfig) -> JointAugment:

@@ -106,8 +106,7 @@ def make_deepfashion(root: str | Path, train_people: int = 6, test_people: int =
     (root / deepfashion.DENSEPOSE_FOLDER).mkdir(parents=True, exist_ok=True)
     people = {"train": range(train_people), "test": range(train_people, train_people + test_people)}
     for split, indices in people.items():
-        folder = root / deepfashion.split_folder(split)
-        folder.mkdir(parents=True, exist_ok=True)
+        (root / deepfashion.split_folder(split)).mkdir(parents=True, exist_ok=True)
         names, pairs, annotations = [], [], []
         for person_index in indices:
             gender, category, outfit = PEOPLE[person_index % len(PEOPLE)]
@@ -118,15 +117,15 @@ def make_deepfashion(root: str | Path, train_people: int = 6, test_people: int =
                 name = deepfashion.flatten_name(original)
                 pose = random_pose(np.random.default_rng([seed, 2, person_index, view + 1]), height, width)
                 person = draw_person(np.random.default_rng([seed, 2, person_index]), height, width, outfit, pose)
-                Image.fromarray(person.image).save(folder / name, quality=95)
+                Image.fromarray(person.image).save(deepfashion.image_path(root, split, name, "flat"), quality=95)
                 Image.fromarray(densepose_iuv(pose, person.densepose), mode="RGB").save(
-                    root / deepfashion.DENSEPOSE_FOLDER / f"{Path(name).stem}.png")
+                    deepfashion.densepose_path(root, name))
                 annotations.append(_annotation_row(name, pose, size, np.random.default_rng([seed, 3, person_index,
                                                                                             view])))
                 own.append(name)
             names += own
             pairs += [(a, b) for a in own for b in own if a != b]
-        (root / f"{split}.lst").write_text("\n".join(names) + "\n")
+        (root / deepfashion.SPLIT_LISTS[split]).write_text("\n".join(names) + "\n")
         with open(root / deepfashion.PAIR_FILES[split], "w", newline="") as handle:
             csv.writer(handle, lineterminator="\n").writerows([("from", "to"), *pairs])
         (root / deepfashion.ANNOTATION_FILES[split]).write_text(

@@ -26,7 +26,7 @@ from PIL import Image
 
 from leffa_pl.data import dresscode, masks, vitonhd
 from leffa_pl.data.io import label_image
-from leffa_pl.data.layout import FLOW_FOLDER, FLOW_KEY
+from leffa_pl.data.layout import FLOW_KEY
 
 DEFAULT_SIZE = (256, 192)
 
@@ -355,16 +355,14 @@ def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tup
                  seed: int = 0, agnostic_mask: bool = True) -> Path:
     """Write a VITON-HD copy (``train/``, ``test/``, ``{train,test}_pairs.txt``) of ``size`` (H, W) to ``root``.
 
-    ``agnostic_mask`` writes ``agnostic-mask/`` (newer archives have it; older ones do not).
+    ``agnostic_mask`` writes the precomputed masks (``agnostic-mask/``: newer archives have it; older ones do not).
     """
     root, (height, width) = Path(root), size
-    folders = ["image", "cloth", "cloth-mask", "image-parse-v3", "image-parse-agnostic-v3.2", "agnostic-v3.2",
-               "openpose_img", "openpose_json", "image-densepose", FLOW_FOLDER]
-    folders += ["agnostic-mask"] if agnostic_mask else []
+    paths = vitonhd.VitonHDPaths(root)
+    kinds = [kind for kind in vitonhd.FILES if agnostic_mask or kind != "mask"]
     for split, count, first in (("train", n_train, 0), ("test", n_test, n_train)):
-        split_dir = root / split
-        for folder in folders:
-            (split_dir / folder).mkdir(parents=True, exist_ok=True)
+        for kind in kinds:
+            paths.folder(split, kind).mkdir(parents=True, exist_ok=True)
         names = [f"{first + i:05d}_00" for i in range(count)]
         for index, stem in enumerate(names):
             rng = _pair_seed(seed, 0, 0, first + index)
@@ -374,28 +372,25 @@ def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tup
                                   for i in range(25)])
             inpaint = masks.vitonhd_inpaint_mask(parse, keypoints)
             garment_only = np.isin(parse, masks.CIHP_UPPER_GARMENT + (masks.CIHP_NECK, 14, 15))
-            _save_jpeg(split_dir / "image" / f"{stem}.jpg", person.image)
-            _save_jpeg(split_dir / "cloth" / f"{stem}.jpg", person.garment.flat)
-            _save_jpeg(split_dir / "cloth-mask" / f"{stem}.jpg", person.garment.silhouette.astype(np.uint8) * 255)
-            _save_palette_png(split_dir / "image-parse-v3" / f"{stem}.png", parse)
-            _save_palette_png(split_dir / "image-parse-agnostic-v3.2" / f"{stem}.png",
-                              np.where(garment_only, 0, parse))
-            _save_jpeg(split_dir / "agnostic-v3.2" / f"{stem}.jpg",
-                       np.where(inpaint[..., None], np.uint8(128), person.image))
+            file = {kind: paths.file(split, kind, vitonhd.image_name(stem)) for kind in kinds}
+            _save_jpeg(file["person"], person.image)
+            _save_jpeg(file["garment"], person.garment.flat)
+            _save_jpeg(file["garment_mask"], person.garment.silhouette.astype(np.uint8) * 255)
+            _save_palette_png(file["labels"], parse)
+            _save_palette_png(file["labels_agnostic"], np.where(garment_only, 0, parse))
+            _save_jpeg(file["agnostic"], np.where(inpaint[..., None], np.uint8(128), person.image))
             if agnostic_mask:
-                Image.fromarray(inpaint.astype(np.uint8) * 255, mode="L").save(
-                    split_dir / "agnostic-mask" / f"{stem}_mask.png")
-            (split_dir / "openpose_json" / f"{stem}_keypoints.json").write_text(
-                json.dumps(openpose_json(person.pose, rng)))
+                Image.fromarray(inpaint.astype(np.uint8) * 255, mode="L").save(file["mask"])
+            file["keypoints"].write_text(json.dumps(openpose_json(person.pose, rng)))
             Image.fromarray(render_skeleton(person.pose, height, width, BODY_25, SKELETON)).save(
-                split_dir / "openpose_img" / f"{stem}_rendered.png")
-            _save_jpeg(split_dir / "image-densepose" / f"{stem}.jpg", vitonhd.encode_densepose(person.densepose))
-            _save_flow(split_dir / FLOW_FOLDER / f"{stem}.npz", person.flow)
+                file["keypoints_rendering"])
+            _save_jpeg(file["densepose"], vitonhd.encode_densepose(person.densepose))
+            _save_flow(file["flow"], person.flow)
         if split == "train":  # like the real file, some second columns name another garment
-            lines = [f"{s}.jpg {names[(i + 1) % count] if i % 4 == 3 else s}.jpg" for i, s in enumerate(names)]
-        else:  # test_pairs.txt holds the unpaired pairs
-            lines = [f"{s}.jpg {names[(i + 1) % count]}.jpg" for i, s in enumerate(names)]
-        (root / f"{split}_pairs.txt").write_text("\n".join(lines) + "\n")
+            lines = [vitonhd.pair_line(s, names[(i + 1) % count] if i % 4 == 3 else s) for i, s in enumerate(names)]
+        else:  # the test pair file holds the unpaired pairs
+            lines = [vitonhd.pair_line(s, names[(i + 1) % count]) for i, s in enumerate(names)]
+        paths.pair_file(split).write_text("\n".join(lines) + "\n")
     return root
 
 
@@ -406,13 +401,13 @@ def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tu
                    seed: int = 0, categories: Sequence[str] = dresscode.CATEGORIES) -> Path:
     """Write a DressCode copy (per-category folders, per-category and root pair files) of ``size`` (H, W)."""
     root, (height, width) = Path(root), size
-    root_lines: dict[str, list[str]] = {name: [] for name in dresscode.PAIR_FILES.values()}
+    paths = dresscode.DressCodePaths(root)
+    root_lines: dict[str, list[str]] = {split: [] for split in dresscode.PAIR_FILES}
     for category_index, category in enumerate(dresscode.CATEGORIES):
         if category not in categories:
             continue
-        cat_dir = root / category
-        for folder in ("images", "keypoints", "label_maps", "skeletons", "dense", FLOW_FOLDER):
-            (cat_dir / folder).mkdir(parents=True, exist_ok=True)
+        for kind in dresscode.FILES:
+            paths.folder(category, kind).mkdir(parents=True, exist_ok=True)
         ids = [f"{DRESSCODE_OFFSETS[category] + i:06d}" for i in range(n_train + n_test)]
         for index, identifier in enumerate(ids):
             rng = _pair_seed(seed, 1, category_index, index)
@@ -427,28 +422,27 @@ def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tu
             frame = np.array([dresscode.KEYPOINT_FRAME[1] / width, dresscode.KEYPOINT_FRAME[0] / height])
             keypoints = [[*(np.round(person.pose[COCO_18[i]] * frame, 3).tolist()),
                           round(float(rng.uniform(0.6, 0.95)), 6), i] for i in range(18)]
-            _save_jpeg(cat_dir / "images" / f"{identifier}_0.jpg", person.image)
-            _save_jpeg(cat_dir / "images" / f"{identifier}_1.jpg", person.garment.flat)
-            (cat_dir / "keypoints" / f"{identifier}_2.json").write_text(json.dumps({"keypoints": keypoints}))
-            _save_palette_png(cat_dir / "label_maps" / f"{identifier}_4.png", labels)
+            file = {kind: paths.file(category, kind, identifier) for kind in dresscode.FILES}
+            _save_jpeg(file["person"], person.image)
+            _save_jpeg(file["garment"], person.garment.flat)
+            file["keypoints"].write_text(json.dumps({"keypoints": keypoints}))
+            _save_palette_png(file["labels"], labels)
             coco_edges = [(1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
                           (11, 12), (12, 13), (0, 1)]
-            _save_jpeg(cat_dir / "skeletons" / f"{identifier}_5.jpg",
-                       render_skeleton(person.pose, height, width, COCO_18, coco_edges))
-            Image.fromarray(person.densepose, mode="L").save(cat_dir / "dense" / f"{identifier}_5.png")
+            _save_jpeg(file["skeleton"], render_skeleton(person.pose, height, width, COCO_18, coco_edges))
+            Image.fromarray(person.densepose, mode="L").save(file["densepose"])
             uv = np.where(person.densepose > 0, rng.uniform(0, 1, (2, height, width)), 0)[:, ::2, ::2]
-            np.savez_compressed(cat_dir / "dense" / f"{identifier}_5_uv.npz", uv=uv.astype(np.float32))
-            _save_flow(cat_dir / FLOW_FOLDER / f"{identifier}.npz", person.flow)
+            np.savez_compressed(file["densepose_uv"], uv=uv.astype(np.float32))
+            _save_flow(file["flow"], person.flow)
         train, test = ids[:n_train], ids[n_train:]
-        per_file = {
-            "train_pairs.txt": [f"{i}_0.jpg    {i}_1.jpg" for i in train],
-            "test_pairs_paired.txt": [f"{i}_0.jpg    {i}_1.jpg" for i in test],
-            "test_pairs_unpaired.txt": [f"{i}_0.jpg    {test[(k + 1) % len(test)]}_1.jpg"
-                                        for k, i in enumerate(test)],
+        per_split = {
+            "train": [dresscode.pair_line(i, i) for i in train],
+            "test_paired": [dresscode.pair_line(i, i) for i in test],
+            "test_unpaired": [dresscode.pair_line(i, test[(k + 1) % len(test)]) for k, i in enumerate(test)],
         }
-        for name, lines in per_file.items():
-            (cat_dir / name).write_text("\n".join(lines) + "\n")
-            root_lines[name] += lines
-    for name, lines in root_lines.items():
-        (root / name).write_text("\n".join(lines) + "\n")
+        for split, lines in per_split.items():
+            paths.pair_file(split, category).write_text("\n".join(lines) + "\n")
+            root_lines[split] += lines
+    for split, lines in root_lines.items():
+        paths.pair_file(split, "all").write_text("\n".join(lines) + "\n")
     return root

@@ -1,8 +1,10 @@
 """VITON-HD (``zalando-hd-resized``): pair lists, DensePose rendering codec, and the Dataset.
 
 Layout (datasets.md): ``{train,test}_pairs.txt`` and ``{train,test}/{image, cloth, image-parse-v3,
-openpose_json, image-densepose, agnostic-mask, ...}``. Training and paired testing use the person's
-own garment (same file name); unpaired testing uses ``test_pairs.txt`` as written.
+openpose_json, image-densepose, agnostic-mask, ...}``, every name written once, here (``FILES``,
+``VitonHDPaths``: the reader, the synthetic generator and ``leffa-pl-prepare`` use them). Training and
+paired testing use the person's own garment (same file name); unpaired testing uses ``test_pairs.txt`` as
+written.
 
 ``image-densepose`` holds the part index I rendered with OpenCV's PARULA colormap on black. It is
 decoded back to I (nearest colour) so that it can be resized with nearest neighbour and flipped with
@@ -55,6 +57,55 @@ class VitonHDPair:
         return Path(self.person).stem
 
 
+# -- the layout: every folder and file name of a copy, written only here (datasets.md) ----------------------
+
+IMAGE_SUFFIX = ".jpg"  # of the person and garment images the pair files list
+# What a split folder holds: kind -> (folder, file name after the id; None: the image's name as listed). The
+# reader needs person, garment, labels, densepose and keypoints or mask (and flow); writers write all.
+FILES: dict[str, tuple[str, str | None]] = {
+    "person": ("image", None),
+    "garment": ("cloth", None),
+    "garment_mask": ("cloth-mask", ".jpg"),
+    "labels": ("image-parse-v3", ".png"),  # CIHP parsing, palette PNG
+    "labels_agnostic": ("image-parse-agnostic-v3.2", ".png"),
+    "agnostic": ("agnostic-v3.2", ".jpg"),
+    "mask": ("agnostic-mask", "_mask.png"),
+    "keypoints": ("openpose_json", "_keypoints.json"),  # OpenPose BODY_25
+    "keypoints_rendering": ("openpose_img", "_rendered.png"),
+    "densepose": ("image-densepose", None),
+    "flow": (FLOW_FOLDER, ".npz"),  # synthetic copies only
+}
+
+
+def image_name(identifier: str) -> str:
+    """The name a pair file lists for an id: ``00006_00`` -> ``00006_00.jpg``."""
+    return f"{identifier}{IMAGE_SUFFIX}"
+
+
+def pair_line(person: str, garment: str) -> str:
+    """One line of a pair file (ids), without the newline."""
+    return f"{image_name(person)} {image_name(garment)}"
+
+
+@dataclass(frozen=True)
+class VitonHDPaths:
+    """Where each file of a VITON-HD copy at ``root`` lives; ``folder`` is a split folder (``train``/``test``)."""
+
+    root: Path
+
+    def pair_file(self, folder: str) -> Path:
+        return self.root / f"{folder}_pairs.txt"
+
+    def folder(self, folder: str, kind: str) -> Path:
+        return self.root / folder / FILES[kind][0]
+
+    def file(self, folder: str, kind: str, image: str) -> Path:
+        """The ``kind`` file of ``image``, an image name as the pair files list it (``00006_00.jpg``)."""
+        subfolder, suffix = FILES[kind]
+        name = image if suffix is None else f"{Path(image).stem}{suffix}"
+        return self.root / folder / subfolder / name
+
+
 def split_folder(split: Split) -> str:
     """The folder (and pair-file prefix) of a split: ``train`` or ``test`` (both test pairings)."""
     return "train" if split == "train" else "test"
@@ -62,24 +113,24 @@ def split_folder(split: Split) -> str:
 
 def read_pairs(root: str | Path, split: Split) -> list[VitonHDPair]:
     """The pairs of a split (raises ``DataFileError`` for a missing or malformed pair file)."""
-    root = Path(root)
     folder = split_folder(split)
-    listed = read_pair_list(root / f"{folder}_pairs.txt")
+    listed = read_pair_list(VitonHDPaths(Path(root)).pair_file(folder))
     if split == "test_unpaired":
         return [VitonHDPair(folder, person, garment) for person, garment in listed]
     return [VitonHDPair(folder, person, person) for person, _ in listed]  # own garment
 
 
 def resolve_mask_source(root: str | Path, split: Split, requested: str) -> MaskSource:
-    """``auto`` means precomputed when the split ships ``agnostic-mask/``, else computed."""
+    """``auto`` means precomputed when the split ships its mask folder (``agnostic-mask/``), else computed."""
     if requested != "auto":
         return requested  # type: ignore[return-value]
-    return "precomputed" if (Path(root) / split_folder(split) / "agnostic-mask").is_dir() else "computed"
+    has_masks = VitonHDPaths(Path(root)).folder(split_folder(split), "mask").is_dir()
+    return "precomputed" if has_masks else "computed"
 
 
 def has_flow(root: str | Path, split: Split) -> bool:
     """Whether ground-truth flow exists for the split (synthetic data; unpaired pairs have none)."""
-    return split != "test_unpaired" and (Path(root) / split_folder(split) / FLOW_FOLDER).is_dir()
+    return split != "test_unpaired" and VitonHDPaths(Path(root)).folder(split_folder(split), "flow").is_dir()
 
 
 @lru_cache(maxsize=1)
@@ -149,25 +200,24 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         self.augment = augment
         self._randomness = SampleRandomness()
 
-    def _path(self, pair: VitonHDPair, folder: str, name: str) -> Path:
-        return self.root / pair.folder / folder / name
-
     def files(self, pair: VitonHDPair) -> dict[str, RequiredFile]:
-        stem = pair.stem
+        paths = VitonHDPaths(self.root)
+
+        def person_file(kind: str) -> Path:
+            return paths.file(pair.folder, kind, pair.person)
+
         files = {
-            "person": RequiredFile(self._path(pair, "image", pair.person), "rgb"),
-            "garment": RequiredFile(self._path(pair, "cloth", pair.garment), "rgb"),
-            "parse": RequiredFile(self._path(pair, "image-parse-v3", f"{stem}.png"), "label", aligned=True),
-            "densepose": RequiredFile(self._path(pair, "image-densepose", pair.person), "rgb", aligned=True),
+            "person": RequiredFile(person_file("person"), "rgb"),
+            "garment": RequiredFile(paths.file(pair.folder, "garment", pair.garment), "rgb"),
+            "parse": RequiredFile(person_file("labels"), "label", aligned=True),
+            "densepose": RequiredFile(person_file("densepose"), "rgb", aligned=True),
         }
         if self.mask_source == "precomputed":
-            files["mask"] = RequiredFile(self._path(pair, "agnostic-mask", f"{stem}_mask.png"), "gray",
-                                         read_binary_mask, aligned=True)
+            files["mask"] = RequiredFile(person_file("mask"), "gray", read_binary_mask, aligned=True)
         else:
-            files["pose"] = RequiredFile(self._path(pair, "openpose_json", f"{stem}_keypoints.json"), "json",
-                                         read_openpose)
+            files["pose"] = RequiredFile(person_file("keypoints"), "json", read_openpose)
         if self.with_flow:
-            files["flow"] = RequiredFile(self._path(pair, FLOW_FOLDER, f"{stem}.npz"), "npz", read_flow, aligned=True)
+            files["flow"] = RequiredFile(person_file("flow"), "npz", read_flow, aligned=True)
         return files
 
     def __getitem__(self, index: int) -> dict:

@@ -71,23 +71,23 @@ def protocol_for(dataset: str, pairing: str | None) -> str:
 def real_set(dataset: str, predicted: PairDataset, root: Path) -> tuple[list[Path], str]:
     """The FID/KID real images of evaluation.md and a line describing them."""
     if dataset == "deepfashion":
-        return deepfashion_training_images(root), f"all training images ({root / 'train.lst'})"
+        return deepfashion_training_images(root), f"all training images ({root / deepfashion.SPLIT_LISTS['train']})"
     persons = sorted({predicted.person_file(index) for index in range(len(predicted))})
     return persons, f"the {len(persons)} test person images of the split"
 
 
 def deepfashion_training_images(root: Path) -> list[Path]:
     """The images named in ``train.lst``, where the data module reads them (flat or nested layout)."""
+    split_list = root / deepfashion.SPLIT_LISTS["train"]
     try:
-        names = deepfashion.read_split_list(root / "train.lst")
+        names = deepfashion.read_split_list(split_list)
         layout = deepfashion.image_layout(root, "train")
         paths = [deepfashion.image_path(root, "train", name, layout) for name in names]
     except (DataFileError, ValueError) as error:
         raise ScoreInputError(f"the DeepFashion FID real set: {error}") from None
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
-        raise ScoreInputError(f"{root / 'train.lst'}: {len(missing)} of {len(paths)} training images are "
-                              f"missing "
+        raise ScoreInputError(f"{split_list}: {len(missing)} of {len(paths)} training images are missing "
                               f"(the FID real set is all of them), e.g. {', '.join(missing[:3])}")
     return paths
 

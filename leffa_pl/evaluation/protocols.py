@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from leffa_pl.data import deepfashion
+
 
 @dataclass(frozen=True)
 class PublishedResult:
@@ -53,11 +55,11 @@ PROTOCOLS: dict[str, Protocol] = {
         lpips_net="alex",
         ground_truth_resize="bicubic",
         needs_ground_truth=True,
-        real_set="all DeepFashion training images of train.lst (48,674 in the released split), resized like the "
-                 "ground truth",
+        real_set=f"all DeepFashion training images of {deepfashion.SPLIT_LISTS['train']} (48,674 in the released "
+                 "split), resized like the ground truth",
         real_set_defaults_to_ground_truth=False,
         literature=_DEEPFASHION_LITERATURE,
-        notes=("The protocol generates every test pair of fasion-resize-pairs-test.csv (8,570 in the released "
+        notes=(f"The protocol generates every test pair of {deepfashion.PAIR_FILES['test']} (8,570 in the released "
                "split; the published numbers are on those) and scores every image.",
                "The papers do not say which SSIM variant their tables use; CFLD's evaluator reports both "
                "(`ssim` = uniform 51 window, `ssim_256` = Gaussian sigma 1.5).")),

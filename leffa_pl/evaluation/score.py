@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from leffa_pl.data import deepfashion, dresscode
 from leffa_pl.evaluation.images import IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError, image_size
 from leffa_pl.evaluation.protocols import PROTOCOLS, Protocol, get_protocol
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
@@ -303,8 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ground-truth", type=Path, help="folder of ground-truth images, matched by id")
     parser.add_argument("--real", type=Path, help="folder of the FID/KID real set (try-on: defaults to "
                                                   "--ground-truth; DeepFashion: the training images)")
-    parser.add_argument("--real-list", type=Path, help="file naming the real images, one per line (train.lst)")
-    parser.add_argument("--real-pattern", default="*", help="glob selecting the real images, e.g. '*_0.jpg'")
+    parser.add_argument("--real-list", type=Path, help="file naming the real images, one per line "
+                                                       f"({deepfashion.SPLIT_LISTS['train']})")
+    parser.add_argument("--real-pattern", default="*", help="glob selecting the real images, e.g. "
+                                                            f"'{dresscode.file_name('person', '*')}'")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

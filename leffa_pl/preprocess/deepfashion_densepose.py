@@ -29,7 +29,7 @@ def missing_maps(root: str | Path) -> dict[Path, Path]:
     root = Path(root)
     needed: dict[Path, Path] = {}
     for split in deepfashion.SPLITS:
-        listed = frozenset(deepfashion.read_split_list(root / f"{split}.lst"))
+        listed = frozenset(deepfashion.read_split_list(root / deepfashion.SPLIT_LISTS[split]))
         layout = deepfashion.image_layout(root, split)
         for _, person in deepfashion.read_pair_csv(root / deepfashion.PAIR_FILES[split]):
             if person not in listed:

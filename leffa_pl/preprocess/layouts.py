@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leffa_pl.data import dresscode
+from leffa_pl.data import dresscode, vitonhd
 from leffa_pl.preprocess.annotate import PersonAnnotation, inpaint_mask
 from leffa_pl.preprocess.files import write_jpeg, write_json, write_npz, write_palette_png, write_png, write_text
 from leffa_pl.preprocess.keypoints import dresscode_json, openpose_json
@@ -39,8 +39,10 @@ def _unpaired(ids: list[str]) -> list[tuple[str, str]]:
 
 
 class VitonHDLayout:
-    """``{train,test}/{image, cloth, cloth-mask, image-parse-v3, openpose_json, image-densepose, agnostic-mask,
-    agnostic-v3.2}`` and ``{train,test}_pairs.txt``; ids ``NNNNN_00``."""
+    """The reader's layout (``vitonhd.FILES``, e.g. ``{train,test}/image-parse-v3``) and pair files; ids
+    ``NNNNN_00``."""
+
+    written = ("person", "garment", "garment_mask", "labels", "keypoints", "densepose", "mask", "agnostic")
 
     name = "vitonhd"
     title = "VITON-HD"
@@ -57,13 +59,8 @@ class VitonHDLayout:
         return int(identifier.split("_")[0])
 
     def outputs(self, item: Item) -> dict[str, Path]:
-        split, i = self.root / item.split, item.id
-        return {"person": split / "image" / f"{i}.jpg", "garment": split / "cloth" / f"{i}.jpg",
-                "garment_mask": split / "cloth-mask" / f"{i}.jpg",
-                "labels": split / "image-parse-v3" / f"{i}.png",
-                "keypoints": split / "openpose_json" / f"{i}_keypoints.json",
-                "densepose": split / "image-densepose" / f"{i}.jpg",
-                "mask": split / "agnostic-mask" / f"{i}_mask.png", "agnostic": split / "agnostic-v3.2" / f"{i}.jpg"}
+        paths = vitonhd.VitonHDPaths(self.root)
+        return {kind: paths.file(item.split, kind, vitonhd.image_name(item.id)) for kind in self.written}
 
     def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
         files = self.outputs(item)
@@ -80,15 +77,17 @@ class VitonHDLayout:
 
     def write_pair_files(self, items: Sequence[Item]) -> list[Path]:
         by_split = {split: [item.id for item in items if item.split == split] for split in SPLITS}
-        own = [f"{i}.jpg {i}.jpg" for i in by_split["train"]]
-        unpaired = [f"{a}.jpg {b}.jpg" for a, b in _unpaired(by_split["test"])]
-        return [write_text(self.root / "train_pairs.txt", "".join(f"{line}\n" for line in own)),
-                write_text(self.root / "test_pairs.txt", "".join(f"{line}\n" for line in unpaired))]
+        lines = {"train": [vitonhd.pair_line(i, i) for i in by_split["train"]],
+                 "test": [vitonhd.pair_line(a, b) for a, b in _unpaired(by_split["test"])]}
+        paths = vitonhd.VitonHDPaths(self.root)
+        return [write_text(paths.pair_file(split), "".join(f"{line}\n" for line in lines[split])) for split in SPLITS]
 
 
 class DressCodeLayout:
-    """``{category}/{images, keypoints, label_maps, dense}`` and the pair files per category and at the root;
-    ids of 6 digits. DressCode ships no masks: the data module computes them for the category."""
+    """The reader's layout (``dresscode.FILES``, e.g. ``{category}/label_maps``) and the pair files per category
+    and at the root; ids of 6 digits. DressCode ships no masks: the data module computes them for the category."""
+
+    written = ("person", "garment", "keypoints", "labels", "densepose", "densepose_uv")
 
     name = "dresscode"
     title = "DressCode"
@@ -105,11 +104,8 @@ class DressCodeLayout:
         return int(identifier)
 
     def outputs(self, item: Item) -> dict[str, Path]:
-        category, i = self.root / item.category, item.id
-        return {"person": category / "images" / f"{i}_0.jpg", "garment": category / "images" / f"{i}_1.jpg",
-                "keypoints": category / "keypoints" / f"{i}_2.json",
-                "labels": category / "label_maps" / f"{i}_4.png", "densepose": category / "dense" / f"{i}_5.png",
-                "densepose_uv": category / "dense" / f"{i}_5_uv.npz"}
+        paths = dresscode.DressCodePaths(self.root)
+        return {kind: paths.file(item.category, kind, item.id) for kind in self.written}
 
     def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
         files = self.outputs(item)
@@ -121,18 +117,19 @@ class DressCodeLayout:
         write_jpeg(files["person"], person)  # last: a present person image means a finished item
 
     def write_pair_files(self, items: Sequence[Item]) -> list[Path]:
-        written, root_lines = [], {name: [] for name in dresscode.PAIR_FILES.values()}
+        paths = dresscode.DressCodePaths(self.root)
+        written, root_lines = [], {split: [] for split in dresscode.PAIR_FILES}
         for category in dresscode.CATEGORIES:
             ids = {split: [i.id for i in items if i.category == category and i.split == split] for split in SPLITS}
-            lines = {"train_pairs.txt": [(i, i) for i in ids["train"]],
-                     "test_pairs_paired.txt": [(i, i) for i in ids["test"]],
-                     "test_pairs_unpaired.txt": _unpaired(ids["test"])}
-            for name, pairs in lines.items():
-                text = [f"{a}_0.jpg    {b}_1.jpg\n" for a, b in pairs]
-                root_lines[name] += text
+            lines = {"train": [(i, i) for i in ids["train"]], "test_paired": [(i, i) for i in ids["test"]],
+                     "test_unpaired": _unpaired(ids["test"])}
+            for split, pairs in lines.items():
+                text = [f"{dresscode.pair_line(a, b)}\n" for a, b in pairs]
+                root_lines[split] += text
                 if (self.root / category).is_dir():
-                    written.append(write_text(self.root / category / name, "".join(text)))
-        return written + [write_text(self.root / name, "".join(text)) for name, text in root_lines.items()]
+                    written.append(write_text(paths.pair_file(split, category), "".join(text)))
+        return written + [write_text(paths.pair_file(split, "all"), "".join(text))
+                          for split, text in root_lines.items()]
 
 
 LAYOUTS = {"vitonhd": VitonHDLayout, "dresscode": DressCodeLayout}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
 
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
+CLI_HYPERPARAMETER_KEYS = {"_instantiator", "_class_path"}  # LightningCLI's own: how it builds the module
 
 
 class RunFolderError(ValueError):
@@ -54,8 +55,9 @@ def remove_stale_checkpoint_temporaries(folder: str | os.PathLike) -> None:
         rank_zero_info(f"removed {path}: a checkpoint write that never finished")
 
 
-def check_resume_checkpoint(path: str | os.PathLike) -> None:
-    """``--ckpt_path`` must be a Lightning checkpoint of a training run; say what the file is otherwise.
+def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[str]) -> None:
+    """``--ckpt_path`` must be a Lightning checkpoint of a training run whose ``hyper_parameters`` (which
+    LightningCLI applies as model settings) are all in ``model_settings``; say what is wrong otherwise.
 
     Reads the file memory-mapped and weights-only: only the pickle is parsed, the tensors are not read.
     """
@@ -78,3 +80,8 @@ def check_resume_checkpoint(path: str | os.PathLike) -> None:
                                  f"checkpoints are), not a training checkpoint. {advice}")
         raise RunFolderError(f"{path}: not a Lightning training checkpoint (no {' / '.join(LIGHTNING_KEYS)})."
                              f" {advice}")
+    unknown = sorted(set(content.get("hyper_parameters") or {}) - set(model_settings) - CLI_HYPERPARAMETER_KEYS)
+    if unknown:
+        raise RunFolderError(f"{path}: its hyper_parameters hold model settings that LeffaModule does not take "
+                             f"({', '.join(unknown)}), which LightningCLI would apply on resume: a checkpoint of "
+                             "another version or model class. Resume it with the leffa_pl version that wrote it")

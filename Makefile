@@ -174,3 +174,8 @@ bench-train: $(INSTALLED)
 .PHONY: bench-gpu
 bench-gpu: $(INSTALLED)
 	$(PY) benchmarks/bench_gpu.py
+
+# Channels-last and torch.compile (inductor) on the training step: eager / channels_last / compile / both (tiny, CPU).
+.PHONY: bench-levers
+bench-levers: $(INSTALLED)
+	$(PY) benchmarks/bench_levers.py

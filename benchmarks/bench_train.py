@@ -62,7 +62,6 @@ from leffa_pl.planning.plan import (
     static_memory,
 )
 from leffa_pl.training.leffa_module import LeffaModule
-from leffa_pl.training.trainable import select_trainable
 
 ROWS = ("tiny", "sd15", "sdxl")
 
@@ -95,6 +94,8 @@ class Config:
     optimizer: str = "adamw"  # or "sgd": StatelessSGDModule
     strategy: str = "auto"  # Lightning's: "auto" (one device) or "ddp"
     count_flops: bool = False  # model FLOPs of one step (count_step_flops)
+    channels_last: bool = False  # model.channels_last
+    torch_compile: bool = False  # model.torch_compile (inductor)
 
 
 def configurations(rows: list[str], warmup: int | None, steps: int | None) -> list[Config]:
@@ -165,6 +166,7 @@ class StepMeter(pl.Callback):
     def __init__(self, warmup: int, device: str):
         self.warmup, self.device = warmup, device
         self.seconds: list[float] = []
+        self.warmup_seconds: list[float] = []  # where compilation and first allocations happen
         self.peak_bytes = 0
 
     def _sync(self) -> None:
@@ -182,8 +184,11 @@ class StepMeter(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self._sync()
-        if trainer.global_step > self.warmup:  # global_step already counts this step
-            self.seconds.append(time.perf_counter() - self._start)
+        seconds = time.perf_counter() - self._start
+        if trainer.global_step <= self.warmup:  # global_step already counts this step
+            self.warmup_seconds.append(seconds)
+        else:
+            self.seconds.append(seconds)
             self.peak_bytes = (torch.cuda.max_memory_allocated() if self.device == "cuda"
                                else _status_bytes("VmHWM"))
 
@@ -202,15 +207,12 @@ def build_module(config: Config) -> LeffaModule:
     module_class = StatelessSGDModule if config.optimizer == "sgd" else LeffaModule
     with torch.device(config.device):  # random initialisation where the model will run (fast on a GPU)
         module = module_class(reference_dropout=0.0, leffa_theta_timestep=1000,
-                              gradient_checkpointing=config.gradient_checkpointing)
+                              gradient_checkpointing=config.gradient_checkpointing,
+                              channels_last=config.channels_last, torch_compile=config.torch_compile)
         if config.model != "tiny":
             # LeffaModule builds the tiny model without a base-model folder; larger architectures come from the
             # planner's presets instead (random weights: the timing does not depend on them).
-            module.model = ARCHITECTURES[config.model]()
-            module.trainable_summary = select_trainable(module.model)
-            if config.gradient_checkpointing:
-                module.model.unet.enable_gradient_checkpointing()
-                module.model.unet_encoder.enable_gradient_checkpointing()
+            module.use_model(ARCHITECTURES[config.model]())
     return module
 
 
@@ -250,7 +252,8 @@ def measure(config: Config) -> dict:
         trainer.fit(module, datamodule=RepeatedSampleData(config.warmup + config.steps))
     except torch.cuda.OutOfMemoryError:
         return {"oom": True}
-    return {"seconds": statistics.median(meter.seconds), "peak_bytes": meter.peak_bytes, "baseline_bytes": baseline,
+    return {"seconds": statistics.median(meter.seconds), "warmup_seconds": meter.warmup_seconds,
+            "peak_bytes": meter.peak_bytes, "baseline_bytes": baseline,
             "parameters": sum(p.numel() for p in module.model.parameters()), "flops_per_sample": flops}
 
 

@@ -72,6 +72,7 @@ class LeffaModel(nn.Module):
         self.unet_encoder = _prepare_unet(unet_encoder, REFERENCE_IN_CHANNELS, "reference")
         self.unet = _prepare_unet(unet, GENERATIVE_IN_CHANNELS, "generative")
         self.vae.requires_grad_(False)
+        self.unet_memory_format = torch.contiguous_format  # use_channels_last
         # The noise schedule is part of the model's definition (SDXL's zero-terminal-SNR betas etc.).
         self.scheduler_config = dict(scheduler_config or sd15_scheduler_config())
 
@@ -123,6 +124,13 @@ class LeffaModel(nn.Module):
         """Write the released layout: ``.pth`` (weights-only pickle) or ``.safetensors``."""
         return write_state_dict(self.state_dict(), path)
 
+    def use_channels_last(self) -> None:
+        """Both UNets' weights, and the inputs ``forward`` feeds them, in channels-last memory format (the VAE
+        stays as it is). State-dict keys and values are unchanged; exports are written contiguous."""
+        self.unet_memory_format = torch.channels_last
+        self.unet.to(memory_format=torch.channels_last)
+        self.unet_encoder.to(memory_format=torch.channels_last)
+
     # ---------------------------------------------------------------------------------- compute
     @property
     def vae_scale_factor(self) -> int:
@@ -158,6 +166,7 @@ class LeffaModel(nn.Module):
     def encode_reference(self, reference_latent: torch.Tensor, timesteps: torch.Tensor) -> dict[str, torch.Tensor]:
         """Run the reference UNet; returns its self-attention inputs by layer name, in forward order."""
         state = ReferenceAttention()
+        reference_latent = reference_latent.contiguous(memory_format=self.unet_memory_format)
         self.unet_encoder(reference_latent, timesteps, encoder_hidden_states=None,
                           cross_attention_kwargs={"reference": state})
         return state.features
@@ -177,6 +186,7 @@ class LeffaModel(nn.Module):
                 attention_records: list[AttentionRecord] | None = None) -> torch.Tensor:
         """The generative UNet on its 12-channel input, attending to ``reference_features``."""
         state = ReferenceAttention(features=reference_features, records=attention_records)
+        unet_input = unet_input.contiguous(memory_format=self.unet_memory_format)
         return self.unet(unet_input, timesteps, encoder_hidden_states=None,
                          cross_attention_kwargs={"reference": state}).sample
 

@@ -24,6 +24,7 @@ from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
+from leffa_pl.training.torch_compile import check_compile_options, check_compiler, compile_unets
 from leffa_pl.training.trainable import TrainableChoice, select_trainable
 
 
@@ -57,6 +58,9 @@ class LeffaModule(pl.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         reference_dropout: float = 0.1,
         gradient_checkpointing: bool = False,
+        channels_last: bool = False,
+        torch_compile: bool = False,
+        torch_compile_backend: str = "inductor",
         trainable: TrainableChoice = "both",
         optimizer: str = "adamw",
         seed: int = 0,
@@ -72,13 +76,9 @@ class LeffaModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         check_optimizer_name(optimizer)
-        self.model = build_model(base_model, init_checkpoint)
-        # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
-        self.trainable_summary = select_trainable(self.model, trainable)
-        rank_zero_info(str(self.trainable_summary))
-        if gradient_checkpointing:
-            self.model.unet.enable_gradient_checkpointing()
-            self.model.unet_encoder.enable_gradient_checkpointing()
+        if torch_compile:
+            check_compile_options(torch_compile_backend, gradient_checkpointing)
+        self.use_model(build_model(base_model, init_checkpoint))
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
         self.leffa_loss = LeffaLoss(tau=leffa_tau, weight=leffa_weight, theta_resolution=leffa_theta_resolution,
                                     theta_timestep=leffa_theta_timestep, distance=leffa_distance)
@@ -88,6 +88,21 @@ class LeffaModule(pl.LightningModule):
         self._stage_end_step: int | None = None  # set_stage
         self._image_every_n_steps = 0  # set_image_interval
         self._last_step_time: float | None = None
+
+    def use_model(self, model: LeffaModel) -> None:
+        """Train ``model`` with this module's settings: freezing, gradient checkpointing, channels-last, compilation
+        (``__init__`` calls it; benchmarks pass other architectures built without a base-model folder)."""
+        self.model = model
+        # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
+        self.trainable_summary = select_trainable(model, self.hparams.trainable)
+        rank_zero_info(str(self.trainable_summary))
+        if self.hparams.gradient_checkpointing:
+            model.unet.enable_gradient_checkpointing()
+            model.unet_encoder.enable_gradient_checkpointing()
+        if self.hparams.channels_last:
+            model.use_channels_last()
+        if self.hparams.torch_compile:
+            compile_unets(model, self.hparams.torch_compile_backend)
 
     # ----------------------------------------------------------------------- called by the callbacks
     def set_stage(self, leffa_loss: bool, end_step: int | None) -> None:
@@ -112,6 +127,10 @@ class LeffaModule(pl.LightningModule):
     def set_image_interval(self, every_n_steps: int) -> None:
         """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
         self._image_every_n_steps = every_n_steps
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.torch_compile:  # the device is known from here on
+            check_compiler(self.hparams.torch_compile_backend, self.trainer.strategy.root_device)
 
     # ------------------------------------------------------------------------------------ training
     def sample_generators(self, batch: Mapping[str, Any], micro_batch: int) -> list[torch.Generator]:

@@ -3,9 +3,11 @@
 Rows: SD1.5-size model (random weights, nothing downloaded) at 512x384 (batch 32) and 1024x768 (batch 8), the
 per-device batches of configs/stages/vton_paper.yaml, with the paper's settings: bf16-mixed, gradient
 checkpointing, AdamW, gradient clipping 1.0 (no EMA); Leffa loss off and on (every sample takes it); Lightning's
-single-device strategy and ``ddp`` with one process. Each row is one fresh process (``bench_train.measure``:
-model built on the device, warm-up steps, timed steps). A batch that does not fit is reported as out of memory,
-not shrunk: the planner's column says whether it should have fitted.
+single-device strategy and ``ddp`` with one process. Then the speed levers, one row each at the first resolution
+with the Leffa loss, single device: ``model.channels_last`` and ``model.torch_compile`` (inductor; its compile time
+is in the warm-up steps, so in the row's wall time, not in its step time). Each row is one fresh process
+(``bench_train.measure``: model built on the device, warm-up steps, timed steps). A batch that does not fit is
+reported as out of memory, not shrunk: the planner's column says whether it should have fitted.
 
 Columns: median step time, samples/s, peak ``torch.cuda.max_memory_allocated`` over the timed steps, the planner's
 prediction for it (``leffa_pl.planning``: exact weights, gradients, AdamW state; fitted activations), model FLOPs
@@ -15,11 +17,13 @@ or ``--peak-tflops``). The planner's activation fits (CPU, fake tensors) run in 
 GPU rows. Rows not started within ``--budget-s`` are reported as skipped; the elapsed time is printed.
 
 Budget (an estimate: no GPU was available to measure it): per row ~10 s of start-up and model build on the GPU,
-2 warm-up + 4 timed steps of about a second each at these batches on an H100-class GPU; 8 rows in 4-6 minutes.
+2 warm-up + 4 timed steps of about a second each at these batches on an H100-class GPU; the 8 paper rows in 4-6
+minutes, the channels-last row in under one, the compile row with an unmeasured compilation (skipped if the budget
+is spent).
 
     python benchmarks/bench_gpu.py                                                   # make bench-gpu
     python benchmarks/bench_gpu.py --device cpu --model tiny --resolutions 64x48 --batch-sizes 2 --precision 32-true \\
-         --leffa on --strategies auto --warmup 1 --steps 1 --peak-tflops 1 --threads 1    # CPU smoke (a test)
+         --leffa on --strategies auto --levers --warmup 1 --steps 1 --peak-tflops 1 --threads 1    # CPU smoke (a test)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from leffa_pl.planning.plan import GIB, StaticMemory
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0,
                     "L40S": 362.0, "L4": 121.0}
 STRATEGIES = {"auto": "single device", "ddp": "ddp, 1 process"}
+LEVERS = {"channels_last": "channels-last", "torch_compile": "torch.compile"}
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -54,11 +59,21 @@ def peak_tflops(device_name: str) -> float | None:
 def configurations(args: argparse.Namespace) -> list[Config]:
     if len(args.resolutions) != len(args.batch_sizes):
         raise SystemExit("--resolutions and --batch-sizes need one batch size per resolution")
-    # FLOPs do not depend on the strategy: counted in the first row of each setting.
-    return [Config(args.model, resolution, batch, leffa == "on", args.device, args.precision, True, args.warmup,
-                   args.steps, strategy=strategy, count_flops=strategy == args.strategies[0])
-            for resolution, batch in zip(args.resolutions, args.batch_sizes)
-            for leffa in args.leffa for strategy in args.strategies]
+    # FLOPs depend on neither the strategy nor the levers: counted in the first row of each setting.
+    paper = [Config(args.model, resolution, batch, leffa == "on", args.device, args.precision, True, args.warmup,
+                    args.steps, strategy=strategy, count_flops=strategy == args.strategies[0])
+             for resolution, batch in zip(args.resolutions, args.batch_sizes)
+             for leffa in args.leffa for strategy in args.strategies]
+    # Last, so that the budget skips them first.
+    levers = [Config(args.model, args.resolutions[0], args.batch_sizes[0], args.leffa[-1] == "on", args.device,
+                     args.precision, True, args.warmup, args.steps, **{lever: True}) for lever in args.levers]
+    return paper + levers
+
+
+def setting(config: Config) -> str:
+    """The strategy column: the strategy, and the lever a row switches on."""
+    levers = [text for lever, text in LEVERS.items() if getattr(config, lever)]
+    return " + ".join([STRATEGIES[config.strategy], *levers])
 
 
 def start_prediction(configs: list[Config], threads: int | None) -> subprocess.Popen:
@@ -81,7 +96,7 @@ def collect_prediction(process: subprocess.Popen) -> tuple[StaticMemory, dict[bo
 def format_row(config: Config, result: dict, flops_per_sample: int | None, planned: float | None,
                peak: float | None) -> str:
     head = (f"| {config.resolution[0]}x{config.resolution[1]} | {config.batch_size} "
-            f"| {'on' if config.leffa else 'off'} | {STRATEGIES[config.strategy]} ")
+            f"| {'on' if config.leffa else 'off'} | {setting(config)} ")
     planned_text = f"{planned / GIB:.1f}" if planned is not None else "-"
     for flag, text in (("skipped", "skipped (budget)"), ("timed_out", "timed out"), ("oom", "out of memory")):
         if result.get(flag):
@@ -96,7 +111,7 @@ def format_row(config: Config, result: dict, flops_per_sample: int | None, plann
                    f"| {measured / GIB:.1f} | {planned_text} | {ratio} | {result['wall_seconds']:.0f} s |")
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--model", default="sd15", choices=["sd15", "tiny"])
@@ -104,6 +119,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 8], help="per device, one per resolution")
     parser.add_argument("--leffa", nargs="+", choices=["off", "on"], default=["off", "on"])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    parser.add_argument("--levers", nargs="*", choices=list(LEVERS), default=list(LEVERS),
+                        help="one extra row each (none: --levers with no value)")
     parser.add_argument("--precision", default="bf16-mixed", help="the paper's; 32-true for a quick CPU smoke run")
     parser.add_argument("--warmup", type=int, default=2, help="optimizer steps before timing")
     parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps (median)")
@@ -112,7 +129,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch CPU threads per process (default: torch's choice)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument("--predict", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -141,7 +162,7 @@ def main() -> None:
         if result.get("flops_per_sample"):
             flops[(config.resolution, config.batch_size, config.leffa)] = result["flops_per_sample"]
         results.append(result)
-        print(f"  measured {config.resolution} batch {config.batch_size} Leffa {config.leffa} {config.strategy}: "
+        print(f"  measured {config.resolution} batch {config.batch_size} Leffa {config.leffa} {setting(config)}: "
               f"{result} at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     static, activations = collect_prediction(prediction)
 

@@ -10,14 +10,27 @@ import pytest
 from leffa_pl.planning.plan import TrainingSetup, build_model, static_memory
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import bench_gpu  # noqa: E402  (benchmarks/ is not a package)
+
+
+def test_default_rows_are_the_paper_grid_then_one_row_per_lever_on_the_first_resolution():
+    args = bench_gpu.build_parser().parse_args([])
+    configs = bench_gpu.configurations(args)
+    paper, levers = configs[:8], configs[8:]
+    assert [(c.resolution, c.batch_size) for c in paper[::4]] == [((512, 384), 32), ((1024, 768), 8)]
+    assert not any(c.channels_last or c.torch_compile for c in paper)
+    assert [(c.channels_last, c.torch_compile, c.resolution, c.leffa, c.strategy) for c in levers] == [
+        (True, False, (512, 384), True, "auto"), (False, True, (512, 384), True, "auto")]
+    assert [bench_gpu.setting(c) for c in levers] == ["single device + channels-last", "single device + torch.compile"]
 
 
 def test_cpu_smoke_run_counts_flops_plans_memory_and_prints_the_row(tmp_path):
     out = tmp_path / "rows.json"
     command = [sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu", "--model", "tiny",
                "--resolutions", "64x48", "--batch-sizes", "2", "--precision", "32-true", "--leffa", "on",
-               "--strategies", "auto", "--warmup", "1", "--steps", "1", "--peak-tflops", "0.5", "--threads", "1",
-               "--json", str(out)]
+               "--strategies", "auto", "--levers", "--warmup", "1", "--steps", "1", "--peak-tflops", "0.5",
+               "--threads", "1", "--json", str(out)]
     finished = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-3000:]
 

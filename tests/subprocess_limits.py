@@ -90,9 +90,8 @@ def spawn_with_limit(function: Callable[..., None], args: tuple, nprocs: int, se
     while not context.join(timeout=POLL_SECONDS):
         if deadline.expired():
             alive = [process for process in context.processes if process.is_alive()]
-            for process in alive:
+            for process in alive:  # one at a time: concurrent dumps interleave their lines on the shared stderr
                 os.kill(process.pid, signal.SIGABRT)
-            for process in alive:
                 process.join(STACK_DUMP_SECONDS)
                 if process.is_alive():
                     process.kill()

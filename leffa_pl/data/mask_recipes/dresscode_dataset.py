@@ -13,9 +13,11 @@ Source: aimagelab/dress-code@2e9e7ed5, ``data/dataset.py``, ``Dataset.__getitem_
   sunglasses, scarf, bag, shoes, the head above the neck, the arms outside the polyline (hands), and per category
   skirt and pants (upper body) or upper clothes and arms (lower body, which also keeps the whole head).
 
-Kept as the official code has it: the line width and the 20 px neck offset do not scale below 1024 px, missing
-points other than the checked wrists and elbows are drawn where the file puts them (DressCode writes (-1, -1):
-a line to the far corner once cast to uint16), and the shoulder line comes from a least-squares fit.
+Kept as the official code has it: the 30 px line width does not scale with the size (only above 512 px height are
+the lines grown), missing points other than the checked wrists and elbows are drawn where the file puts them
+(DressCode writes (-1, -1): a line to the far corner once cast to uint16), and the shoulder line comes from a
+least-squares fit, its per-column cut truncated toward zero and used as a slice start (a negative one counts from
+the bottom).
 """
 
 from __future__ import annotations

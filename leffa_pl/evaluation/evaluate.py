@@ -2,9 +2,10 @@
 (`leffa-pl-evaluate`).
 
 Per pairing, ``OUT/<pairing>/`` (try-on: ``paired``, ``unpaired``; DeepFashion: ``OUT/`` itself) receives the
-PNGs (``leffa_pl.evaluation.predict``), ``metrics.json`` and ``metrics.md``. Already written PNGs are kept,
-so a rerun resumes. Real sets follow evaluation.md: try-on paired = the ground truth, unpaired = the test
-person images, DeepFashion = all training images (``train.lst``), resized to the evaluation resolution.
+PNGs (``leffa_pl.evaluation.predict``), ``metrics.json`` and ``metrics.md`` (DressCode with several categories:
+also ``metrics_<category>.*``, see ``score_categories``). Already written PNGs are kept, so a rerun resumes.
+Real sets follow evaluation.md: try-on paired = the ground truth, unpaired = the test person images,
+DeepFashion = all training images (``train.lst``), resized to the evaluation resolution.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -32,14 +32,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-LabelSet = Literal["cihp", "atr", "atr-neck"]
+from leffa_pl.data.mask_recipes.formats import ATR_ARMS, ATR_HEAD, ATR_NECK  # the label sets, listed once
+from leffa_pl.data.mask_recipes.recipe import LabelSet
+
 # SCHP's normalisation, applied to BGR channels in this order.
 BGR_MEAN = np.array([0.406, 0.456, 0.485], np.float32)
 BGR_STD = np.array([0.225, 0.224, 0.229], np.float32)
 FUSION_OUTPUT = 1  # outputs: parsing, fusion, edge
 
-ATR_UPPER, ATR_HEAD, ATR_ARMS = 4, 11, (14, 15)
-ATR_NECK = 18  # the Leffa app's neck label, added to ATR's 0..17
+ATR_UPPER = 4
 LIP_FACE = 13
 LIP_JUMPSUIT, LIP_NOT_NECK = 10, (1, 2, 4, LIP_FACE)  # hat, hair, sunglasses, face
 CIHP_DRESS, CIHP_NECK = 6, 10

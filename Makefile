@@ -101,6 +101,11 @@ endif
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
 
+# Peak host RAM while a checkpoint is written: Lightning's BytesIO save vs AtomicCheckpointIO's streamed save.
+.PHONY: bench-checkpoint
+bench-checkpoint: $(INSTALLED)
+	$(PY) benchmarks/bench_checkpoint.py
+
 .PHONY: bench-eval bench-fingerprint bench-preprocess
 bench-eval: $(INSTALLED)
 	$(PY) benchmarks/bench_eval.py

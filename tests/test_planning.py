@@ -31,7 +31,7 @@ def test_parameter_gradient_and_optimizer_bytes_equal_a_direct_count():
     gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     moments = sum(state[k].nbytes for state in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
     assert (planned.weights, planned.gradients, planned.optimizer) == (weights, gradients, moments)
-    assert planned.ema == weights  # LeffaEMA: one more copy of the module
+    assert planned.ema == gradients  # LeffaEMA: a shadow of the trainable weights
 
 
 def test_trainer_config_sets_up_the_plan():

@@ -35,6 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
+from leffa_pl.callbacks.ema import EMA_KEY
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
@@ -213,10 +214,10 @@ def load_model(checkpoint: str | os.PathLike | None = None,
                base_model: str | os.PathLike | None = None) -> tuple[LeffaModel, str]:
     """The model and a line saying what it is.
 
-    - ``checkpoint`` ending in ``.ckpt``: a Lightning checkpoint of ``LeffaModule``; its ``state_dict`` is
-      used, which holds the EMA weights when training ran ``EMAWeightAveraging`` (that callback stores the
-      average there and the raw weights under ``current_model_state``). The architecture comes from
-      ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
+    - ``checkpoint`` ending in ``.ckpt``: a Lightning checkpoint of ``LeffaModule``; its ``state_dict`` with
+      the EMA of the trainable weights on top when training ran ``LeffaEMA`` (Lightning's ``EMAWeightAveraging``
+      stores the average in ``state_dict`` and the raw weights under ``current_model_state``). The architecture
+      comes from ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
     - other files (``.pth``/``.safetensors``, the released layout, also our export): on ``base_model``'s
       configs, or on the tiny model's without one (the demo export).
     - nothing: the tiny model with random weights (seed 0); its images are meaningless (a pipeline check).
@@ -257,12 +258,13 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None)
     if not isinstance(content, Mapping) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
     prefix = "model."
-    state = {key[len(prefix):]: value for key, value in content["state_dict"].items()
-             if key.startswith(prefix)}
+    weights = content["state_dict"] | (content.get(EMA_KEY) or {}).get("shadow", {})
+    state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: no 'model.' weights in its state_dict (not a LeffaModule checkpoint)")
     base_model = base_model or content.get("hyper_parameters", {}).get("base_model")
-    weights = "EMA weights" if "current_model_state" in content else "weights (no EMA in this checkpoint)"
+    ema = EMA_KEY in content or "current_model_state" in content
+    weights = "EMA weights" if ema else "weights (no EMA in this checkpoint)"
     step = content.get("global_step", "?")
     if base_model is None:
         model, architecture = LeffaModel.tiny(), "the tiny model's configs"

@@ -101,15 +101,19 @@ class LeffaModel(nn.Module):
         return cls(vae, unet_encoder, unet, _read_json(folder / "scheduler" / "scheduler_config.json"))
 
     @classmethod
+    def from_base_model_configs(cls, folder: str | os.PathLike) -> "LeffaModel":
+        """Random weights in the architecture of a base model folder (its configs only; build it on the meta device
+        for the architecture alone)."""
+        folder = _check_base_model_folder(folder)
+        return cls.from_configs(_read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json"),
+                                _read_json(folder / "scheduler" / "scheduler_config.json"))
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, base_model: str | os.PathLike) -> "LeffaModel":
         """A released (or exported) Leffa checkpoint, architecture from the base model folder's configs."""
-        folder = _check_base_model_folder(base_model)
         state = read_state_dict(checkpoint)
-        unet_config = _read_json(folder / "unet" / "config.json")
-        vae_config = _read_json(folder / "vae" / "config.json")
         with torch.device("meta"):  # weights come from the checkpoint: skip random init
-            model = cls.from_configs(unet_config, vae_config,
-                                     _read_json(folder / "scheduler" / "scheduler_config.json"))
+            model = cls.from_base_model_configs(base_model)
         check_state_dict(checkpoint, state, model.state_dict())
         model.load_state_dict(state, strict=True, assign=True)
         return model

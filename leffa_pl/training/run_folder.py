@@ -34,12 +34,36 @@ def prepare_run_folder(run_dir: str | os.PathLike, resuming: bool, overwrite: bo
     if not overwrite:
         held = ", ".join(sorted(path.name for path in run_dir.iterdir())[:6])
         raise RunFolderError(
-            f"{run_dir}: the run folder already holds a run ({held}). Resume it with "
-            f"--ckpt_path={run_dir}/checkpoints/last.ckpt, give another folder with --run.dir=..., or "
+            f"{run_dir}: the run folder already holds a run ({held}). Resume it with --run.resume=true (make: "
+            f"RESUME=1) or --ckpt_path=<checkpoint>, give another folder with --run.dir=..., or "
             "replace it with --run.overwrite=true (deletes its contents)")
     rank_zero_info(f"--run.overwrite: removing the previous run in {run_dir}")
     for path in run_dir.iterdir():
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space of the disk that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(run_dir: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse a run whose files (``needed`` bytes in all, ``what`` they are) do not fit the disk: its free space
+    plus what the run folder holds already (a resumed run's files are part of ``needed``)."""
+    run_dir = Path(run_dir)
+    held = sum(p.lstat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()) \
+        if run_dir.is_dir() else 0
+    available = free_bytes(run_dir) + held
+    if needed > available:
+        gib = 2**30
+        raise RunFolderError(
+            f"{run_dir}: the run needs up to {needed / gib:.1f} GiB on disk ({what}) and {available / gib:.1f} GiB "
+            f"is available (free {(available - held) / gib:.1f} GiB + {held / gib:.1f} GiB the run folder holds). "
+            "Free space, give a larger disk with --run.dir=..., keep fewer checkpoints (RetainedCheckpoints keep), "
+            "or start anyway with --run.ignore_free_space=true")
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:

@@ -165,15 +165,24 @@ class LeffaModule(pl.LightningModule):
         noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
             batch, self.sample_generators(batch, micro_batch))
         log_images = self._is_image_step(micro_batch)
-        records = [] if (self.leffa_loss_enabled or log_images or self.records_attention) else None
-        prediction = self.model(noisy, timesteps, conditioning, attention_records=records)
+        scorer = None
+        if self.leffa_loss_enabled or log_images:
+            # Scored inside each attention layer, so that with gradient checkpointing the loss's tensors are
+            # recomputed with the layer's block; without it, each layer's loss is checkpointed on its own.
+            scorer = self.leffa_loss.scorer(batch["reference"], batch["person"], batch["loss_region"], timesteps,
+                                            self.noise_scheduler.config.num_train_timesteps, keep_warped=log_images,
+                                            sample_mask=keep, recompute=not self.hparams.gradient_checkpointing,
+                                            grad=self.leffa_loss_enabled)
+        records = [] if self.records_attention else None
+        prediction = self.model(noisy, timesteps, conditioning,
+                                attention_records=records if records is not None else scorer)
+        if records is not None and scorer is not None:
+            for record in records:
+                scorer.append(record)
         mse = F.mse_loss(prediction.float(), noise.float())
         total, leffa = mse, None
-        if records is not None:
-            with torch.set_grad_enabled(self.leffa_loss_enabled):
-                leffa = self.leffa_loss(records, batch["reference"], batch["person"], batch["loss_region"],
-                                        timesteps, self.noise_scheduler.config.num_train_timesteps,
-                                        sample_mask=keep, keep_warped=log_images)
+        if scorer is not None:
+            leffa = scorer.result()
             if self.leffa_loss_enabled:
                 total = mse + leffa.loss
         extra = self.extra_losses(batch, records, timesteps, keep)
@@ -191,8 +200,8 @@ class LeffaModule(pl.LightningModule):
 
     def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
                      keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms added to the loss and logged as ``loss/<name>``; ``records`` as given to the Leffa loss, ``keep``
-        the samples whose reference was kept. None by default."""
+        """Terms added to the loss and logged as ``loss/<name>``; ``records`` the attention records (a list when
+        ``records_attention``, else None), ``keep`` the samples whose reference was kept. None by default."""
         return {}
 
     def on_fit_start(self) -> None:

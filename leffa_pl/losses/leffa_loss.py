@@ -7,6 +7,12 @@ masked distance to the target averaged over C, H, W. Then: mean over layers, zer
 with timestep >= ``theta_timestep``, mean over the batch, times ``weight``.
 
 Only samples below the timestep threshold are computed at all; the others contribute zeros.
+
+Memory: training scores each layer inside its attention layer (``LeffaLoss.scorer``, given to the model as
+``attention_records``), so neither the layer's queries/keys nor its flow, warp and distance outlive the layer:
+with the UNet's gradient checkpointing they are recomputed with the transformer block in backward, without it
+each layer's loss is checkpointed on its own. Value and gradients are those of the direct computation
+(tests/test_leffa_loss.py); ``make bench-leffa-stage`` measures what is left (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -52,7 +52,8 @@ def test_tryon_writes_person_size_and_seed_reproduces(setup):
     assert np.array_equal(first, _pixels(root / "b" / name))
     settings = json.loads((root / "a" / name).with_suffix(".json").read_text())
     assert settings["seed"] == 7 and settings["resolution"] == [64, 48] and settings["size"] == list(PERSON)
-    assert settings["sampler"]["num_inference_steps"] == 2 and settings["mask"].startswith("computed")
+    assert settings["sampler"]["num_inference_steps"] == 2 and settings["mask_recipe"] == "leffa-hd"
+    assert settings["mask"].startswith("computed: mask recipe leffa-hd (franciszzj/Leffa@7848bedf")
     assert "tiny.safetensors" in settings["model"]
 
 

@@ -1,12 +1,13 @@
 """``leffa-pl-tryon`` and ``leffa-pl-pose``: a trained model on one's own photos, one image or folders.
 
 Try-on: each person photo (``--person``, a file or a folder) with each garment photo (``--garment``). The
-person is fitted to ``--resolution`` (aspect kept, border replicated), its inpaint mask made by the dataset's
-recipe from parsing + keypoints (or read from ``--mask``, white = repaint, at the photo's size) and its
+person is fitted to ``--resolution`` (aspect kept, border replicated), its inpaint mask made by ``--mask-recipe``
+from parsing + keypoints (default: the Leffa app's recipe for the checkpoint's dataset; or read from ``--mask``,
+white = repaint, at the photo's size) and its
 DensePose computed (or read from ``--densepose``: a VITON-HD ``image-densepose`` rendering or a DressCode
 part-index map, at the photo's size). Pose transfer: each reference photo (``--reference``) in the pose of each
 target (``--target-pose``: a photo whose DensePose is computed, or ``--target-densepose``, an IUV map in the
-DeepFashion encoding).
+DeepFashion encoding); its mask is all ones, as in the Leffa app (no garment mask, so no mask recipe).
 
 Output: ``OUT/<garment or reference>__to__<person or target>.png`` at the person's (target's) own size, and
 beside it a ``.json`` of the settings (model, sampler, resolution, seed, sources, what was computed). Each
@@ -25,10 +26,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from leffa_pl.data import deepfashion, dresscode, vitonhd
+from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
 from leffa_pl.data.files import DataFileError
 from leffa_pl.data.io import read_gray, read_label, read_rgb
 from leffa_pl.data.layout import parse_size
+from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
 from leffa_pl.data.transforms import contract_sample, image_to_tensor
 from leffa_pl.evaluation.predict import load_model, output_name, pair_seed
 from leffa_pl.metrics.suite import quantize_images
@@ -115,7 +117,7 @@ class PersonMaps:
     parts: np.ndarray
 
 
-def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str) -> PersonMaps:
+def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str, recipe: str) -> PersonMaps:
     size, pre = runner.resolution, runner.preprocessor
     person = load_photo(job.person)
     fitted, placement = fit(person.image, size, pad="edge")
@@ -123,7 +125,7 @@ def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str) -
     if given_mask is not None:
         mask = given_mask >= 128
     else:
-        mask = inpaint_mask(dataset, pre.labels(fitted, dataset), pre.keypoints(fitted), category)
+        mask = inpaint_mask(recipe, dataset, pre.labels(fitted, dataset), pre.keypoints(fitted), category)
     reader = read_rgb if dataset == "vitonhd" else read_label
     given_densepose = _given_map(job.densepose, person, reader, size)
     if given_densepose is None:
@@ -133,13 +135,13 @@ def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str) -
     return PersonMaps(person, fitted, placement, mask, parts)
 
 
-def tryon_sample(runner: ImageGenerator, job: Job, dataset: str,
-                 category: str) -> tuple[dict, Photo, Placement, dict]:
+def tryon_sample(runner: ImageGenerator, job: Job, dataset: str, category: str,
+                 recipe: str) -> tuple[dict, Photo, Placement, dict]:
     """The contract sample of a try-on job, the person photo, where it lies in the sample, and a record. A
     person's maps are computed once for all the garments tried on it in a row."""
     key = (job.person, job.mask, job.densepose)
     if runner.last_person is None or runner.last_person[0] != key:
-        runner.last_person = key, person_maps(runner, job, dataset, category)
+        runner.last_person = key, person_maps(runner, job, dataset, category, recipe)
     maps = runner.last_person[1]
     person, person_fit, placement, mask, parts = maps.photo, maps.fitted, maps.placement, maps.mask, maps.parts
     garment = load_photo(job.garment)
@@ -149,7 +151,9 @@ def tryon_sample(runner: ImageGenerator, job: Job, dataset: str,
     sample = contract_sample(person_fit, garment_fit, mask.astype(np.uint8), densepose, mask.astype(np.uint8),
                              person_id=job.person.name, reference_id=job.garment.name)
     record = {"task": "tryon", "person": str(job.person), "garment": str(job.garment), "dataset": dataset,
-              "category": category, "mask": str(job.mask) if job.mask else "computed (parsing + keypoints recipe)",
+              "category": category,
+              "mask": str(job.mask) if job.mask else f"computed: mask recipe {mask_recipes.get(recipe).describe()}",
+              "mask_recipe": None if job.mask else recipe,
               "densepose": str(job.densepose) if job.densepose else "computed",
               "notes": [f"{p.path}: {n}" for p in (person, garment) for n in p.notes]}
     return sample, person, placement, record
@@ -168,6 +172,7 @@ def pose_sample(runner: ImageGenerator, job: Job) -> tuple[dict, Photo, Placemen
     sample = contract_sample(target_fit, reference_fit, ones, deepfashion.iuv_to_tensor(iuv), ones,
                              person_id=job.person.name, reference_id=job.garment.name)
     record = {"task": "pose", "reference": str(job.garment), "target_pose": str(job.person),
+              "mask": "all ones (the Leffa app's pose-transfer mask)",
               "densepose": str(job.densepose) if job.densepose else "computed",
               "notes": [f"{p.path}: {n}" for p in (target, reference) for n in p.notes]}
     return sample, target, placement, record
@@ -213,6 +218,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
                             help="what the checkpoint was trained on: its DensePose encoding and mask recipe "
                                  "(default: vitonhd for upper_body, else dresscode)")
         parser.add_argument("--mask", type=Path, help="inpaint mask (white = repaint) of a single person photo")
+        parser.add_argument("--mask-recipe", choices=sorted(mask_recipes.RECIPES),
+                            help="recipe of computed masks (default: the Leffa app's for --dataset: "
+                                 + ", ".join(f"{recipe} for {data}" for data, recipe in APP_RECIPES.items()) + ")")
         parser.add_argument("--densepose", type=Path, help="DensePose map of a single person photo")
         parser.add_argument("--repaint", action="store_true", help="keep the person outside a softened mask")
     else:
@@ -227,6 +235,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         if args.dataset == "vitonhd" and args.category != "upper_body":
             parser.error(f"--category {args.category}: VITON-HD models try on upper-body garments only "
                          "(use a DressCode model: --dataset dresscode)")
+        args.mask_recipe = args.mask_recipe or APP_RECIPES[args.dataset]
+        if args.mask is None:
+            print(f"{prog}: masks by mask recipe {mask_recipes.get(args.mask_recipe).describe()}", file=sys.stderr)
         people, garments, given = args.person, args.garment, (args.mask, args.densepose)
     else:
         people, garments, given = args.target_pose, args.reference, (None, args.target_densepose)
@@ -236,7 +247,8 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
             raise PhotoError(people, "given masks or DensePose maps belong to one photo, not a folder")
         if not jobs:
             raise PhotoError(people, "no photos")
-        make = (lambda runner, job: tryon_sample(runner, job, args.dataset, args.category)) if tryon else pose_sample
+        make = (lambda runner, job: tryon_sample(runner, job, args.dataset, args.category, args.mask_recipe)) \
+            if tryon else pose_sample
         return _run(args, jobs, make)
     except (PhotoError, CheckpointError, WeightsNotFoundError, ValueError) as error:
         print(f"{prog}: {error}", file=sys.stderr)

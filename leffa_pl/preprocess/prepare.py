@@ -5,12 +5,13 @@ Input: a folder of person photos and a folder of garment photos, paired by file 
 relative to the CSV). Each person should wear the garment it is paired with: training and paired testing
 use it as the target. Every photo is fitted to ``--size`` (aspect kept; persons padded by replicating the
 border, garments with white), then parsed, its keypoints and DensePose computed, and written in the layout
-with the inpaint mask of the dataset's recipe (VITON-HD ``agnostic-mask/``; DressCode computes its masks in
-the data module) and the pair files.
+with the pair files and, for VITON-HD, the inpaint mask (``agnostic-mask/``) of ``--mask-recipe`` (default: the
+Leffa app's recipe, ``leffa-hd``); DressCode stores no masks (its data module computes them).
 
 Resumable: ``prepare-manifest.csv`` fixes each pair's id and split at its first run; an item whose files
 all exist is skipped, every file is written atomically (the person image last), and a rerun does the rest.
-``prepare.json`` records the layout and size; resuming with others is refused. A photo that cannot be used
+``prepare.json`` records the layout, size and mask recipe; resuming with others is refused; the manifest
+names each item's mask recipe. A photo that cannot be used
 (unreadable, too small, nobody found) is reported by name and skipped, never stopping the run; CMYK,
 transparency and EXIF rotation are converted and reported.
 """
@@ -28,8 +29,9 @@ from typing import Sequence
 
 from tqdm import tqdm
 
-from leffa_pl.data import dresscode
+from leffa_pl.data import dresscode, mask_recipes
 from leffa_pl.data.layout import parse_size
+from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
 from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
@@ -70,10 +72,13 @@ class PrepareSummary:
     notes: list[str] = field(default_factory=list)
     pair_files: list[Path] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)  # photos left out before planning (folder input)
+    mask_recipe: str | None = None  # of the stored masks
 
     def format(self, title: str, root: Path) -> str:
         lines = [f"{title} layout at {root}: {len(self.items)} pairs: {len(self.prepared)} prepared now, "
                  f"{len(self.present)} already there, {len(self.failed)} skipped"]
+        if self.mask_recipe:
+            lines.append(f"inpaint masks: mask recipe {mask_recipes.get(self.mask_recipe).describe()}")
         if self.notes:
             lines += ["converted:"] + [f"  {note}" for note in self.notes]
         if self.failed:
@@ -139,9 +144,10 @@ def write_manifest(root: Path, items: Sequence[Item]) -> None:
     write_text(root / MANIFEST, text.getvalue())
 
 
-def plan_items(sources: Sequence[Source], existing: Sequence[Item], layout_class, test_fraction: float) -> list[Item]:
-    """Existing items keep their id and split; new sources get the next ids, and every ``1 / test_fraction``-th
-    new one without a split goes to ``test``."""
+def plan_items(sources: Sequence[Source], existing: Sequence[Item], layout_class, test_fraction: float,
+               mask_recipe: str = "") -> list[Item]:
+    """Existing items keep their id, split and mask recipe; new sources get the next ids and ``mask_recipe``, and
+    every ``1 / test_fraction``-th new one without a split goes to ``test``."""
     known = {(item.person, item.garment, item.category): item for item in existing}
     items = list(existing)
     number = max((layout_class.id_number(item.id) for item in existing), default=-1) + 1
@@ -151,7 +157,8 @@ def plan_items(sources: Sequence[Source], existing: Sequence[Item], layout_class
         if (source.person, source.garment, source.category) in known:
             continue
         split = source.split or ("test" if every and fresh % every == every - 1 else "train")
-        items.append(Item(layout_class.make_id(number), split, source.category, source.person, source.garment))
+        items.append(Item(layout_class.make_id(number), split, source.category, source.person, source.garment,
+                          mask_recipe))
         number, fresh = number + 1, fresh + 1
     return items
 
@@ -189,14 +196,28 @@ def prepare_item(item: Item, layout, preprocessor: Preprocessor, size: tuple[int
     return [f"{photo.path}: {note}" for photo in photos for note in photo.notes]
 
 
+def resolve_mask_recipe(layout_name: str, requested: str | None) -> str | None:
+    """The recipe of the stored masks: ``requested`` or the Leffa app's for the layout; None for a layout that
+    stores no masks (asking for one there is an error)."""
+    if not LAYOUTS[layout_name].stores_masks:
+        if requested is not None:
+            raise PrepareInputError(f"--mask-recipe {requested}: the {LAYOUTS[layout_name].title} layout stores no "
+                                    "masks; its data module computes them (its mask_recipe setting)")
+        return None
+    return mask_recipes.get(requested or APP_RECIPES[layout_name]).name
+
+
 def prepare_dataset(sources: Sequence[Source], root: Path, layout_name: str, size: tuple[int, int],
-                    preprocessor: Preprocessor, test_fraction: float = 0.1, progress: bool = True) -> PrepareSummary:
+                    preprocessor: Preprocessor, test_fraction: float = 0.1, progress: bool = True,
+                    mask_recipe: str | None = None) -> PrepareSummary:
+    """``mask_recipe``: of the stored masks (``resolve_mask_recipe``)."""
+    recipe = resolve_mask_recipe(layout_name, mask_recipe)
     root.mkdir(parents=True, exist_ok=True)
     layout = LAYOUTS[layout_name](root)
-    check_settings(root, {"layout": layout_name, "size": list(size)})
-    items = plan_items(sources, read_manifest(root), type(layout), test_fraction)
+    check_settings(root, {"layout": layout_name, "size": list(size)} | ({"mask_recipe": recipe} if recipe else {}))
+    items = plan_items(sources, read_manifest(root), type(layout), test_fraction, recipe or "")
     write_manifest(root, items)
-    summary = PrepareSummary(items)
+    summary = PrepareSummary(items, mask_recipe=recipe)
     pending = []
     for item in items:
         (summary.present if all(p.is_file() for p in layout.outputs(item).values()) else pending).append(item)
@@ -231,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--category", default="upper_body", choices=dresscode.CATEGORIES,
                         help="DressCode category of pairs without one")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of new pairs put in the test split")
+    parser.add_argument("--mask-recipe", choices=sorted(mask_recipes.RECIPES),
+                        help=f"recipe of the stored inpaint masks (vitonhd layout; default {APP_RECIPES['vitonhd']}, "
+                             "the Leffa app's)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     parser.add_argument("--no-progress", action="store_true")
     add_weight_arguments(parser)
@@ -247,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         preprocessor = Preprocessor(weights_from_args(args, resolve_device(args.device)),
                                     cihp=args.layout == "vitonhd")
         summary = prepare_dataset(sources, args.out, args.layout, args.size, preprocessor, args.test_fraction,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, mask_recipe=args.mask_recipe)
         summary.unpaired = unmatched
     except (PrepareInputError, PhotoError, WeightsNotFoundError, ValueError) as error:
         print(f"leffa-pl-prepare: {error}", file=sys.stderr)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from leffa_pl.data.mask_recipes import formats, leffa_app
+from leffa_pl.data.mask_recipes import dresscode_dataset, formats, hrviton, leffa_app
 from leffa_pl.data.mask_recipes.recipe import CATEGORIES, KeypointFormat, LabelSet, MaskRecipe
 
 __all__ = ["CATEGORIES", "RECIPES", "MaskRecipe", "ParsedPerson", "get", "inpaint_mask"]
@@ -33,6 +33,8 @@ __all__ = ["CATEGORIES", "RECIPES", "MaskRecipe", "ParsedPerson", "get", "inpain
 RECIPES: dict[str, MaskRecipe] = {recipe.name: recipe for recipe in (
     leffa_app.LEFFA_HD,
     leffa_app.LEFFA_DC,
+    dresscode_dataset.DRESSCODE,
+    hrviton.HRVITON,
 )}
 
 

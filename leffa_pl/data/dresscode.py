@@ -46,7 +46,7 @@ KEYPOINT_FRAME = (512, 384)  # (H, W) of the keypoint coordinates
 # What ``label_maps`` and ``keypoints`` hold (mask_recipes converts them to what a recipe reads), and the recipe
 # of the masks by default.
 LABEL_SET, KEYPOINT_FORMAT = "atr", "coco18"
-DEFAULT_MASK_RECIPE = "leffa-dc"
+DEFAULT_MASK_RECIPE = "dresscode"
 # What a category folder holds, written only here (datasets.md): kind -> (folder, file name after the id).
 # The reader needs the first five (and flow); the generator and leffa-pl-prepare write more.
 FILES = {

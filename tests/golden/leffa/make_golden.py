@@ -225,11 +225,12 @@ def unseen(rng, outfit, size, cut):
 def measure(args, utils, scratch: Path) -> None:
     old = old_module(args.old_commit, scratch)
     size = tuple(args.size)
-    groups = [("VITON-HD", "upper_body", "upper_body", False), ("VITON-HD cut at the thigh", "upper_body",
-                                                                "upper_body", True)]
-    groups += [("DressCode", category, outfit, False) for category, outfit in (
-        ("upper_body", "upper_body"), ("lower_body", "lower_body"), ("lower_body", "lower_body_skirt"),
-        ("dresses", "dresses"))]
+    groups = [("VITON-HD, full figure", "upper_body", "upper_body", False),  # (row, category, outfit, cut)
+              ("VITON-HD, cut at the thigh", "upper_body", "upper_body", True),
+              ("DressCode upper_body", "upper_body", "upper_body", False),
+              ("DressCode lower_body, pants", "lower_body", "lower_body", False),
+              ("DressCode lower_body, skirts", "lower_body", "lower_body_skirt", False),
+              ("DressCode dresses", "dresses", "dresses", False)]
     rows = []
     for group, (dataset, category, outfit, cut) in enumerate(groups):
         vitonhd = dataset.startswith("VITON-HD")
@@ -258,8 +259,7 @@ def measure(args, utils, scratch: Path) -> None:
                 previous = old.dresscode_inpaint_mask(labels, old_points, category)
             scores["new"].append(iou(mask_recipes.inpaint_mask(recipe, stored, category, size), official))
             scores["old"].append(iou(previous, official))
-        name = f"{dataset} {outfit.replace('_skirt', ' (skirts)')}"
-        rows.append(f"| {name} | {recipe} | {np.mean(scores['old']):.3f} | {np.mean(scores['new']):.4f} | "
+        rows.append(f"| {dataset} | {recipe} | {np.mean(scores['old']):.3f} | {np.mean(scores['new']):.4f} | "
                     f"{np.min(scores['new']):.4f} | {args.count} |")
     print(f"# mean mask IoU against the official function, {args.count} unseen synthetic people per row at "
           f"{size[0]}x{size[1]} (seed {args.seed}); old = leffa_pl/data/masks.py at {args.old_commit}")

@@ -19,6 +19,8 @@ from leffa_pl.atomic_write import atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 MAX_LISTED_KEYS = 8
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the legacy format: a bare pickle (protocol 2 or later)
 
 
 class CheckpointError(RuntimeError):
@@ -30,6 +32,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if path.suffix != SAFETENSORS_SUFFIX:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+        if not head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_2_PLUS)):
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; the "
+                                  f"file starts with {head!r}); expected .pth/.pt/.bin from torch.save or "
+                                  ".safetensors")
     try:
         if path.suffix == SAFETENSORS_SUFFIX:
             state = load_file(str(path))

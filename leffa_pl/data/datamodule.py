@@ -61,6 +61,7 @@ class PersonImageDataModule(LightningDataModule):
     and ``_dataset``."""
 
     name = "dataset"
+    task = ""  # "tryon" or "pose": recorded in checkpoints and exports (model/provenance.py)
     splits: tuple[str, ...] = ()  # every split, walked by the checker
     train_split = "train"
     val_splits: tuple[str, ...] = ()
@@ -218,6 +219,7 @@ class TryOnDataModule(PersonImageDataModule):
     """Try-on data (VITON-HD, DressCode): train, test paired and test unpaired; validation on both test
     pairings; ``test_pairing`` chooses the split of ``test_dataloader``/``predict_dataloader``."""
 
+    task = "tryon"
     splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
@@ -307,6 +309,7 @@ class DeepFashionDataModule(PersonImageDataModule):
     """
 
     name = "DeepFashion"
+    task = "pose"
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 

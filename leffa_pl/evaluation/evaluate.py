@@ -35,6 +35,7 @@ from leffa_pl.evaluation.predict import (
     OutputFolderError,
     PredictionOptions,
     PredictionPlan,
+    check_resolution,
     load_model,
     predict_pairs,
 )
@@ -117,10 +118,11 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     resolution = args.resolution or DEFAULT_RESOLUTION[args.dataset]
     pairings = [None] if args.dataset == "deepfashion" else (
         ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
-    model, model_description = load_model(args.checkpoint, args.base_model)
-    if any(side % model.vae_scale_factor for side in resolution):
-        raise EvaluationInputError(f"--resolution {resolution[0]}x{resolution[1]}: height and width must be "
-                                   f"multiples of {model.vae_scale_factor} (the VAE's downsampling, as in training)")
+    model, model_description = load_model(args.checkpoint, args.base_model, task=DATA_MODULES[args.dataset].task)
+    try:
+        check_resolution(model, resolution)
+    except ValueError as error:
+        raise EvaluationInputError(str(error)) from None
     settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, repaint=args.repaint,
                                reference_acceleration=args.reference_acceleration)

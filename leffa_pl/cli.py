@@ -64,7 +64,9 @@ class LeffaCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         if subcommand and self.config[subcommand].get("ckpt_path"):
             settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
-            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings)
+            data = self.config[subcommand].get("data")
+            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
+                                    data.get("class_path") if data is not None and subcommand == "fit" else None)
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")  # None with run=False: the config's top level

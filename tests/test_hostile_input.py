@@ -3,8 +3,11 @@ file-name rule as a property over generated hostile names. Nothing may be writte
 given, nothing overwritten, no result silently wrong."""
 
 import errno
+import hashlib
 import os
 import random
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -12,10 +15,14 @@ import torch
 from PIL import Image
 
 from leffa_pl.atomic_write import atomic_write
+from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint, export_complete, write_export
 from leffa_pl.data import check_data, deepfashion, dresscode, synthetic_vton, vitonhd
+from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.files import DataFileError, RequiredFile, check_name, name_problem
 from leffa_pl.data.io import probe_file, read_rgb
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
+from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.provenance import RECORD_KEY, Provenance, TaskMismatchError
 from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.layouts import VitonHDLayout
 from leffa_pl.preprocess.photos import PhotoError, list_photos, load_photo
@@ -230,3 +237,224 @@ def test_atomic_write_fsyncs_file_and_folder(tmp_path, monkeypatch):
         temporary.write_text("x")
     assert synced[0].endswith(".tmp") and synced[1] == str(tmp_path)
     assert (tmp_path / "a.txt").read_text() == "x"
+
+
+# ----------------------------------------------------------------------------------------- row 2
+def test_row2_output_names_are_unique_and_clashes_refused(tmp_path, capsys):
+    from leffa_pl.inference.single_image import Job, check_outputs, tryon_main
+
+    people = [Path(name) for name in ("anna.jpg", "anna.png", "a b.jpg", "a_b.jpg")]
+    jobs = [Job(person, Path("shirt.jpg")) for person in people]
+    check_outputs(jobs)
+    assert len({job.output_name for job in jobs}) == 4  # 4 people, 4 images
+    assert jobs[0].output_name == "shirt.jpg__to__anna.jpg.png"
+
+    persons = tmp_path / "persons"
+    persons.mkdir()
+    for name in ("Anna.jpg", "anna.jpg"):  # distinct on Linux, one file on a case-insensitive file system
+        Image.new("RGB", (48, 64)).save(persons / name)
+    Image.new("RGB", (48, 64)).save(tmp_path / "shirt.jpg")
+    argv = ["--person", str(persons), "--garment", str(tmp_path / "shirt.jpg"), "--random-weights",
+            "--out", str(tmp_path / "out"), "--resolution", "64x48"]
+    assert tryon_main(argv) == 2
+    assert "would both be written to shirt.jpg__to__anna.jpg.png" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+# ----------------------------------------------------------------------------------------- row 9
+@pytest.mark.parametrize("arguments, code, message", [
+    (["--steps", "0"], 2, "--steps must be an integer >= 1, got 0"),
+    (["--steps", "-3"], 2, "--steps must be an integer >= 1"),
+    (["--guidance-scale", "-5"], 2, "--guidance-scale must be a finite number >= 0"),
+    (["--guidance-scale", "nan"], 2, "--guidance-scale nan: expected a finite number"),
+    (["--resolution", "60x44"], 2, "--resolution 60x44: height and width must be multiples of 8"),
+    (["--no-checkpoint"], 2, "no --checkpoint: give the trained weights (or --random-weights"),
+    (["--out-is-a-file"], 3, "the output folder cannot be written"),
+])
+def test_row9_tryon_settings_checked_before_work(tmp_path, capsys, monkeypatch, arguments, code, message):
+    from leffa_pl.inference import single_image
+
+    Image.new("RGB", (48, 64)).save(tmp_path / "anna.jpg")
+    monkeypatch.setattr(single_image, "Preprocessor", lambda *a, **k: pytest.fail("got past the checks"))
+    argv = ["--person", str(tmp_path / "anna.jpg"), "--garment", str(tmp_path / "anna.jpg"),
+            "--out", str(tmp_path / "out"), "--device", "cpu"]
+    if arguments == ["--out-is-a-file"]:
+        (tmp_path / "file").write_text("")
+        argv += ["--out", str(tmp_path / "file"), "--random-weights"]
+    elif arguments != ["--no-checkpoint"]:
+        argv += ["--random-weights", *arguments]
+    assert single_image.tryon_main(argv) == code
+    assert message in capsys.readouterr().err
+
+
+def test_row9_sampler_settings_ranges():
+    from leffa_pl.model.sampler import SamplerSettings
+
+    for bad in ({"num_inference_steps": 0}, {"num_inference_steps": 2.5}, {"guidance_scale": float("inf")},
+                {"guidance_scale": -1.0}, {"scheduler": "euler"}):
+        with pytest.raises(ValueError):
+            SamplerSettings(**bad)
+
+
+# ----------------------------------------------------------------------------------------- row 13
+def test_row13_a_1x1_photo_is_too_small_not_personless(tmp_path):
+    from leffa_pl.preprocess.photos import check_size
+
+    Image.new("RGB", (1, 1)).save(tmp_path / "dot.png")
+    with pytest.raises(PhotoError, match="dot.png: too small: 1x1 px, at least 16x12 for 64x48"):
+        check_size(load_photo(tmp_path / "dot.png"), (64, 48))
+
+
+# ----------------------------------------------------------------------------------------- row 3
+POSE = Provenance("pose", "leffa_pl.data.datamodule.DeepFashionDataModule")
+TRYON = Provenance("tryon", "leffa_pl.data.datamodule.VitonHDDataModule")
+
+
+@pytest.fixture(scope="module")
+def tiny_weights():
+    return LeffaModel.tiny().state_dict()
+
+
+def test_row3_exports_and_checkpoints_of_the_other_task_are_refused(tmp_path, tiny_weights):
+    from leffa_pl.evaluation.predict import load_model
+
+    write_export(tiny_weights, tmp_path / "export", (".pth", ".safetensors"), POSE)
+    lightning = tmp_path / "pose.ckpt"
+    torch.save({"pytorch-lightning_version": "2", "global_step": 5, RECORD_KEY: POSE.as_dict(),
+                "state_dict": {f"model.{k}": v for k, v in tiny_weights.items()}}, lightning)
+    for path in (tmp_path / "export" / "leffa.safetensors", tmp_path / "export" / "leffa.pth", lightning):
+        with pytest.raises(TaskMismatchError, match=rf"{path.name}: trained for pose transfer \(DeepFashionDataModule"
+                                                    r"\), used here for virtual try-on"):
+            load_model(path, task="tryon")
+        assert "trained for pose transfer" in load_model(path, task="pose")[1]
+        assert "trained for pose transfer" in load_model(path, task="tryon", allow_other_task=True)[1]
+
+
+def test_row3_resume_with_another_data_module_is_refused(tmp_path):
+    from leffa_pl.training.leffa_module import LeffaModule
+    from leffa_pl.training.run_folder import RunFolderError, check_resume_checkpoint
+
+    path = tmp_path / "last.ckpt"
+    torch.save({"pytorch-lightning_version": "2", "state_dict": {}, "hyper_parameters": {},
+                RECORD_KEY: TRYON.as_dict()}, path)
+    check_resume_checkpoint(path, [], TRYON.data_module)
+    with pytest.raises(RunFolderError, match="trained on leffa_pl.data.datamodule.VitonHDDataModule \\(virtual try-on"
+                                             "\\), resumed here with leffa_pl.data.datamodule.DeepFashionDataModule"):
+        check_resume_checkpoint(path, [], POSE.data_module)
+
+    module = LeffaModule()  # and what a training checkpoint records
+    module._trainer = SimpleNamespace(datamodule=DeepFashionDataModule(root=str(tmp_path)))
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    assert checkpoint[RECORD_KEY] == POSE.as_dict()
+
+
+# ----------------------------------------------------------------------------------------- row 7
+def test_row7_export_is_all_or_nothing_and_a_finished_resume_redoes_it(tmp_path, tiny_weights, monkeypatch):
+    from leffa_pl.callbacks import export_checkpoint
+
+    folder = tmp_path / "export"
+    real = export_checkpoint.save_state_dict
+
+    def disk_full_on_safetensors(state, target, suffix, metadata=None):
+        if suffix == ".safetensors":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(state, target, suffix, metadata)
+
+    monkeypatch.setattr(export_checkpoint, "save_state_dict", disk_full_on_safetensors)
+    with pytest.raises(ExportError, match="export/leffa.safetensors: the export could not be written"):
+        write_export(tiny_weights, folder, (".pth", ".safetensors"), TRYON)
+    assert list(folder.iterdir()) == []  # neither file, no temporaries
+    monkeypatch.setattr(export_checkpoint, "save_state_dict", real)
+
+    # A resumed run that had finished: no training, so only on_fit_end runs; it exports what is missing.
+    callback = ExportReleasedCheckpoint(str(folder))
+    strategy = SimpleNamespace(broadcast=lambda value: value,
+                               lightning_module_state_dict=lambda: {f"model.{k}": v for k, v in tiny_weights.items()})
+    trainer = SimpleNamespace(strategy=strategy, is_global_zero=True, fit_loop=SimpleNamespace(done=True),
+                              datamodule=None)
+    callback.on_fit_end(trainer, None)
+    assert export_complete(folder, callback.formats)
+    stamp = (folder / "leffa.pth").stat().st_mtime_ns
+    callback.on_fit_end(trainer, None)  # complete: not redone
+    assert (folder / "leffa.pth").stat().st_mtime_ns == stamp
+
+
+# ----------------------------------------------------------------------------------------- row 8
+@pytest.mark.parametrize("setting, value, message", [
+    ("leffa_weight", -1.0, "leffa weight must be a finite number >= 0"),
+    ("leffa_theta_timestep", -1, r"leffa theta_timestep must be in \(0, 1000\]"),
+    ("leffa_theta_timestep", 5000, r"leffa theta_timestep must be in \(0, 1000\]"),
+    ("leffa_theta_resolution", 0.0, r"theta_resolution must be in \(0, 1\]"),
+    ("leffa_tau", float("nan"), "leffa tau must be a finite number > 0"),
+    ("learning_rate", -1e-5, "model.learning_rate=-1e-05: must be a finite number >= 0"),
+    ("reference_dropout", 1.5, r"model.reference_dropout=1.5: must be a finite number in \[0, 1\]"),
+])
+def test_row8_training_settings_out_of_range_fail_at_construction(setting, value, message):
+    from leffa_pl.training.leffa_module import LeffaModule
+
+    with pytest.raises(ValueError, match=message):
+        LeffaModule(**{setting: value})
+
+
+def test_row8_leffa_settings_without_a_leffa_stage_warn():
+    from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+    from leffa_pl.training.leffa_module import LeffaModule
+
+    module = LeffaModule(leffa_weight=0.5, leffa_tau=3.0)
+    assert module.leffa_settings_changed() == ["model.leffa_tau=3.0", "model.leffa_weight=0.5"]
+    schedule = StageSchedule([Stage("plain", 2, (64, 48), 1)])
+    with pytest.warns(UserWarning, match=r"model.leffa_tau=3.0, model.leffa_weight=0.5: no effect, no stage trains "
+                                         "with the Leffa loss"):
+        schedule.warn_unused_leffa_settings(module)
+
+
+# ------------------------------------------------------------------------------------------ weights
+def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, caplog):
+    from leffa_pl.preprocess import weights
+
+    path = tmp_path / "parsing.onnx"
+    path.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    good = weights.WeightFile("org/repo", "parsing.onnx", "a parser", revision="0" * 40, sha256=digest)
+    assert weights.verified(good, path) == path
+    with pytest.raises(weights.WeightsChecksumError, match=f"parsing.onnx: SHA-256 {digest}, expected f{{63}}"):
+        weights.verified(weights.WeightFile("org/repo", "parsing.onnx", "a parser", sha256="f" * 64), path)
+    weights.verified(weights.WeightFile("org/repo", "parsing.onnx", "a parser"), path)
+    assert f"not verified; its SHA-256 is {digest}" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------- row 4
+def _images(folder: Path, names, size=(64, 48)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.new("RGB", (size[1], size[0]), (90, 90, 90)).save(folder / name)
+
+
+def test_row4_score_refuses_wrong_split_double_targets_and_stretching_and_names_the_uncovered(tmp_path, caplog):
+    from leffa_pl.evaluation.score import ScoreInputError, match_ground_truth, score_folder
+
+    truth = tmp_path / "truth"
+    _images(truth, [f"{index:05d}_00.jpg" for index in range(8)])
+    unpaired = tmp_path / "unpaired"
+    _images(unpaired, [f"{(index + 1) % 8:05d}_00__to__{index:05d}_00.png" for index in range(8)])
+    (unpaired / "prediction.json").write_text('{"split": "test_unpaired"}')
+    with pytest.raises(ScoreInputError, match="generated from the test_unpaired split .* the vton-paired protocol "
+                                              "scores the test_paired split"):
+        score_folder(unpaired, "vton-paired", truth, write=False)
+
+    doubled = tmp_path / "doubled"
+    _images(doubled, [f"{index:05d}_00__to__{index:05d}_00.png" for index in range(8)] + ["x__to__00003_00.png"])
+    with pytest.raises(ScoreInputError, match="1 ground truths have more than one generated image .*00003_00: "
+                                              "00003_00__to__00003_00.png, x__to__00003_00.png"):
+        score_folder(doubled, "vton-paired", truth, write=False)
+
+    wide = tmp_path / "wide"
+    _images(wide, ["00001_00.jpg"], size=(64, 64))
+    _images(tmp_path / "square", ["00001_00__to__00001_00.png"])
+    with pytest.raises(ScoreInputError, match="another aspect ratio than the generated 64x48 .*00001_00.jpg 64x64"):
+        score_folder(tmp_path / "square", "vton-paired", wide, write=False)
+
+    half = sorted(doubled.glob("0000[0-3]*.png"))
+    targets, uncovered = match_ground_truth(half, truth, one_image_per_target=True)
+    assert len(targets) == 4 and uncovered == [f"{index:05d}_00.jpg" for index in range(4, 8)]

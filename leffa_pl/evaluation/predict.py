@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.evaluation.score import TARGET_SEPARATOR
+from leffa_pl.evaluation.score import PREDICTION_RECORD, TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict, weights_fingerprint
 from leffa_pl.model.leffa_model import LeffaModel
@@ -46,7 +46,7 @@ from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 ID_SUFFIXES = (".jpg", ".jpeg", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 LIGHTNING_SUFFIX = ".ckpt"
-MANIFEST = "prediction.json"
+MANIFEST = PREDICTION_RECORD
 log = logging.getLogger(__name__)
 
 
@@ -372,7 +372,7 @@ def predict_pairs(source: pl.LightningDataModule, predictor: LeffaPredictor, out
     """
     options = options or PredictionOptions()
     manifest = {"model": predictor.description, "weights_sha256": predictor.fingerprint,
-                "resolution": list(getattr(source, "resolution", ())),
+                "resolution": list(getattr(source, "resolution", ())), "split": getattr(source, "test_split", None),
                 "sampler": asdict(predictor.settings), "seed": predictor.seed}
     data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers, manifest)
     trainer = pl.Trainer(accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,

@@ -33,6 +33,8 @@ class Protocol:
     real_set_defaults_to_ground_truth: bool
     literature: tuple[PublishedResult, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    split: str = ""  # the data split it scores (a prediction folder records its own: prediction.json)
+    one_image_per_target: bool = False  # paired try-on: each ground truth has exactly one generated image
 
 
 _DEEPFASHION_LITERATURE = (
@@ -58,6 +60,7 @@ PROTOCOLS: dict[str, Protocol] = {
         real_set=f"all DeepFashion training images of {deepfashion.SPLIT_LISTS['train']} (48,674 in the released "
                  "split), resized like the ground truth",
         real_set_defaults_to_ground_truth=False,
+        split="test",
         literature=_DEEPFASHION_LITERATURE,
         notes=(f"The protocol generates every test pair of {deepfashion.PAIR_FILES['test']} (8,570 in the released "
                "split; the published numbers are on those) and scores every image.",
@@ -73,6 +76,8 @@ PROTOCOLS: dict[str, Protocol] = {
         needs_ground_truth=True,
         real_set="the test person images (the ground truth)",
         real_set_defaults_to_ground_truth=True,
+        split="test_paired",
+        one_image_per_target=True,
         literature=(PublishedResult("Leffa", "VITON-HD", "1024x768", {"fid": 4.54}),
                     PublishedResult("Leffa", "DressCode", "1024x768", {"fid": 2.06})),
         notes=("Leffa's evaluator used torchmetrics' SSIM, whose mean also covers a 5-pixel border filtered "
@@ -88,6 +93,7 @@ PROTOCOLS: dict[str, Protocol] = {
         needs_ground_truth=False,
         real_set="the test person images",
         real_set_defaults_to_ground_truth=True,
+        split="test_unpaired",
         literature=(PublishedResult("Leffa", "VITON-HD", "1024x768", {"fid": 8.52}),
                     PublishedResult("Leffa", "DressCode", "1024x768", {"fid": 4.48})),
         notes=("Leffa's FID/KID came from pytorch-fid and clean-fid (TF-FID Inception weights, as here).",)),

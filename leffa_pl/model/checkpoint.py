@@ -82,13 +82,19 @@ def check_state_dict(path: str | os.PathLike, state: Mapping[str, torch.Tensor],
 def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write atomically (``atomic_write``); the format follows the suffix."""
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_write(path) as temporary:
-        if path.suffix == SAFETENSORS_SUFFIX:
-            save_file(tensors, str(temporary))
-        else:
-            torch.save(tensors, temporary)
+        save_state_dict(state, temporary, path.suffix)
     return path
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], target: Path, suffix: str,
+                    metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``state`` to ``target`` in the format of ``suffix`` (``metadata``: safetensors only)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if suffix == SAFETENSORS_SUFFIX:
+        save_file(tensors, str(target), metadata=dict(metadata) if metadata else None)
+    else:
+        torch.save(tensors, target)
 
 
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:

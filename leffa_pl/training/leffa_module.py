@@ -7,6 +7,8 @@ DDP run that shards the same global batch, draw exactly what an uninterrupted si
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 import zlib
 from typing import Any, Mapping
@@ -21,6 +23,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.provenance import RECORD_KEY, Provenance, check_task, read_provenance
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
@@ -48,6 +51,14 @@ def build_model(base_model: str | None, init_checkpoint: str | None) -> LeffaMod
     return model
 
 
+def _check_ranges(**settings: tuple[float, float, float | None]) -> None:
+    """Each ``name=(value, low, high)``: a finite value within [low, high] (no upper bound for None)."""
+    for name, (value, low, high) in settings.items():
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"model.{name}={value!r}: must be a finite number {bound}")
+
+
 class LeffaModule(pl.LightningModule):
     def __init__(
         self,
@@ -72,10 +83,13 @@ class LeffaModule(pl.LightningModule):
         validation_scheduler: str = "ddpm",
         validation_steps: int = 10,
         validation_guidance_scale: float = 2.5,
+        allow_other_task: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
         check_optimizer_name(optimizer)
+        _check_ranges(learning_rate=(learning_rate, 0, None), weight_decay=(weight_decay, 0, None),
+                      beta1=(betas[0], 0, 1), beta2=(betas[1], 0, 1), reference_dropout=(reference_dropout, 0, 1))
         if torch_compile:
             check_compile_options(torch_compile_backend, gradient_checkpointing)
         self.use_model(build_model(base_model, init_checkpoint))
@@ -124,6 +138,13 @@ class LeffaModule(pl.LightningModule):
                              f"finest attention grid has {finest} rows, {finest / resolution[0]:.4g} of the image "
                              f"height, below leffa_theta_resolution={theta:.4g}; lower model.leffa_theta_resolution")
 
+    def leffa_settings_changed(self) -> list[str]:
+        """``StageSchedule``, when no stage trains with the Leffa loss: the leffa_* settings given other values
+        than their defaults (they have no effect there)."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        return [f"model.{name}={self.hparams[name]!r}" for name in defaults
+                if name.startswith("leffa_") and self.hparams[name] != defaults[name].default]
+
     def set_image_interval(self, every_n_steps: int) -> None:
         """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
         self._image_every_n_steps = every_n_steps
@@ -131,6 +152,16 @@ class LeffaModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.hparams.torch_compile:  # the device is known from here on
             check_compiler(self.hparams.torch_compile_backend, self.trainer.strategy.root_device)
+        trained_on = Provenance.of(self.trainer.datamodule)
+        if stage == "fit" and self.hparams.init_checkpoint and trained_on is not None:
+            check_task(self.hparams.init_checkpoint, read_provenance(self.hparams.init_checkpoint), trained_on.task,
+                       self.hparams.allow_other_task, "--model.allow_other_task=true")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # What the weights learned: inference refuses them for the other task, a resume with another data module.
+        trained_on = Provenance.of(self.trainer.datamodule)
+        if trained_on is not None:
+            checkpoint[RECORD_KEY] = trained_on.as_dict()
 
     # ------------------------------------------------------------------------------------ training
     def sample_generators(self, batch: Mapping[str, Any], micro_batch: int) -> list[torch.Generator]:

@@ -17,7 +17,7 @@ from PIL import Image
 from leffa_pl.atomic_write import atomic_write
 from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint, export_complete, write_export
 from leffa_pl.data import check_data, deepfashion, dresscode, synthetic_vton, vitonhd
-from leffa_pl.data.datamodule import DeepFashionDataModule
+from leffa_pl.data.datamodule import DeepFashionDataModule, VitonHDDataModule
 from leffa_pl.data.files import DataFileError, RequiredFile, check_name, name_problem
 from leffa_pl.data.io import probe_file, read_rgb
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
@@ -287,6 +287,17 @@ def test_row9_tryon_settings_checked_before_work(tmp_path, capsys, monkeypatch, 
     assert message in capsys.readouterr().err
 
 
+def test_row9_evaluate_checks_ranges_before_loading(tmp_path, capsys):
+    from leffa_pl.evaluation import evaluate
+
+    code = evaluate.main(["--dataset", "vitonhd", "--data", str(tmp_path), "--out", str(tmp_path / "out"),
+                          "--steps", "0", "--batch-size", "0"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "steps (num_inference_steps) must be an integer >= 1, got 0" in error
+    assert "--batch-size 0: must be >= 1" in error
+
+
 def test_row9_sampler_settings_ranges():
     from leffa_pl.model.sampler import SamplerSettings
 
@@ -347,6 +358,21 @@ def test_row3_resume_with_another_data_module_is_refused(tmp_path):
     checkpoint = {}
     module.on_save_checkpoint(checkpoint)
     assert checkpoint[RECORD_KEY] == POSE.as_dict()
+
+
+def test_row3_training_from_the_other_tasks_weights_is_refused(tmp_path, tiny_weights):
+    from leffa_pl.training.leffa_module import LeffaModule
+
+    write_export(tiny_weights, tmp_path / "export", (".safetensors",), POSE)
+    weights = str(tmp_path / "export" / "leffa.safetensors")
+    for allow in (False, True):
+        module = LeffaModule(init_checkpoint=weights, allow_other_task=allow)
+        module._trainer = SimpleNamespace(datamodule=VitonHDDataModule(root=str(tmp_path)))
+        if allow:
+            module.setup("fit")
+        else:
+            with pytest.raises(TaskMismatchError, match="--model.allow_other_task=true to use it anyway"):
+                module.setup("fit")
 
 
 # ----------------------------------------------------------------------------------------- row 7

@@ -143,6 +143,13 @@ def _check_inputs(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path is not None and not path.is_file():
             problems.append(f"{path}: no such file (--{option.replace('_', '-')})")
+    try:  # the ranges, before the model is loaded
+        SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    except ValueError as error:
+        problems.append(f"{error} (--steps, --guidance-scale)")
+    problems += [f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
+                 for name, low in (("batch_size", 1), ("score_batch_size", 1), ("num_workers", 0), ("devices", 1))
+                 if getattr(args, name) < low]
     reason = None if problems else unwritable_reason(args.out)  # creates it: only for a run that goes ahead
     if reason is not None:
         problems.append(f"{args.out}: the output folder cannot be written ({reason}) (--out)")

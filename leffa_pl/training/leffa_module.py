@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import zlib
+from dataclasses import asdict
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
@@ -21,6 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.lora import LoraSettings
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
@@ -62,6 +64,7 @@ class LeffaModule(pl.LightningModule):
         torch_compile: bool = False,
         torch_compile_backend: str = "inductor",
         trainable: TrainableChoice = "both",
+        lora: LoraSettings | None = None,
         optimizer: str = "adamw",
         seed: int = 0,
         leffa_tau: float = 2.0,
@@ -74,7 +77,11 @@ class LeffaModule(pl.LightningModule):
         validation_guidance_scale: float = 2.5,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        if isinstance(lora, Mapping):  # from a checkpoint's hyper_parameters (load_from_checkpoint)
+            lora = LoraSettings(**lora)
+        self.save_hyperparameters(ignore=["lora"])
+        self.hparams["lora"] = asdict(lora) if lora is not None else None  # plain types: weights-only loadable
+        self.lora_settings = lora
         check_optimizer_name(optimizer)
         if torch_compile:
             check_compile_options(torch_compile_backend, gradient_checkpointing)
@@ -94,7 +101,7 @@ class LeffaModule(pl.LightningModule):
         (``__init__`` calls it; benchmarks pass other architectures built without a base-model folder)."""
         self.model = model
         # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
-        self.trainable_summary = select_trainable(model, self.hparams.trainable)
+        self.trainable_summary = select_trainable(model, self.hparams.trainable, self.lora_settings)
         rank_zero_info(str(self.trainable_summary))
         if self.hparams.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
@@ -129,6 +136,10 @@ class LeffaModule(pl.LightningModule):
         self._image_every_n_steps = every_n_steps
 
     def setup(self, stage: str) -> None:
+        lora = self.lora_settings
+        if lora is not None and lora.frozen_dtype == "bfloat16" and self.trainer.precision != "bf16-mixed":
+            raise ValueError(f"model.lora.frozen_dtype=bfloat16 needs trainer.precision=bf16-mixed (the frozen "
+                             f"weights are used in bf16 autocast), got {self.trainer.precision}")
         if self.hparams.torch_compile:  # the device is known from here on
             check_compiler(self.hparams.torch_compile_backend, self.trainer.strategy.root_device)
 

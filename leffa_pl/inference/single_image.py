@@ -167,7 +167,7 @@ def pose_sample(runner: ImageGenerator, job: Job) -> tuple[dict, Photo, Placemen
     reference_fit = fit(reference.image, size, pad="edge")[0]
     iuv = _given_map(job.densepose, target, deepfashion.read_iuv, size)
     if iuv is None:
-        iuv = runner.preprocessor.densepose(target_fit).deepfashion_iuv()
+        iuv = runner.preprocessor.densepose(target_fit).deepfashion_iuv(runner.preprocessor.weights.iuv_scaling)
     ones = np.ones(size, np.uint8)
     sample = contract_sample(target_fit, reference_fit, ones, deepfashion.iuv_to_tensor(iuv), ones,
                              person_id=job.person.name, reference_id=job.garment.name)

@@ -1,4 +1,4 @@
-"""Export the trained model in the released Leffa layout when training ends.
+"""Export the trained model in the released Leffa layout when training ends (and a LoRA run's adapter alone).
 
 All or nothing: every format is written to a temporary file first and renamed only when all were written, then
 ``export.json`` records the task, the data module and each file's SHA-256 (written last: an export without it
@@ -20,9 +20,11 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from leffa_pl.atomic_write import atomic_write
 from leffa_pl.model.checkpoint import SAFETENSORS_SUFFIX, save_state_dict
+from leffa_pl.model.lora import has_lora, merged_state_dict, write_adapter
 from leffa_pl.model.provenance import EXPORT_RECORD, METADATA_PREFIX, Provenance
 
 MODEL_PREFIX = "model."  # LeffaModule.model in the module's state dict
+ADAPTER_FILE = "leffa_lora.safetensors"
 HASH_CHUNK = 1 << 24
 
 
@@ -73,7 +75,9 @@ def export_complete(folder: Path, formats: Sequence[str]) -> bool:
 
 
 class ExportReleasedCheckpoint(pl.Callback):
-    """Writes ``leffa.pth`` and ``leffa.safetensors`` (keys ``vae.``, ``unet_encoder.``, ``unet.``).
+    """Writes ``leffa.pth`` and ``leffa.safetensors`` (keys ``vae.``, ``unet_encoder.``, ``unet.``). A LoRA run
+    (``model.trainable=lora``) writes there the merged weights (base + scaled adapter), and the adapter alone as
+    ``leffa_lora.safetensors`` (diffusers' LoRA layout: ``leffa-pl-tryon --lora``, ``leffa_pl.model.lora``).
 
     Place it after ``EMAWeightAveraging`` in the callback list: that callback swaps the averaged
     weights into the model at the end of training, so the export holds the EMA weights.
@@ -87,21 +91,29 @@ class ExportReleasedCheckpoint(pl.Callback):
         return Path(self.dirpath or Path(trainer.log_dir or trainer.default_root_dir) / "export")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.export(trainer)
+        self.export(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A resumed run that had finished skips training, and with it on_train_end.
         missing = trainer.strategy.broadcast(not export_complete(self.folder(trainer), self.formats))
         if missing and trainer.fit_loop.done:
             rank_zero_info("the export is missing or incomplete: exporting the finished run's model")
-            self.export(trainer)
+            self.export(trainer, pl_module)
 
-    def export(self, trainer: pl.Trainer) -> None:
-        # Every rank takes part: under FSDP the module holds shards and gathering the full weights (onto rank 0)
-        # is a collective; under DDP this is the module's own state dict.
-        state = trainer.strategy.lightning_module_state_dict()
-        if not trainer.is_global_zero:
-            return
-        weights = {name.removeprefix(MODEL_PREFIX): t for name, t in state.items() if name.startswith(MODEL_PREFIX)}
-        for path in write_export(weights, self.folder(trainer), self.formats, Provenance.of(trainer.datamodule)):
+    def export(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        folder = self.folder(trainer)
+        if has_lora(pl_module.model):  # LoRA trains under DDP only (sharding.py): the module holds every weight
+            if not trainer.is_global_zero:
+                return
+            weights = merged_state_dict(pl_module.model)
+            rank_zero_info(f"exported the LoRA adapter: {write_adapter(pl_module.model, folder / ADAPTER_FILE)}")
+        else:
+            # Every rank takes part: under FSDP the module holds shards and gathering the full weights (onto rank
+            # 0) is a collective; under DDP this is the module's own state dict.
+            state = trainer.strategy.lightning_module_state_dict()
+            if not trainer.is_global_zero:
+                return
+            weights = {name.removeprefix(MODEL_PREFIX): t for name, t in state.items()
+                       if name.startswith(MODEL_PREFIX)}
+        for path in write_export(weights, folder, self.formats, Provenance.of(trainer.datamodule)):
             rank_zero_info(f"exported the model in the released layout: {path}")

@@ -43,8 +43,9 @@ class Protocol:
 
 
 # The evaluators behind the published numbers, read at these commits (docs/evaluation.md).
-PIDM_EVALUATOR = ("ankanbhunia/PIDM utils/metrics.py (e4f1d88): pytorch-fid's InceptionV3, lpips AlexNet, "
-                  "scikit-image `ssim` (uniform 51, data range 1) and `ssim_256` (Gaussian sigma 1.2)")
+PIDM_EVALUATOR = ("ankanbhunia/PIDM utils/metrics.py (e4f1d88): FID with `inception.InceptionV3` (pytorch-fid's "
+                  "API; the module is not in the repository), lpips AlexNet, scikit-image `ssim` (uniform 51, data "
+                  "range 1) and `ssim_256` (Gaussian sigma 1.2)")
 CFLD_EVALUATOR = ("YanzuoLu/CFLD models/metrics.py (f2ea2a7): torchvision Inception-v3 FID, lpips AlexNet on "
                   "[0, 1] (normalize=True), per-image PSNR (data range 1), scikit-image `ssim` (uniform 51) and "
                   "`ssim_256` (Gaussian sigma 1.5, data range max - min of the prediction)")
@@ -54,7 +55,7 @@ VTONEVAL_EVALUATOR = ("franciszzj/VtonEval eval.py (a4fdbef), named in Leffa's R
                       "torchmetrics PSNR per batch of 16; ground truth resized to the prediction with LANCZOS")
 _SSIM_UNSAID = ("The paper does not say which of the evaluator's two SSIMs it reports: `ssim` is `ssim_uniform51`; "
                 "`ssim_256` is close to `ssim_gaussian` ({}).")
-_PIDM_NOTE = ("FID: pytorch-fid's TF-FID Inception, closest here `--fid-extractor tf-inception`. "
+_PIDM_NOTE = ("FID: if pytorch-fid's (TF-FID weights), closest here `--fid-extractor tf-inception`. "
               + _SSIM_UNSAID.format("but sigma 1.2"))
 _CFLD_MATCHES = {"fid": "fid", "lpips": "lpips", "psnr": "psnr"}
 _CFLD_NOTE = _SSIM_UNSAID.format("but its data range is the prediction's max - min, not 255")

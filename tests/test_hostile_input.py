@@ -399,7 +399,7 @@ def test_row7_export_is_all_or_nothing_and_a_finished_resume_redoes_it(tmp_path,
                                lightning_module_state_dict=lambda: {f"model.{k}": v for k, v in tiny_weights.items()})
     trainer = SimpleNamespace(strategy=strategy, is_global_zero=True, fit_loop=SimpleNamespace(done=True),
                               datamodule=None)
-    module = SimpleNamespace(model=torch.nn.Linear(1, 1))  # no LoRA
+    module = SimpleNamespace(model=LeffaModel.tiny())  # no LoRA
     callback.on_fit_end(trainer, module)
     assert export_complete(folder, callback.formats)
     stamp = (folder / "leffa.pth").stat().st_mtime_ns

@@ -161,9 +161,9 @@ def test_the_tryon_command_applies_an_adapter(trained, tmp_path):
     images = {}
     for name, args in runs.items():
         assert tryon_main(common + args + ["--out", str(tmp_path / name)]) == 0
-        images[name] = np.asarray(Image.open(tmp_path / name / "shirt__to__anna.png")).astype(int)
+        images[name] = np.asarray(Image.open(tmp_path / name / "shirt.jpg__to__anna.jpg.png")).astype(int)
     assert np.abs(images["lora"] - images["merged"]).max() <= 1  # uint8 rounding of a 1e-6 difference
-    assert "LoRA adapter" in (tmp_path / "lora" / "shirt__to__anna.json").read_text()
+    assert "LoRA adapter" in (tmp_path / "lora" / "shirt.jpg__to__anna.jpg.json").read_text()
 
 
 def test_frozen_base_in_bf16_trains_under_bf16_mixed_only(tmp_path):

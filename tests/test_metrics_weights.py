@@ -33,7 +33,7 @@ def test_missing_inception_weights_leave_fid_kid_not_computed_and_the_rest_compu
     result = score_folder(tmp_path / "gen", "vton-paired", tmp_path / "gt", options=ScoreOptions(
         allow_download=False, lpips_weights=squeeze, cache_dir=tmp_path / "cache"))
 
-    assert set(result.values) == {"ssim_gaussian", "lpips", "psnr"}
+    assert set(result.values) == {"ssim_vtoneval", "ssim_gaussian", "lpips", "psnr"}
     for name in ("fid", "kid"):
         reason = result.not_computed[name]
         assert "downloads are switched off" in reason

@@ -110,11 +110,12 @@ def match_ground_truth(generated: Sequence[Path], ground_truth_dir: str | os.Pat
 
 
 def read_image_list(list_file: str | os.PathLike, directory: str | os.PathLike) -> list[Path]:
-    """Images named one per line in ``list_file`` (e.g. DeepFashion's train.lst), found in ``directory``."""
+    """Images named in the first column of ``list_file``, one per line, found in ``directory``: DeepFashion's
+    train.lst, or a DressCode pair file (``test_pairs_paired.txt``: person image, garment image)."""
     list_file = Path(list_file)
     if not list_file.is_file():
         raise ScoreInputError(f"{list_file}: no such file")
-    names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+    names = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
     paths = [Path(directory) / name for name in names]
     missing = [path.name for path in paths if not path.is_file()]
     if missing:

@@ -33,6 +33,7 @@ from leffa_pl.data.transforms import contract_sample, image_to_tensor
 from leffa_pl.evaluation.predict import load_model, output_name, pair_seed
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError
+from leffa_pl.model.lora import load_lora
 from leffa_pl.model.sampler import SCHEDULERS, LeffaSampler, SamplerSettings
 from leffa_pl.preprocess.annotate import (
     NoPersonError,
@@ -78,6 +79,9 @@ class ImageGenerator:
     def __init__(self, args: argparse.Namespace):
         self.device = resolve_device(args.device)
         model, self.description = load_model(args.checkpoint, args.base_model)
+        if args.lora is not None:
+            load_lora(model, args.lora, args.lora_scale)
+            self.description += f" + LoRA adapter {args.lora} at scale {args.lora_scale:g}"
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                         guidance_scale=args.guidance_scale, repaint=getattr(args, "repaint", False),
@@ -177,6 +181,9 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="Lightning .ckpt or released-layout .pth/.safetensors (none: the "
                                              "tiny model with random weights, a pipeline check)")
     parser.add_argument("--base-model", help="diffusers SD-inpainting folder giving the checkpoint's architecture")
+    parser.add_argument("--lora", type=Path, help="a LoRA adapter (a LoRA run's export/leffa_lora.safetensors), "
+                                                  "merged into --checkpoint's weights (its base)")
+    parser.add_argument("--lora-scale", type=float, help="scale of the adapter (default 1)")
     parser.add_argument("--out", type=Path, default=Path("outputs"), help="output folder (default outputs/)")
     parser.add_argument("--resolution", type=parse_size, default=(1024, 768), help="HxW the model runs at")
     parser.add_argument("--steps", type=int, default=50)
@@ -222,6 +229,9 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
                             help="IUV map (U*255, V*255, I) of a single target photo")
     _common_arguments(parser)
     args = parser.parse_args(argv)
+    if args.lora_scale is not None and args.lora is None:
+        parser.error("--lora-scale needs --lora")
+    args.lora_scale = 1.0 if args.lora_scale is None else args.lora_scale
     if tryon:
         args.dataset = args.dataset or ("vitonhd" if args.category == "upper_body" else "dresscode")
         if args.dataset == "vitonhd" and args.category != "upper_body":

@@ -167,7 +167,7 @@ def test_interrupted_run_resumes_without_redoing(standins, tmp_path):
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # finished pairs untouched
     assert json.loads((out / "prepare.json").read_text()) == {"layout": "vitonhd", "size": list(SIZE),
                                                               "mask_recipe": "leffa-hd"}
-    assert {item.mask_recipe for item in prepare.read_manifest(out)} == {"leffa-hd"}
+    assert {item.mask_recipe for item in prepare.read_manifest(out, prepare.LAYOUTS['vitonhd'])} == {"leffa-hd"}
     with pytest.raises(prepare.PrepareInputError, match="prepared with .*128, 96.*now.*64, 48"):
         prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), second, progress=False)
     assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0

@@ -61,6 +61,7 @@ class PersonImageDataModule(LightningDataModule):
     and ``_dataset``."""
 
     name = "dataset"
+    task = ""  # "tryon" or "pose": recorded in checkpoints and exports (model/provenance.py)
     splits: tuple[str, ...] = ()  # every split, walked by the checker
     train_split = "train"
     val_splits: tuple[str, ...] = ()
@@ -218,6 +219,7 @@ class TryOnDataModule(PersonImageDataModule):
     """Try-on data (VITON-HD, DressCode): train, test paired and test unpaired; validation on both test
     pairings; ``test_pairing`` chooses the split of ``test_dataloader``/``predict_dataloader``."""
 
+    task = "tryon"
     splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
@@ -315,21 +317,25 @@ class DeepFashionDataModule(PersonImageDataModule):
     """
 
     name = "DeepFashion"
+    task = "pose"
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 
     def __init__(self, root: str = "data/deepfashion", resolution: tuple[int, int] = (256, 176),
                  compute_densepose: bool = False, densepose_model: str | None = None, densepose_device: str = "auto",
-                 **settings: Any):
+                 densepose_iuv_scaling: str = "scale", **settings: Any):
         """``compute_densepose``: ``prepare_data`` computes the missing DensePose maps (off by default: on the
         whole dataset that is hours of DensePose); ``densepose_model``: the TorchScript DensePose R50-FPN export
-        (default: the Hugging Face cache, else a download); ``densepose_device``: ``auto`` = CUDA when present.
-        ``settings``: those of ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
+        (default: the Hugging Face cache, else a download); ``densepose_device``: ``auto`` = CUDA when present;
+        ``densepose_iuv_scaling``: U, V of computed maps as ``scale`` (U*255, the dataset encoding) or ``minmax``
+        (the Leffa app's ``predict_iuv``; docs/parsing_densepose.md). ``settings``: those of
+        ``PersonImageDataModule`` except ``flip_p`` (no flips, see above)."""
         super().__init__(root=root, resolution=resolution, flip_p=0.0, **settings)
         self.save_hyperparameters()
         self.compute_densepose = compute_densepose
         self.densepose_model = densepose_model
         self.densepose_device = densepose_device
+        self.densepose_iuv_scaling = densepose_iuv_scaling
         self._split_pairs: dict[str, deepfashion.SplitPairs] = {}
 
     @property
@@ -355,7 +361,8 @@ class DeepFashionDataModule(PersonImageDataModule):
             raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
         from leffa_pl.preprocess import deepfashion_densepose  # torchvision and the network only when asked for
 
-        report = deepfashion_densepose.fill_missing_maps(self.root, self.densepose_estimator)
+        report = deepfashion_densepose.fill_missing_maps(self.root, self.densepose_estimator,
+                                                         scaling=self.densepose_iuv_scaling)
         rank_zero_info(f"[leffa_pl.data] DeepFashion at {self.root}: {report.summary()}")
         for error in report.unreadable:
             rank_zero_warn(f"[leffa_pl.data] DeepFashion DensePose not computed: {error}")

@@ -17,7 +17,15 @@ import torch
 
 from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
 from leffa_pl.preprocess import weights
-from leffa_pl.preprocess.densepose import DensePoseEstimator, DensePoseResult, TorchScriptDensePose
+from leffa_pl.preprocess.densepose import (
+    IUV_SCALINGS,
+    RENDERINGS,
+    DensePoseEstimator,
+    DensePoseRendering,
+    DensePoseResult,
+    IuvScaling,
+    TorchScriptDensePose,
+)
 from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
 
@@ -32,7 +40,8 @@ class NoPersonError(ValueError):
 
 @dataclass
 class PreprocessWeights:
-    """Weight files and folders of the preprocessing networks (None: the Hugging Face cache, then a download)."""
+    """Weight files and folders of the preprocessing networks (None: the Hugging Face cache, then a download), and
+    how DensePose becomes maps (docs/parsing_densepose.md)."""
 
     parser_atr: str | None = None
     parser_lip: str | None = None
@@ -42,6 +51,8 @@ class PreprocessWeights:
     device: str = "cpu"
     offline: bool | None = None
     box_threshold: float = 0.3
+    densepose_rendering: DensePoseRendering = "leffa-app"
+    iuv_scaling: IuvScaling = "scale"
 
 
 def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,12 +64,18 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector", help=f"person detector save_pretrained folder (default {weights.PERSON_DETECTOR})")
     group.add_argument("--box-threshold", type=float, default=0.3, help="person detector score threshold")
     group.add_argument("--offline", action="store_true", default=None, help="never download weights")
+    group.add_argument("--densepose-rendering", choices=RENDERINGS, default="leffa-app",
+                       help="persons in the VITON-HD DensePose rendering: as the Leffa app (default; of several, "
+                            "the last drawn), the best-scoring one, or all")
+    group.add_argument("--iuv-scaling", choices=IUV_SCALINGS, default="scale",
+                       help="DeepFashion IUV: U*255 (default, the dataset encoding) or the Leffa app's min-max")
 
 
 def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeights:
     return PreprocessWeights(parser_atr=args.parser_atr, parser_lip=args.parser_lip, densepose=args.densepose_model,
                              pose_model=args.pose_model, detector=args.detector, device=device,
-                             offline=args.offline, box_threshold=args.box_threshold)
+                             offline=args.offline, box_threshold=args.box_threshold,
+                             densepose_rendering=args.densepose_rendering, iuv_scaling=args.iuv_scaling)
 
 
 def resolve_device(name: str) -> str:
@@ -83,7 +100,7 @@ class Preprocessor:
     parser: HumanParser | None = None
     keypoint_model: KeypointEstimator | None = None
     densepose_model: DensePoseEstimator | None = None
-    cihp: bool = True  # load the LIP network too (VITON-HD labels)
+    cihp: bool = True  # load the LIP network too (VITON-HD and atr-neck labels)
 
     def load(self) -> None:
         """Load all three networks now (a missing weight file stops a command before its first photo)."""
@@ -106,11 +123,15 @@ class Preprocessor:
         if self.densepose_model is None:
             w = self.weights
             self.densepose_model = TorchScriptDensePose(
-                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device)
+                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device, w.densepose_rendering)
         return self.densepose_model
 
     def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
-        return self._parser()(image, LABEL_SETS[layout])
+        return self.parse(image, LABEL_SETS[layout])
+
+    def parse(self, image: np.ndarray, label_set: LabelSet) -> np.ndarray:
+        """Labels of ``image`` at its size in ``label_set`` (``atr-neck``: the Leffa app's, for its masks)."""
+        return self._parser()(image, label_set)
 
     def keypoints(self, image: np.ndarray) -> BodyKeypoints:
         found = self._keypoint_model()(image)

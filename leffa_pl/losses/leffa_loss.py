@@ -17,6 +17,7 @@ each layer's loss is checkpointed on its own. Value and gradients are those of t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -67,8 +68,18 @@ class LeffaLoss(nn.Module):
     def __init__(self, tau: float = 2.0, weight: float = 1e-3, theta_resolution: float = 1 / 32,
                  theta_timestep: float = 500, distance: str = "smooth_l1"):
         super().__init__()
-        if tau <= 0:
-            raise ValueError(f"tau must be positive, got {tau}")
+        # Out of range, each would train silently wrong: a negative weight maximises the flow error, a threshold
+        # outside (0, 1000] or a grid fraction outside (0, 1] selects no sample or no layer (a no-op stage).
+        if not math.isfinite(tau) or tau <= 0:
+            raise ValueError(f"leffa tau must be a finite number > 0, got {tau}")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"leffa weight must be a finite number >= 0, got {weight}")
+        if not 0 < theta_resolution <= 1:
+            raise ValueError(f"leffa theta_resolution must be in (0, 1] (a fraction of the image height), got "
+                             f"{theta_resolution}")
+        if not 0 < theta_timestep <= PAPER_TRAIN_TIMESTEPS:
+            raise ValueError(f"leffa theta_timestep must be in (0, {PAPER_TRAIN_TIMESTEPS}] (the paper's timestep "
+                             f"scale; 0 or less gives no sample the loss), got {theta_timestep}")
         if distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
         self.tau = tau

@@ -33,9 +33,14 @@ plan: $(INSTALLED)
 	$(PY) -m leffa_pl.planning.disk --stages $(CONFIG) --architecture $(ARCH) --trainer $(TRAINER) \
 	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
 
-.PHONY: bench-leffa bench-ddp
+.PHONY: bench-leffa bench-ddp bench-leffa-stage
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py
+
+# What the Leffa loss adds to a step: activation bytes per sample (with the tensors it keeps at the peak) and the
+# FLOP ratio, SD1.5 under fake tensors at 512x384 and 1024x768 and the tiny model; appended to benchmarks/results/.
+bench-leffa-stage: $(INSTALLED)
+	$(PY) benchmarks/bench_leffa_stage.py --breakdown
 
 # 2-process CPU DDP step: plain ddp (unreached parameters frozen) vs find_unused_parameters (tiny model).
 bench-ddp: $(INSTALLED)

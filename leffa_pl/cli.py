@@ -18,7 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
+from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint
 from leffa_pl.callbacks.preemption import EXIT_SIGTERM, CheckpointOnSigterm
 from leffa_pl.callbacks.stage_schedule import StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
@@ -78,7 +78,9 @@ class LeffaCLI(LightningCLI):
             self.config.fit.ckpt_path = last_checkpoint(self.config.fit.as_dict())
         if subcommand and self.config[subcommand].get("ckpt_path"):
             settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
-            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings)
+            data = self.config[subcommand].get("data")
+            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
+                                    data.get("class_path") if data is not None and subcommand == "fit" else None)
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")  # None with run=False: the config's top level
@@ -151,7 +153,7 @@ def main(args: list[str] | None = None) -> None:
     except torch.OutOfMemoryError:
         print(OUT_OF_MEMORY_ADVICE, file=sys.stderr)
         raise
-    except RunFolderError as error:
+    except (RunFolderError, ExportError) as error:
         sys.exit(f"leffa-pl: error: {error}")
     except SIGTERMException:
         sys.exit(EXIT_SIGTERM)

@@ -2,7 +2,11 @@
 SCHP ONNX files (input ``input.1``, outputs parsing / fusion / edge at a quarter of the input size), a
 TorchScript module returning DensePose's (boxes, coarse_segm, fine_segm, u, v), and a tiny ViTPose with a
 tiny transformers detector (YOLOS) saved with ``save_pretrained``. Their outputs are meaningless; they test
-the loading, the signatures and the plumbing. The DensePose stand-in finds nobody on a blank photo."""
+the loading, the signatures and the plumbing. The DensePose stand-in finds nobody on a blank photo.
+
+``schp_palette_onnx`` is a SCHP stand-in whose labels mean something: it labels each 4x4 block of its input by
+the nearest of a few prototype colours, so a photo painted in those colours parses as painted (the golden
+fixtures of tests/golden/maps run the Leffa app's own parsing code with it)."""
 
 from __future__ import annotations
 
@@ -26,6 +30,40 @@ def schp_onnx(path: Path, labels: int, size: int, seed: int = 0) -> Path:
     graph = helper.make_graph(nodes, "schp_standin",
                               [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
                               outputs, initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def schp_palette_onnx(path: Path, colours: dict[tuple[int, int, int], int], labels: int, size: int) -> Path:
+    """SCHP's ONNX signature; the logit of a label is the softmax weight (sharpness 50) of the prototype RGB
+    ``colours`` mapped to it, nearest in SCHP's normalised BGR input space, on 4x4 block means."""
+    from leffa_pl.preprocess.parsing import BGR_MEAN, BGR_STD
+
+    prototypes = (np.array(list(colours), np.float32)[:, ::-1] / 255.0 - BGR_MEAN) / BGR_STD
+    count = len(prototypes)
+    # -|x - p|^2 up to a term common to all prototypes: 2 p.x - |p|^2
+    distance_w = numpy_helper.from_array((2 * prototypes).reshape(count, 3, 1, 1).astype(np.float32), "dw")
+    distance_b = numpy_helper.from_array(-(prototypes ** 2).sum(1).astype(np.float32), "db")
+    sharpness = numpy_helper.from_array(np.array(50.0, np.float32), "sharpness")
+    grouping = np.zeros((labels, count, 1, 1), np.float32)
+    grouping[list(colours.values()), np.arange(count)] = 1
+    edge = numpy_helper.from_array(np.zeros((2, labels, 1, 1), np.float32), "edge_w")
+    nodes = [helper.make_node("AveragePool", ["input.1"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+             helper.make_node("Conv", ["pooled", "dw", "db"], ["closeness"]),
+             helper.make_node("Mul", ["closeness", "sharpness"], ["sharp"]),
+             helper.make_node("Softmax", ["sharp"], ["weights"], axis=1),
+             helper.make_node("Conv", ["weights", "group_w"], ["fusion"]),
+             helper.make_node("Identity", ["fusion"], ["parsing"]),
+             helper.make_node("Conv", ["fusion", "edge_w"], ["edge"])]
+    initializers = [distance_w, distance_b, sharpness, numpy_helper.from_array(grouping, "group_w"), edge]
+    quarter = size // 4
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels, quarter, quarter])
+               for name, channels in (("parsing", labels), ("fusion", labels), ("edge", 2))]
+    graph = helper.make_graph(nodes, "schp_palette_standin",
+                              [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 3, size, size])],
+                              outputs, initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, str(path))

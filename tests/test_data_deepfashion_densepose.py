@@ -76,6 +76,22 @@ def test_prepare_data_fills_exactly_the_missing_maps_then_is_a_no_op(tmp_path, s
     assert _maps(root) == after
 
 
+def test_computed_maps_take_the_chosen_iuv_scaling(tmp_path, standin):
+    root = _dataset(tmp_path)
+    name = sorted(_maps(root))[0]
+    (root / "densepose" / name).unlink()
+    _module(root, standin, densepose_iuv_scaling="minmax").prepare_data()
+    train = set(deepfashion.read_split_list(root / "train.lst"))
+    image = f"{name[:-4]}.jpg"
+    photo = read_rgb(deepfashion.image_path(root, "train" if image in train else "test", image, "flat"))
+    found = TorchScriptDensePose(standin)(photo)
+    written = read_iuv(root / "densepose" / name)
+    assert np.array_equal(written, found.deepfashion_iuv("minmax"))
+    assert not np.array_equal(written, found.deepfashion_iuv("scale"))
+    with pytest.raises(ValueError, match="IUV scaling 'stretch' is not one of"):
+        _module(root, standin, densepose_iuv_scaling="stretch", compute_densepose=True).prepare_data()
+
+
 def test_an_image_with_nobody_gets_no_map_and_its_pairs_stay_skipped(tmp_path, standin):
     root = _dataset(tmp_path)
     name = deepfashion.read_split_list(root / "test.lst")[0]

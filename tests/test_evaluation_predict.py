@@ -240,7 +240,7 @@ def test_evaluate_predicts_and_scores_both_pairings(root, reference, tmp_path, c
         Image.fromarray(reference[name]).save(tmp_path / "eval" / "unpaired" / name)
     stamps = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "eval" / "unpaired").glob("*.png")}
     assert evaluate.main(evaluate_args(root, tmp_path / "eval", "--lpips-weights", str(squeeze))) == 0
-    for pairing, computed in (("paired", {"ssim_gaussian", "lpips", "psnr"}), ("unpaired", set())):
+    for pairing, computed in (("paired", {"ssim_vtoneval", "ssim_gaussian", "lpips", "psnr"}), ("unpaired", set())):
         folder = tmp_path / "eval" / pairing
         stored = json.loads((folder / "metrics.json").read_text())
         assert stored["n_generated"] == N_TEST and stored["resolution"] == list(SIZE)

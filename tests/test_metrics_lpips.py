@@ -1,7 +1,12 @@
+import shutil
+from pathlib import Path
+
 import lpips
 import pytest
 import torch
 from metrics_support import backbone_file, forbid_network
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+from torchvision.models import SqueezeNet1_1_Weights
 
 from leffa_pl.metrics.perceptual import build_lpips_network
 from leffa_pl.metrics.suite import MetricSuite
@@ -59,3 +64,27 @@ def test_the_suite_averages_lpips_over_images_on_inputs_in_minus_one_to_one(back
     with torch.no_grad():
         expected = reference(generated / 127.5 - 1, truth / 127.5 - 1).mean()
     assert suite.compute().values["lpips"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_the_suite_equals_torchmetrics_lpips_called_the_vtoneval_way(backbones, tmp_path):
+    """VtonEval: LearnedPerceptualImagePatchSimilarity(net_type='squeeze') on [0, 1] images scaled to [-1, 1],
+    batch means weighted by batch size. Its backbone comes from the hub cache (forbid_network's TORCH_HOME)."""
+    weights, _ = backbones["squeeze"]
+    cache = tmp_path / "torch-home" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    shutil.copy(weights, cache / Path(SqueezeNet1_1_Weights.DEFAULT.url).name)
+    vtoneval = LearnedPerceptualImagePatchSimilarity(net_type="squeeze")
+    generator = torch.Generator().manual_seed(2)
+    generated = torch.randint(0, 256, (5, 3, 64, 48), generator=generator, dtype=torch.uint8)
+    truth = generated.clone()
+    truth[:, :, 8:40] = torch.randint(0, 256, (5, 3, 32, 48), generator=generator, dtype=torch.uint8)
+    total = 0.0
+    with torch.no_grad():
+        for batch in (slice(0, 2), slice(2, 4), slice(4, 5)):
+            gt, pred = truth[batch] / 255.0, generated[batch] / 255.0
+            total += float(vtoneval(gt * 2 - 1, pred * 2 - 1)) * gt.shape[0]
+
+    suite = MetricSuite(["lpips"], lpips_network=build_lpips_network("squeeze", weights, allow_download=False))
+    suite.update(generated[:3], truth[:3])
+    suite.update(generated[3:], truth[3:])
+    assert suite.compute().values["lpips"] == pytest.approx(total / 5, rel=1e-5)

@@ -9,7 +9,8 @@ from metrics_support import DEEPFASHION_NAMES, TinyFeatures, backbone_file, forb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from leffa_pl.evaluation.report import ScoreResult, log_results, markdown_report
+from leffa_pl.evaluation.protocols import PROTOCOLS
+from leffa_pl.evaluation.report import LITERATURE_COLUMNS, ScoreResult, log_results, markdown_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, main, score_folder
 
 HIGHRES = (110, 75)  # DeepFashion img_highres is 1101x750 (H x W); same aspect, smaller
@@ -64,8 +65,10 @@ def test_deepfashion_folder_is_scored_with_a_report_beside_the_images(tmp_path, 
     assert (stored["n_generated"], stored["n_paired"], stored["n_real"]) == (5, 5, 3)
     assert set(stored["values"]) == {"fid", "ssim_gaussian", "ssim_uniform51", "lpips", "psnr"}
     assert stored["not_computed"] == {}
-    assert {"method": "Leffa", "dataset": "DeepFashion", "resolution": "256x176",
-            "values": {"fid": 5.71, "ssim": 0.732, "lpips": 0.114}, "note": ""} in stored["literature"]
+    cfld = next(row for row in stored["literature"] if row["method"] == "CFLD" and row["resolution"] == "256x176")
+    assert cfld["values"] == {"fid": 6.80, "ssim": 0.738, "lpips": 0.152, "psnr": 18.2}
+    assert cfld["evaluator"].startswith("YanzuoLu/CFLD models/metrics.py")
+    assert cfld["metrics"] == {"fid": "fid", "lpips": "lpips", "psnr": "psnr"}
     report = (deepfashion / "generated" / "metrics.md").read_text()
     assert "resolution 80x55 (H x W). n = 5 generated images" in report
     assert "| Leffa | DeepFashion | 256x176 | 5.71 | 0.732 | 0.114 |  |" in report
@@ -166,3 +169,15 @@ def test_a_small_run_report_states_its_own_counts_not_the_full_splits_as_its_own
     # the released split's sizes appear only as such, never as what this run scored
     assert "the 8,570 test pairs" not in report and "train.lst, 48,674" not in report
     assert "8,570 in the released split" in report and "48,674 in the released split" in report
+
+
+def test_every_published_number_names_its_evaluator_and_the_metric_computed_the_same_way():
+    columns = {key for key, _ in LITERATURE_COLUMNS}
+    for protocol in PROTOCOLS.values():
+        for row in protocol.literature:
+            assert row.evaluator and set(row.values) <= columns and set(row.metrics) <= columns
+            assert set(row.metrics.values()) <= set(protocol.metrics)  # computed under this very protocol
+            if set(row.values) - set(row.metrics):
+                assert row.note, f"{row.method} {row.resolution}: say why a column has no counterpart"
+    report = markdown_report(ScoreResult("vton-paired", (1024, 768), 2, 2, 2, {}, {}))
+    assert "franciszzj/VtonEval eval.py (a4fdbef)" in report and "`ssim_vtoneval`" in report

@@ -6,9 +6,12 @@ import torch
 from metrics_support import forbid_network, perturbed, textured_images, write_image
 from PIL import Image
 from skimage.metrics import structural_similarity
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image import StructuralSimilarityIndexMeasure
+from torchvision.transforms.functional import to_tensor
 
 from leffa_pl.evaluation.score import ScoreOptions, score_folder
-from leffa_pl.metrics.ssim import SSIM_GAUSSIAN, SSIM_UNIFORM51, ssim_per_image
+from leffa_pl.metrics.ssim import SSIM_GAUSSIAN, SSIM_UNIFORM51, SSIM_VTONEVAL, ssim_per_image
 from leffa_pl.metrics.suite import MetricSuite, quantize_images
 
 SKIMAGE_CALLS = {
@@ -102,3 +105,38 @@ def test_quantize_images_matches_what_a_png_holds():
         Image.fromarray(array).save(buffer, format="PNG")
         reread = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1)
         assert torch.equal(stored, reread)
+
+
+def test_ssim_vtoneval_is_torchmetrics_called_the_vtoneval_way(tmp_path):
+    """VtonEval: ground truth resized to the prediction with LANCZOS, both read with ToTensor into [0, 1],
+    StructuralSimilarityIndexMeasure(data_range=1.0) called per batch, batch means weighted by batch size."""
+    rng = np.random.default_rng(11)
+    truth = textured_images(rng, 5, 120, 90)  # larger than the generated images: the resize is exercised
+    for index, image in enumerate(truth):
+        small = np.asarray(Image.fromarray(image.transpose(1, 2, 0)).resize((60, 80), Image.Resampling.BICUBIC))
+        write_image(tmp_path / "gt" / f"{index:05d}_00.png", truth[index])
+        write_image(tmp_path / "gen" / f"{index:05d}_00.png", perturbed(rng, small.transpose(2, 0, 1), 6 + 9 * index))
+    vtoneval = StructuralSimilarityIndexMeasure(data_range=1.0)
+    total = 0.0
+    for batch in ([0, 1], [2, 3], [4]):
+        gt = torch.stack([to_tensor(Image.open(tmp_path / "gt" / f"{i:05d}_00.png").resize((60, 80), Image.LANCZOS))
+                          for i in batch])
+        pred = torch.stack([to_tensor(Image.open(tmp_path / "gen" / f"{i:05d}_00.png")) for i in batch])
+        total += float(vtoneval(pred, gt)) * len(batch)
+
+    result = score_folder(tmp_path / "gen", "vton-paired", tmp_path / "gt", options=ScoreOptions(
+        batch_size=4, allow_download=False, cache_dir=tmp_path / "cache"))
+
+    assert list(result.values)[:2] == ["ssim_vtoneval", "ssim_gaussian"]  # first in the try-on tables
+    assert result.values["ssim_vtoneval"] == pytest.approx(total / 5, abs=1e-6)
+    assert abs(result.values["ssim_vtoneval"] - result.values["ssim_gaussian"]) > 0.005  # the border counts
+
+
+def test_ssim_gaussian_is_torchmetrics_ssim_with_the_border_cropped_as_before_1_4_2(pairs):
+    generated, truth = (torch.from_numpy(images) / 255.0 for images in pairs)
+    _, full = structural_similarity_index_measure(generated, truth, data_range=1.0, reduction="none",
+                                                  return_full_image=True)
+    border = (SSIM_GAUSSIAN.size - 1) // 2
+    cropped = full[..., border:-border, border:-border].flatten(1).mean(dim=1)
+    torch.testing.assert_close(ssim_per_image(generated, truth, SSIM_GAUSSIAN), cropped, rtol=0, atol=2e-6)
+    assert (ssim_per_image(generated, truth, SSIM_VTONEVAL) - cropped).abs().max() > 1e-3

@@ -2,9 +2,10 @@
 (`leffa-pl-evaluate`).
 
 Per pairing, ``OUT/<pairing>/`` (try-on: ``paired``, ``unpaired``; DeepFashion: ``OUT/`` itself) receives the
-PNGs (``leffa_pl.evaluation.predict``), ``metrics.json`` and ``metrics.md``. Already written PNGs are kept,
-so a rerun resumes. Real sets follow evaluation.md: try-on paired = the ground truth, unpaired = the test
-person images, DeepFashion = all training images (``train.lst``), resized to the evaluation resolution.
+PNGs (``leffa_pl.evaluation.predict``), ``metrics.json`` and ``metrics.md`` (DressCode with several categories:
+also ``metrics_<category>.*``, see ``score_categories``). Already written PNGs are kept, so a rerun resumes.
+Real sets follow evaluation.md: try-on paired = the ground truth, unpaired = the test person images,
+DeepFashion = all training images (``train.lst``), resized to the evaluation resolution.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.atomic_write import unwritable_reason
 from leffa_pl.callbacks.preemption import EXIT_SIGTERM
-from leffa_pl.data import deepfashion
+from leffa_pl.data import deepfashion, dresscode
 from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError, no_such_folder
 from leffa_pl.data.layout import parse_size
@@ -35,6 +36,7 @@ from leffa_pl.evaluation.predict import (
     OutputFolderError,
     PredictionOptions,
     PredictionPlan,
+    check_resolution,
     load_model,
     predict_pairs,
 )
@@ -76,6 +78,43 @@ def real_set(dataset: str, predicted: PairDataset, root: Path) -> tuple[list[Pat
     return persons, f"the {len(persons)} test person images of the split"
 
 
+def category_groups(dataset: PairDataset, indices: Sequence[int]) -> dict[str, list[int]]:
+    """Positions in ``indices`` by the person's category (DressCode pairs have one), in the dataset's order of
+    categories; empty when the pairs have none or all are of one category (that score is the whole one)."""
+    groups: dict[str, list[int]] = {}
+    for position, index in enumerate(indices):
+        category = getattr(dataset.pairs[index], "person_category", None)
+        if category is None:
+            return {}
+        groups.setdefault(category, []).append(position)
+    order = [category for category in dresscode.CATEGORIES if category in groups]
+    return {category: groups[category] for category in order} if len(order) > 1 else {}
+
+
+def report_name(result: ScoreResult) -> str:
+    """``metrics`` or, for one category of a mixed split, ``metrics_<category>`` (as LaDI-VTON names them)."""
+    category = result.details.get("category")
+    return f"metrics_{category}" if category else "metrics"
+
+
+def score_categories(dataset: PairDataset, plan: PredictionPlan, protocol: str, real_images: Sequence[Path],
+                     options: ScoreOptions, details: dict[str, object]) -> list[ScoreResult]:
+    """LaDI-VTON's per-category scores (``val_metrics.py``): per category, its generated images against its
+    ground truth, and FID/KID against the real images (test persons) of that category alone."""
+    results = []
+    for category, positions in category_groups(dataset, plan.unique).items():
+        targets = [dataset.person_file(plan.unique[position]) for position in positions]
+        persons = set(targets)
+        real = [path for path in real_images if path in persons]
+        result = score_images([plan.files[position] for position in positions], protocol, targets, real, options)
+        result.details.update(details)
+        result.details.update({"category": category,
+                               "real_set": f"the {len(real)} test person images of {category}"})
+        write_report(result, plan.out_dir, report_name(result))
+        results.append(result)
+    return results
+
+
 def deepfashion_training_images(root: Path) -> list[Path]:
     """The images named in ``train.lst``, where the data module reads them (flat or nested layout)."""
     split_list = root / deepfashion.SPLIT_LISTS["train"]
@@ -104,6 +143,13 @@ def _check_inputs(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path is not None and not path.is_file():
             problems.append(f"{path}: no such file (--{option.replace('_', '-')})")
+    try:  # the ranges, before the model is loaded
+        SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    except ValueError as error:
+        problems.append(f"{error} (--steps, --guidance-scale)")
+    problems += [f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
+                 for name, low in (("batch_size", 1), ("score_batch_size", 1), ("num_workers", 0), ("devices", 1))
+                 if getattr(args, name) < low]
     reason = None if problems else unwritable_reason(args.out)  # creates it: only for a run that goes ahead
     if reason is not None:
         problems.append(f"{args.out}: the output folder cannot be written ({reason}) (--out)")
@@ -117,10 +163,11 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     resolution = args.resolution or DEFAULT_RESOLUTION[args.dataset]
     pairings = [None] if args.dataset == "deepfashion" else (
         ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
-    model, model_description = load_model(args.checkpoint, args.base_model)
-    if any(side % model.vae_scale_factor for side in resolution):
-        raise EvaluationInputError(f"--resolution {resolution[0]}x{resolution[1]}: height and width must be "
-                                   f"multiples of {model.vae_scale_factor} (the VAE's downsampling, as in training)")
+    model, model_description = load_model(args.checkpoint, args.base_model, task=DATA_MODULES[args.dataset].task)
+    try:
+        check_resolution(model, resolution)
+    except ValueError as error:
+        raise EvaluationInputError(str(error)) from None
     settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, repaint=args.repaint,
                                reference_acceleration=args.reference_acceleration)
@@ -153,21 +200,23 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
         dataset = source.predict_dataloader().dataset
         targets = [dataset.person_file(index) for index in plan.unique]
         real_images, real_description = real_set(args.dataset, dataset, args.data)
-        result = score_images(plan.files, protocol_for(args.dataset, pairing), targets, real_images,
-                              score_options)
-        result.details.update({
+        protocol = protocol_for(args.dataset, pairing)
+        result = score_images(plan.files, protocol, targets, real_images, score_options)
+        run_details = {
             "dataset": f"{args.dataset} at {args.data}" + (f", {pairing} pairs" if pairing else ""),
             "model": model_description,
             "sampler": ", ".join(f"{key}={value}" for key, value in asdict(settings).items()),
             "seed": f"{args.seed} (one generator per pair, seeded from the seed and the pair's ids)",
             "generated_folder": str(out_dir),
-            "real_set": real_description,
-        })
+        }
+        result.details.update(run_details)
+        result.details["real_set"] = real_description
         if isinstance(source, DeepFashionDataModule) and source.split_pairs(source.test_split).skipped_pairs:
             # the protocol scores every test pair: say which could not be generated
             result.details["skipped_test_pairs"] = source.split_pairs(source.test_split).skip_summary()
         write_report(result, out_dir)
         results.append(result)
+        results += score_categories(dataset, plan, protocol, real_images, score_options, run_details)
     return results
 
 
@@ -223,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for result in results:
         folder = Path(str(result.details["generated_folder"]))
         print(markdown_report(result))
-        print(f"written: {folder / 'metrics.json'}, {folder / 'metrics.md'}")
+        print(f"written: {folder / report_name(result)}.json, {folder / report_name(result)}.md")
     return 0
 
 

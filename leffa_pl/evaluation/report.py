@@ -15,7 +15,8 @@ from leffa_pl.metrics.suite import MetricResults
 LABELS = {
     "fid": "FID ↓",
     "kid": "KID ×1000 ↓",
-    "ssim_gaussian": "SSIM, Gaussian σ=1.5 (11×11) ↑",
+    "ssim_vtoneval": "SSIM, torchmetrics as VtonEval (border in) ↑",
+    "ssim_gaussian": "SSIM, Gaussian σ=1.5 (11×11), border out ↑",
     "ssim_uniform51": "SSIM, uniform 51×51 ↑",
     "lpips": "LPIPS ↓",
     "psnr": "PSNR (dB) ↑",
@@ -86,16 +87,24 @@ def markdown_report(result: ScoreResult) -> str:
         for row in spec.literature:
             cells = [f"{row.values[key]:g}" if key in row.values else "" for key, _ in columns]
             lines.append(f"| {row.method} | {row.dataset} | {row.resolution} | " + " | ".join(cells) + " |")
+        lines += ["", "Evaluators, and the metric here computed the same way:", ""]
+        provenance: dict[tuple, list[str]] = {}  # rows with the same evaluator, matches and note: said once
+        for row in spec.literature:
+            key = (row.evaluator, tuple(row.metrics.items()), row.note)
+            provenance.setdefault(key, []).append(f"{row.method} {row.dataset} {row.resolution}")
+        for (evaluator, metrics, note), rows in provenance.items():
+            same = ", ".join(f"{column} = `{metric}`" for column, metric in metrics) or "none exactly"
+            lines.append(f"- {'; '.join(rows)}: {evaluator}. Same here: {same}." + (f" {note}" if note else ""))
     lines += ["", "## Details", ""]
     lines += [f"- {note}" for note in spec.notes]
     lines += [f"- `{key}`: {value}" for key, value in result.details.items()]
     return "\n".join(lines) + "\n"
 
 
-def write_report(result: ScoreResult, directory: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``metrics.json`` and ``metrics.md`` into ``directory``, each atomically."""
+def write_report(result: ScoreResult, directory: str | os.PathLike, name: str = "metrics") -> tuple[Path, Path]:
+    """Write ``<name>.json`` and ``<name>.md`` into ``directory``, each atomically."""
     directory = Path(directory)
-    json_path, markdown_path = directory / "metrics.json", directory / "metrics.md"
+    json_path, markdown_path = directory / f"{name}.json", directory / f"{name}.md"
     for path, text in ((json_path, json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n"),
                        (markdown_path, markdown_report(result))):
         with atomic_write(path) as temporary:

@@ -24,7 +24,7 @@ from leffa_pl.metrics.real_statistics import RealStatistics
 from leffa_pl.metrics.ssim import SSIM_VARIANTS, ssim_per_image
 
 SET_METRICS = ("fid", "kid")
-PAIRED_METRICS = ("ssim_gaussian", "ssim_uniform51", "lpips", "psnr")
+PAIRED_METRICS = ("ssim_vtoneval", "ssim_gaussian", "ssim_uniform51", "lpips", "psnr")
 METRICS = SET_METRICS + PAIRED_METRICS
 
 
@@ -67,7 +67,7 @@ def _check_images(images: torch.Tensor, name: str) -> None:
 
 
 class MetricSuite(nn.Module):
-    """FID, KID, SSIM (two variants), LPIPS and PSNR of generated images.
+    """FID, KID, SSIM (three variants, `leffa_pl.metrics.ssim`), LPIPS and PSNR of generated images.
 
     ``metrics`` names what to compute (from ``METRICS``). FID/KID need ``fid_features`` (an extractor from
     ``leffa_pl.metrics.features`` or any module mapping uint8 images to ``[B, D]``) and the real-set

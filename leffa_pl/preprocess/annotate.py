@@ -1,5 +1,5 @@
 """What a person photo needs for try-on, from the three preprocessing networks: a label map, body keypoints
-and DensePose, plus the inpaint mask by the dataset's recipe (``leffa_pl.data.masks``).
+and DensePose, plus the inpaint mask by a named recipe (``leffa_pl.data.mask_recipes``).
 
 ``PreprocessWeights`` holds where the networks' weights are (command-line options, shared by
 ``leffa-pl-prepare``, ``leffa-pl-tryon`` and ``leffa-pl-pose``); each network is loaded on first use, so a
@@ -15,14 +15,23 @@ from typing import Literal
 import numpy as np
 import torch
 
-from leffa_pl.data import masks
+from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
 from leffa_pl.preprocess import weights
-from leffa_pl.preprocess.densepose import DensePoseEstimator, DensePoseResult, TorchScriptDensePose
+from leffa_pl.preprocess.densepose import (
+    IUV_SCALINGS,
+    RENDERINGS,
+    DensePoseEstimator,
+    DensePoseRendering,
+    DensePoseResult,
+    IuvScaling,
+    TorchScriptDensePose,
+)
 from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
 
 LayoutName = Literal["vitonhd", "dresscode"]
-LABEL_SETS: dict[str, LabelSet] = {"vitonhd": "cihp", "dresscode": "atr"}
+LABEL_SETS: dict[str, LabelSet] = {"vitonhd": vitonhd.LABEL_SET, "dresscode": dresscode.LABEL_SET}
+KEYPOINT_FORMATS = {"vitonhd": vitonhd.KEYPOINT_FORMAT, "dresscode": dresscode.KEYPOINT_FORMAT}
 
 
 class NoPersonError(ValueError):
@@ -31,7 +40,8 @@ class NoPersonError(ValueError):
 
 @dataclass
 class PreprocessWeights:
-    """Weight files and folders of the preprocessing networks (None: the Hugging Face cache, then a download)."""
+    """Weight files and folders of the preprocessing networks (None: the Hugging Face cache, then a download), and
+    how DensePose becomes maps (docs/parsing_densepose.md)."""
 
     parser_atr: str | None = None
     parser_lip: str | None = None
@@ -41,6 +51,8 @@ class PreprocessWeights:
     device: str = "cpu"
     offline: bool | None = None
     box_threshold: float = 0.3
+    densepose_rendering: DensePoseRendering = "leffa-app"
+    iuv_scaling: IuvScaling = "scale"
 
 
 def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,12 +64,18 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--detector", help=f"person detector save_pretrained folder (default {weights.PERSON_DETECTOR})")
     group.add_argument("--box-threshold", type=float, default=0.3, help="person detector score threshold")
     group.add_argument("--offline", action="store_true", default=None, help="never download weights")
+    group.add_argument("--densepose-rendering", choices=RENDERINGS, default="leffa-app",
+                       help="persons in the VITON-HD DensePose rendering: as the Leffa app (default; of several, "
+                            "the last drawn), the best-scoring one, or all")
+    group.add_argument("--iuv-scaling", choices=IUV_SCALINGS, default="scale",
+                       help="DeepFashion IUV: U*255 (default, the dataset encoding) or the Leffa app's min-max")
 
 
 def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeights:
     return PreprocessWeights(parser_atr=args.parser_atr, parser_lip=args.parser_lip, densepose=args.densepose_model,
                              pose_model=args.pose_model, detector=args.detector, device=device,
-                             offline=args.offline, box_threshold=args.box_threshold)
+                             offline=args.offline, box_threshold=args.box_threshold,
+                             densepose_rendering=args.densepose_rendering, iuv_scaling=args.iuv_scaling)
 
 
 def resolve_device(name: str) -> str:
@@ -82,7 +100,7 @@ class Preprocessor:
     parser: HumanParser | None = None
     keypoint_model: KeypointEstimator | None = None
     densepose_model: DensePoseEstimator | None = None
-    cihp: bool = True  # load the LIP network too (VITON-HD labels)
+    cihp: bool = True  # load the LIP network too (VITON-HD and atr-neck labels)
 
     def load(self) -> None:
         """Load all three networks now (a missing weight file stops a command before its first photo)."""
@@ -105,11 +123,15 @@ class Preprocessor:
         if self.densepose_model is None:
             w = self.weights
             self.densepose_model = TorchScriptDensePose(
-                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device)
+                weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device, w.densepose_rendering)
         return self.densepose_model
 
     def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
-        return self._parser()(image, LABEL_SETS[layout])
+        return self.parse(image, LABEL_SETS[layout])
+
+    def parse(self, image: np.ndarray, label_set: LabelSet) -> np.ndarray:
+        """Labels of ``image`` at its size in ``label_set`` (``atr-neck``: the Leffa app's, for its masks)."""
+        return self._parser()(image, label_set)
 
     def keypoints(self, image: np.ndarray) -> BodyKeypoints:
         found = self._keypoint_model()(image)
@@ -127,13 +149,13 @@ class Preprocessor:
         return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image))
 
 
-def inpaint_mask(layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
+def inpaint_mask(recipe: str, layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
                  category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
-    """The dataset's inpaint mask (bool, True = repaint) from what the data module reads back from the files."""
-    xy = layout_xy(keypoints, layout)
-    if layout == "vitonhd":
-        return masks.vitonhd_inpaint_mask(labels, xy)
-    return masks.dresscode_inpaint_mask(labels, xy, category)
+    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels and
+    keypoints as the layout stores them (what the data module reads back from the files)."""
+    person = mask_recipes.ParsedPerson(labels, LABEL_SETS[layout], layout_xy(keypoints, layout),
+                                       KEYPOINT_FORMATS[layout], labels.shape[:2])
+    return mask_recipes.inpaint_mask(recipe, person, category, labels.shape[:2])
 
 
 def garment_region(layout: LayoutName, labels: np.ndarray,

@@ -1,7 +1,8 @@
 """DeepFashion's DensePose maps computed where they are missing (``DeepFashionDataModule.prepare_data``).
 
 The maps the data module reads are those of the pairs' targets (``to``, listed in the split's ``.lst``) whose
-image exists: ``densepose/{stem}.png`` in the encoding ``deepfashion.read_iuv`` reads (RGB U*255, V*255, I).
+image exists: ``densepose/{stem}.png`` in the encoding ``deepfashion.read_iuv`` reads (RGB U*255, V*255, I; or
+U, V min-max stretched as the Leffa app, ``scaling="minmax"``).
 ``fill_missing_maps`` computes each missing one with a ``DensePoseEstimator`` and writes it atomically, so an
 interrupted run resumes with the maps still missing; maps that exist are never touched. Images in which
 DensePose finds nobody get no map (their pairs stay skipped, as with detectron2's offline maps) and are tried
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from leffa_pl.data import deepfashion
 from leffa_pl.data.files import DataFileError
 from leffa_pl.data.io import read_rgb
-from leffa_pl.preprocess.densepose import DensePoseEstimator
+from leffa_pl.preprocess.densepose import IUV_SCALINGS, DensePoseEstimator, IuvScaling
 from leffa_pl.preprocess.files import write_png
 
 
@@ -58,9 +59,12 @@ class FillReport:
 
 
 def fill_missing_maps(root: str | Path, estimator: Callable[[], DensePoseEstimator],
-                      progress: bool = True) -> FillReport:
+                      progress: bool = True, scaling: IuvScaling = "scale") -> FillReport:
     """Compute and write every missing DensePose map of the dataset at ``root`` (see the module docstring).
-    ``estimator`` builds the DensePose network; it is called only when a map is missing."""
+    ``estimator`` builds the DensePose network; it is called only when a map is missing. ``scaling``: of U, V
+    (``densepose.IuvScaling``)."""
+    if scaling not in IUV_SCALINGS:
+        raise ValueError(f"DensePose IUV scaling {scaling!r} is not one of {IUV_SCALINGS}")
     report = FillReport()
     missing = missing_maps(root)
     if not missing:
@@ -76,6 +80,6 @@ def fill_missing_maps(root: str | Path, estimator: Callable[[], DensePoseEstimat
         if found is None:
             report.no_person.append(image)
             continue
-        write_png(target, found.deepfashion_iuv())
+        write_png(target, found.deepfashion_iuv(scaling))
         report.written.append(target)
     return report

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
+from leffa_pl.model.provenance import RECORD_KEY, TASKS, Provenance
 
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
 CLI_HYPERPARAMETER_KEYS = {"_instantiator", "_class_path"}  # LightningCLI's own: how it builds the module
@@ -79,9 +80,11 @@ def remove_stale_checkpoint_temporaries(folder: str | os.PathLike) -> None:
         rank_zero_info(f"removed {path}: a checkpoint write that never finished")
 
 
-def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[str]) -> None:
+def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[str],
+                            data_module: str | None = None) -> None:
     """``--ckpt_path`` must be a Lightning checkpoint of a training run whose ``hyper_parameters`` (which
-    LightningCLI applies as model settings) are all in ``model_settings``; say what is wrong otherwise.
+    LightningCLI applies as model settings) are all in ``model_settings``, and that trained on ``data_module``
+    (a class path) where it records one; say what is wrong otherwise.
 
     Reads the file memory-mapped and weights-only: only the pickle is parsed, the tensors are not read.
     """
@@ -109,3 +112,8 @@ def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[
         raise RunFolderError(f"{path}: its hyper_parameters hold model settings that LeffaModule does not take "
                              f"({', '.join(unknown)}), which LightningCLI would apply on resume: a checkpoint of "
                              "another version or model class. Resume it with the leffa_pl version that wrote it")
+    recorded = Provenance.from_mapping(content.get(RECORD_KEY))
+    if data_module is not None and recorded is not None and recorded.data_module != data_module:
+        raise RunFolderError(f"{path}: trained on {recorded.data_module} ({TASKS[recorded.task]}), resumed here with "
+                             f"{data_module}: a resume continues the same training. Give the run's data config, or "
+                             f"start a new run from its weights with --model.init_checkpoint={path}")

@@ -30,10 +30,17 @@ TRAINER ?= configs/trainer/gpu.yaml
 plan: $(INSTALLED)
 	$(PY) -m leffa_pl.planning.plan --stages $(CONFIG) --architecture $(ARCH) --memory-gib $(MEMORY) --trainer $(TRAINER) \
 	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
+	$(PY) -m leffa_pl.planning.disk --stages $(CONFIG) --architecture $(ARCH) --trainer $(TRAINER) \
+	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
 
-.PHONY: bench-leffa bench-ddp
+.PHONY: bench-leffa bench-ddp bench-leffa-stage
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py
+
+# What the Leffa loss adds to a step: activation bytes per sample (with the tensors it keeps at the peak) and the
+# FLOP ratio, SD1.5 under fake tensors at 512x384 and 1024x768 and the tiny model; appended to benchmarks/results/.
+bench-leffa-stage: $(INSTALLED)
+	$(PY) benchmarks/bench_leffa_stage.py --breakdown
 
 # 2-process CPU DDP step: plain ddp (unreached parameters frozen) vs find_unused_parameters (tiny model).
 bench-ddp: $(INSTALLED)
@@ -52,20 +59,24 @@ bench-data: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
 
 # ---- training: `make train-vton|train-pose` (embedded demo) or `... DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
+# ARGS: more leffa-pl fit arguments, e.g. ARGS="--run.dir=runs/vton1 --trainer.max_steps=20000 --ckpt_path=...".
+# RESUME=1: resume the run folder's run from its last.ckpt (after a preemption or a crash).
 DATA ?=
 BASE_MODEL ?=
 INIT ?=
 DEVICES ?= 8
+ARGS ?=
+RESUME ?=
 CLI := $(PY) -m leffa_pl.cli
+FIT_EXTRA = $(if $(RESUME),--run.resume=true) $(ARGS)
 
 # $(1) run name under runs/, $(2) its configs. Stages 1-2 in one process, then the Leffa stage resumed under
 # plain DDP with 2 CPU processes (what never gets a gradient is frozen: leffa_pl/training/trainable.py).
 define train_demo
 	@echo "            stages 1-2 in one process, the Leffa fine-tune under DDP with 2 CPU processes (gloo)."
 	@echo "            Starts afresh: the previous demo run in runs/$(1) is removed (--run.overwrite)."
-	$(CLI) fit $(2) --run.dir=runs/$(1) --run.overwrite=true --trainer.max_steps=12
-	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp --trainer.devices=2 \
-	  --ckpt_path=runs/$(1)/checkpoints/last.ckpt
+	$(CLI) fit $(2) --run.dir=runs/$(1) --run.overwrite=true --trainer.max_steps=12 $(ARGS)
+	$(CLI) fit $(2) --run.dir=runs/$(1) --trainer.strategy=ddp --trainer.devices=2 --run.resume=true $(ARGS)
 endef
 
 # $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (TRAINER: configs/trainer/gpu.yaml, or several
@@ -74,7 +85,7 @@ define train_real
 	@echo "$@: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
 	$(CLI) fit $(foreach config,$(TRAINER),--config $(config)) --config $(1) --config $(2) \
 	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
-	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT))
+	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT)) $(FIT_EXTRA)
 endef
 
 .PHONY: train-vton train-pose tensorboard
@@ -100,6 +111,11 @@ endif
 
 tensorboard: $(INSTALLED)
 	$(PY) -m tensorboard.main --logdir runs
+
+# Peak host RAM while a checkpoint is written: Lightning's BytesIO save vs AtomicCheckpointIO's streamed save.
+.PHONY: bench-checkpoint
+bench-checkpoint: $(INSTALLED)
+	$(PY) benchmarks/bench_checkpoint.py
 
 .PHONY: bench-eval bench-fingerprint bench-preprocess
 bench-eval: $(INSTALLED)

@@ -140,7 +140,7 @@ def evaluate(module: LeffaModule, batches: list[dict], timesteps: list[int]) -> 
             per_sample_mse = F.mse_loss(prediction.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
             sums["mse"][t] += per_sample_mse.sum().item()
             output = flow_loss(records, batch["reference"], batch["person"], batch["loss_region"], steps,
-                               num_train, keep_warped=False)
+                               num_train)
             sums["warp"][t] += output.loss.item() * len(steps)
             for layer in output.layers:
                 grids[layer.name] = f"{layer.grid[0]}x{layer.grid[1]}"

@@ -1,6 +1,7 @@
 """Atomic file writes: write a temporary file beside the target, then rename it over the target.
 
-A file that exists is therefore complete: an interrupted or failed write leaves the old file (or none),
+A file that exists is therefore complete (the temporary is fsynced before the rename, the folder after it, so
+this holds after a power loss too): an interrupted or failed write leaves the old file (or none),
 plus at most a hidden temporary ``.<name>.<pid>.tmp``, which the next run removes
 (``remove_stale_temporaries``). Files get the permissions a plain ``open`` gives them (0666 less the umask),
 whatever the writer used (safetensors and ``mkstemp`` create 0600).
@@ -34,13 +35,24 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)
+        _fsync(temporary)  # the data is on disk before the name points at it (else a crash can leave it empty)
         os.replace(temporary, path)
+        _fsync(path.parent)  # and the rename itself
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def remove_stale_temporaries(folder: str | os.PathLike, name_pattern: str = "*") -> list[Path]:
-    """Remove the temporaries of interrupted writes of files matching ``name_pattern`` in ``folder``; returns
+    """Remove the temporaries of interrupted writes of files matching ``name_pattern`` in ``folder`` (leffa-pl-prepare
+    sweeps its whole output this way at its start); returns
     them. Call it when nothing else writes there (a run's start, before its writers start)."""
     stale = sorted(Path(folder).glob(f".{name_pattern}.*{TEMPORARY_SUFFIX}"))
     for path in stale:

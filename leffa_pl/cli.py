@@ -9,27 +9,33 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+from pathlib import Path
 
 import torch
 from jsonargparse import set_parsing_settings
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
+from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint
 from leffa_pl.callbacks.preemption import EXIT_SIGTERM, CheckpointOnSigterm
 from leffa_pl.callbacks.stage_schedule import StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.evaluation.in_training import ValidationScores
+from leffa_pl.planning.disk import model_for_check, plan_disk
+from leffa_pl.planning.plan import GIB
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.run_folder import (
     RunFolderError,
+    check_free_space,
     check_resume_checkpoint,
     check_writable,
     prepare_run_folder,
     remove_stale_checkpoint_temporaries,
 )
 
+CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "RetainedCheckpoints")
 OUT_OF_MEMORY_ADVICE = """
 Out of memory. Lower the per-device batch size of the stages (stages.stages[i].batch_size) and raise
 their accumulate_grad_batches to keep the global batch, set model.gradient_checkpointing=true,
@@ -51,6 +57,12 @@ class LeffaCLI(LightningCLI):
         parser.add_argument("--run.overwrite", type=bool, default=False,
                             help="delete what a previous run left in run.dir (otherwise a non-empty run.dir "
                                  "is refused unless --ckpt_path resumes it)")
+        parser.add_argument("--run.resume", type=bool, default=False,
+                            help="resume the run in run.dir from its last checkpoint (the checkpoint callback's "
+                                 "last.ckpt), as --ckpt_path=<that file>")
+        parser.add_argument("--run.ignore_free_space", type=bool, default=False,
+                            help="start even when run.dir's disk has less free space than the run needs "
+                                 "(checkpoints kept, exports, images: make plan)")
         # Our callbacks get their own config sections; LightningCLI appends them to trainer.callbacks.
         parser.add_lightning_class_args(StageSchedule, "stages")
         parser.add_lightning_class_args(LeffaImageLogger, "images")
@@ -62,39 +74,69 @@ class LeffaCLI(LightningCLI):
         super().parse_arguments(parser, args)
         # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
         subcommand = self.config.get("subcommand")
+        if subcommand == "fit" and self.config.fit.run.resume:
+            self.config.fit.ckpt_path = last_checkpoint(self.config.fit.as_dict())
         if subcommand and self.config[subcommand].get("ckpt_path"):
             settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
-            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings)
+            data = self.config[subcommand].get("data")
+            check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
+                                    data.get("class_path") if data is not None and subcommand == "fit" else None)
 
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")  # None with run=False: the config's top level
-        model = (self.config[subcommand] if subcommand else self.config).model
+        config = self.config[subcommand] if subcommand else self.config
+        model = config.model
         for name, replacement in RETIRED_MODEL_SETTINGS.items():
             value = model.pop(name, None)
             if value is not None:
                 rank_zero_warn(f"model.{name}={value!r} (from the --ckpt_path checkpoint's hyper_parameters or the "
                                f"config) is a retired setting, dropped: LeffaModule no longer takes it; "
                                f"{replacement} sets it now")
+        # Before the model is built (a base model takes minutes to load): in the launching process only (DDP's
+        # other ranks run this script again).
+        if subcommand == "fit" and rank_zero_only.rank == 0:
+            check_outputs(config.as_dict())
 
-    def before_fit(self) -> None:
-        # Before any work: in the launching process only (DDP's other ranks run this script again).
-        if rank_zero_only.rank != 0:
-            return
-        config = self.config["fit"]
-        if config.run.dir is not None:
-            prepare_run_folder(config.run.dir, resuming=config.ckpt_path is not None,
-                               overwrite=config.run.overwrite)
-        outputs = {"run": config.run.dir, "export": self.trainer_export_dir()}
-        if self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.dirpath:
-            outputs["checkpoint"] = self.trainer.checkpoint_callback.dirpath
-            remove_stale_checkpoint_temporaries(outputs["checkpoint"])
-        for what, folder in outputs.items():
-            if folder is not None:
-                check_writable(folder, what)
 
-    def trainer_export_dir(self) -> str | None:
-        return next((callback.dirpath for callback in self.trainer.callbacks
-                     if isinstance(callback, ExportReleasedCheckpoint)), None)
+def checkpoint_folders(config: dict) -> list[str]:
+    callbacks = (config.get("trainer") or {}).get("callbacks") or []
+    return [(c.get("init_args") or {}).get("dirpath") for c in callbacks
+            if isinstance(c, dict) and str(c.get("class_path", "")).endswith(CHECKPOINT_CALLBACKS)]
+
+
+def last_checkpoint(config: dict) -> str:
+    """``--run.resume``: the first checkpoint callback's last.ckpt."""
+    folder = next((folder for folder in checkpoint_folders(config) if folder), None)
+    if folder is None:
+        raise RunFolderError("--run.resume: no checkpoint callback with a dirpath in trainer.callbacks; give "
+                             "--ckpt_path=<checkpoint> instead")
+    path = Path(folder) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+    if not path.exists():
+        raise RunFolderError(f"--run.resume: {path} does not exist (no checkpoint of this run yet); start the run "
+                             "without RESUME / --run.resume")
+    return str(path)
+
+
+def check_outputs(config: dict) -> None:
+    """The run folder (refused when another run's, emptied with overwrite), its output folders writable, its disk
+    free enough for the run (``leffa_pl.planning.disk``)."""
+    run = config.get("run") or {}
+    if run.get("dir") is not None:
+        prepare_run_folder(run["dir"], resuming=config.get("ckpt_path") is not None,
+                           overwrite=bool(run.get("overwrite")))
+    outputs = [("run", run.get("dir")), ("export", (config.get("export") or {}).get("dirpath")),
+               *(("checkpoint", folder) for folder in checkpoint_folders(config))]
+    for what, folder in outputs:
+        if folder is not None:
+            if what == "checkpoint":
+                remove_stale_checkpoint_temporaries(folder)
+            check_writable(folder, what)
+    if run.get("dir") is not None and not run.get("ignore_free_space"):
+        settings = config.get("model") or {}
+        disk = plan_disk(config, model_for_check(settings.get("base_model"), settings.get("trainable", "both")))
+        check_free_space(run["dir"], disk.total, f"{disk.checkpoints_at_once} checkpoints of "
+                         f"{disk.checkpoint / GIB:.1f} GiB ({disk.retention}), exports {disk.export / GIB:.1f} GiB, "
+                         f"images up to {disk.images / GIB:.1f} GiB")
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LeffaCLI:
@@ -111,7 +153,7 @@ def main(args: list[str] | None = None) -> None:
     except torch.OutOfMemoryError:
         print(OUT_OF_MEMORY_ADVICE, file=sys.stderr)
         raise
-    except RunFolderError as error:
+    except (RunFolderError, ExportError) as error:
         sys.exit(f"leffa-pl: error: {error}")
     except SIGTERMException:
         sys.exit(EXIT_SIGTERM)

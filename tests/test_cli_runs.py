@@ -1,6 +1,7 @@
 """leffa-pl fit as a user runs it (LightningCLI, YAML config, in this process): run folders, SIGTERM, resume."""
 
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -155,3 +156,13 @@ def test_exported_weights_are_world_readable_like_checkpoints(tmp_path):
     for suffix in (".pth", ".safetensors"):
         path = LeffaModel.tiny().export(tmp_path / f"leffa{suffix}")
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_run_that_does_not_fit_the_disk_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
+    config = write_config(tmp_path, tmp_path / "run")
+    monkeypatch.setattr("leffa_pl.training.run_folder.free_bytes", lambda folder: 10 * 2**20)  # 10 MiB free
+    monkeypatch.setattr("leffa_pl.training.leffa_module.build_model", lambda *args: pytest.fail("model built"))
+    message = refusal(f"--config={config}")
+    assert re.search(r"run: the run needs up to \d+\.\d GiB on disk \(\d+ checkpoints of .* GiB .*\) and 0\.0 GiB is "
+                     r"available .*--run\.ignore_free_space=true", message), message
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

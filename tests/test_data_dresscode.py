@@ -55,9 +55,9 @@ def test_category_selection_uses_the_category_pair_files(root):
 
 
 def test_masks_follow_the_category(root):
-    expectations = {  # label: must be repainted (True) / kept (False)
-        "upper_body": {4: True, 6: False, 9: False, 10: False, 12: False, 13: False, 2: False},
-        "lower_body": {6: True, 12: True, 13: True, 4: False, 14: False, 15: False, 2: False},
+    expectations = {  # label: must be repainted (True) / kept (False) by the default recipe (dresscode)
+        "upper_body": {4: True, 6: False, 9: False, 10: False, 2: False},  # legs: the dilation may reach
+        "lower_body": {6: True, 12: True, 13: True, 4: False, 14: False, 15: False, 2: False, 5: False},
         "dresses": {7: True, 12: True, 13: True, 9: False, 10: False, 2: False},
     }
     for category, expected in expectations.items():
@@ -80,11 +80,13 @@ def test_masks_follow_the_category(root):
 
 def test_keypoints_are_scaled_from_the_384x512_frame(tmp_path):
     path = tmp_path / "000000_2.json"
-    points = [[192.0, 256.0, 0.9, 0], [384.0, 512.0, 0.8, 1], [100.0, 0.0, 0.7, 2], [0.0, 0.0, 0.0, 3]]
+    points = [[192.0, 256.0, 0.9, 0], [384.0, 512.0, 0.8, 1], [100.0, 0.0, 0.7, 2], [0.0, 0.0, 0.0, 3],
+              [0.5, 1.0, 0.1, 4]]
     path.write_text(json.dumps({"keypoints": points}))
     xy = dresscode.read_keypoints(path, (1024, 768))
     assert np.allclose(xy[0], [384, 512]) and np.allclose(xy[1], [768, 1024])
-    assert np.isnan(xy[2]).all() and np.isnan(xy[3]).all()  # cut off at the top / not detected
+    assert np.allclose(xy[2], [200, 0])  # on the top edge: missing only when x <= 1 and y <= 1 (official rule)
+    assert np.isnan(xy[3]).all() and np.isnan(xy[4]).all()
 
 
 def test_densepose_is_the_part_index_on_three_channels(root):

@@ -127,7 +127,7 @@ def scramble(path):
 
 
 def out_of_range(path):
-    """A label 250 (DressCode/DeepFashion DensePose allow 0..24; other maps take any label)."""
+    """A label 250 (DressCode/DeepFashion DensePose allow 0..24, VITON-HD parsing 0..19; others take any label)."""
     with Image.open(path) as image:
         image.load()
         image_format, mode = image.format, image.mode

@@ -61,7 +61,7 @@ def test_mask_semantics(root):
         assert torch.equal(sample["agnostic"][:, ~mask], sample["person"][:, ~mask])
         assert torch.equal(sample["loss_region"][0].bool(), torch.isin(parse, torch.tensor([5, 6, 7])))
         assert mask[torch.isin(parse, torch.tensor([5, 6, 7, 10]))].all()  # garment and neck are repainted
-        assert not mask[torch.isin(parse, torch.tensor([2, 13, 16, 17, 18, 19]))].any()  # hair, face, legs, shoes
+        assert not mask[parse == 13].any()  # the face (leffa-hd repaints hair the dilated garment reaches)
         assert mask[parse == 0].any()  # dilation reaches into the background around the garment
 
 
@@ -71,7 +71,7 @@ def test_precomputed_masks_are_preferred_and_agree_with_computed(root, tmp_path)
     computed = dataset(root, "test_paired", (64, 48))
     for index in range(len(precomputed)):
         a, b = precomputed[index]["inpaint_mask"], computed[index]["inpaint_mask"]
-        assert iou(a, b) > 0.85  # same recipe, one computed at 128x96 and resized, one at 64x48
+        assert iou(a, b) > 0.85  # same recipe (leffa-hd at 512x384), one resized to 128x96 and again to 64x48
     # Newer archives only: without agnostic-mask/ the module computes masks and says so.
     copy = tmp_path / "old"
     shutil.copytree(root, copy)
@@ -79,6 +79,9 @@ def test_precomputed_masks_are_preferred_and_agree_with_computed(root, tmp_path)
     shutil.rmtree(copy / "test" / "agnostic-mask")
     dm = module(copy)
     assert "train: computed" in dm.describe() and "test: computed" in dm.describe()
+    assert "mask recipe leffa-hd (franciszzj/Leffa@7848bedf leffa_utils/utils.py get_agnostic_mask_hd)" in dm.describe()
+    with pytest.raises(ValueError, match="unknown mask recipe 'old'"):
+        module(copy, mask_recipe="old")
     assert "train: precomputed" in module(root).describe()
     (copy / "train/openpose_json/00000_00_keypoints.json").unlink()
     with pytest.raises(DataFileError, match="openpose_json/00000_00_keypoints.json: file not found"):

@@ -207,6 +207,15 @@ def test_checkpoints_ours_with_ema_and_released_layout(tmp_path):
     loaded_state = loaded.state_dict()
     assert all(torch.equal(loaded_state[key], value) for key, value in ema.state_dict().items())
 
+    # LeffaEMA's layout: the raw weights in state_dict, the trainable weights' average beside them
+    shadow = {"model.unet.conv_in.weight": ema.unet.conv_in.weight.detach() + 1}
+    torch.save({"state_dict": {f"model.{k}": v for k, v in ema.state_dict().items()}, "ema": {"shadow": shadow},
+                "hyper_parameters": {"base_model": None}, "global_step": 8}, tmp_path / "step=8.ckpt")
+    loaded, description = load_model(tmp_path / "step=8.ckpt")
+    assert "step 8, EMA weights" in description
+    assert torch.equal(loaded.unet.conv_in.weight, shadow["model.unet.conv_in.weight"])
+    assert torch.equal(loaded.unet.conv_out.weight, ema.unet.conv_out.weight)
+
     exported = ema.export(tmp_path / "leffa.safetensors")
     loaded, _ = load_model(exported)
     torch.testing.assert_close(loaded.unet.conv_in.weight, ema.unet.conv_in.weight, rtol=0, atol=0)

@@ -16,21 +16,22 @@ def token_coordinates(h, w, dtype=torch.float32):
     return torch.stack([xs.repeat(h), ys.repeat_interleave(w)], dim=-1)
 
 
-def random_records(grids, batch=2, heads=2, head_dim=8, seed=0, requires_grad=False):
+def random_records(grids, batch=2, heads=2, head_dim=8, seed=0, requires_grad=False, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
     records = []
     for index, (h, w) in enumerate(grids):
-        query, key = (2 * torch.randn(batch, heads, h * w, head_dim, generator=generator) for _ in range(2))
+        query, key = (2 * torch.randn(batch, heads, h * w, head_dim, generator=generator, dtype=dtype)
+                      for _ in range(2))
         records.append(AttentionRecord(f"layer{index}", query.requires_grad_(requires_grad),
                                        key.requires_grad_(requires_grad), head_dim ** -0.5))
     return records
 
 
-def random_images(batch, size, seed=1):
+def random_images(batch, size, seed=1, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
-    reference = torch.rand(batch, 3, *size, generator=generator) * 2 - 1
-    target = torch.rand(batch, 3, *size, generator=generator) * 2 - 1
-    region = (torch.rand(batch, 1, *size, generator=generator) > 0.5).float()
+    reference = torch.rand(batch, 3, *size, generator=generator, dtype=dtype) * 2 - 1
+    target = torch.rand(batch, 3, *size, generator=generator, dtype=dtype) * 2 - 1
+    region = (torch.rand(batch, 1, *size, generator=generator, dtype=dtype) > 0.5).to(dtype)
     return reference, target, region
 
 
@@ -109,7 +110,7 @@ def test_known_attention_shift_is_recovered_in_flow_and_warp(shift):
     ys, xs = ((2 * torch.arange(s) + 1) / s - 1 for s in size)
     reference = torch.stack([xs.expand(*size), ys[:, None].expand(*size), torch.zeros(size)])[None]
     target, region = torch.zeros_like(reference), torch.ones(1, 1, *size)
-    out = LeffaLoss()(records, reference, target, region, torch.tensor([0]))
+    out = LeffaLoss()(records, reference, target, region, torch.tensor([0]), keep_warped=True)
 
     flow = out.layers[0].flow[0].reshape(-1, 2)
     assert torch.allclose(flow, token_coordinates(*grid)[target_token], atol=1e-6)
@@ -129,7 +130,7 @@ def test_timestep_gate_zeroes_late_samples_and_skips_their_work():
     records = random_records(grids, batch=4, requires_grad=True)
     reference, target, region = random_images(4, (64, 48))
     loss = LeffaLoss()
-    out = loss(records, reference, target, region, torch.tensor([0, 499, 500, 999]))
+    out = loss(records, reference, target, region, torch.tensor([0, 499, 500, 999]), keep_warped=True)
     assert out.active.tolist() == [True, True, False, False]
     assert all(layer.flow.shape[0] == 2 and layer.warped.shape[0] == 2 for layer in out.layers)
     early = [AttentionRecord(r.name, r.query[:2], r.key[:2], r.scale) for r in records]
@@ -140,7 +141,7 @@ def test_timestep_gate_zeroes_late_samples_and_skips_their_work():
 
     # theta_timestep is on the paper's 1000-step scale: on a 2000-step schedule the gate is t < 1000.
     assert loss.active_samples(torch.tensor([999, 1000]), num_train_timesteps=2000).tolist() == [True, False]
-    late = loss(records, reference, target, region, torch.tensor([500, 900, 700, 999]), keep_warped=False)
+    late = loss(records, reference, target, region, torch.tensor([500, 900, 700, 999]))
     assert late.loss.item() == 0 and not late.active.any()
     assert all(layer.flow.shape[0] == 0 and layer.warped is None for layer in late.layers)
 
@@ -191,3 +192,79 @@ def test_gradients_reach_both_unets_of_the_tiny_model():
     assert model.unet.conv_in.weight.grad.abs().max() > 0
     assert model.unet_encoder.conv_in.weight.grad.abs().max() > 0  # through the reference keys
     assert all(p.grad is None for p in model.vae.parameters())
+
+
+def assert_same_gradients(actual: dict, expected: dict):
+    """Every gradient equal within 1e-6 relative to its largest entry (and none missing)."""
+    assert actual.keys() == expected.keys() and expected
+    for name, gradient in expected.items():
+        scale = gradient.abs().max().item()
+        torch.testing.assert_close(actual[name], gradient, rtol=1e-6, atol=1e-6 * scale, msg=name)
+
+
+@pytest.mark.parametrize("distance", ["smooth_l1", "l2"])
+def test_per_layer_recomputation_keeps_the_loss_and_every_gradient(distance):
+    """float64 records and images: with and without recomputation, the loss and the gradients of every query
+    and key equal the float64 formula (recompute=False is the computation as it was before recomputation)."""
+    grids = [(8, 6), (4, 3), (2, 2)]
+    images = random_images(3, (64, 48), dtype=torch.float64)
+    timesteps = torch.tensor([3, 200, 700])  # the last sample is gated
+    results = {}
+    for method in ("formula", False, True):
+        records = random_records(grids, batch=3, requires_grad=True, dtype=torch.float64)
+        if method == "formula":
+            loss = formula_loss(records, grids, *images, timesteps, weight=0.5, distance=distance)
+        else:
+            loss = LeffaLoss(weight=0.5, distance=distance)(records, *images, timesteps, recompute=method).loss
+        loss.backward()
+        results[method] = (loss.detach(), {f"{r.name}.{part}": getattr(r, part).grad
+                                           for r in records for part in ("query", "key")})
+    expected_loss, expected_gradients = results["formula"]
+    for recompute in (False, True):
+        loss, gradients = results[recompute]
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
+        assert_same_gradients(gradients, expected_gradients)
+    assert expected_gradients["layer0.query"].abs().max() > 1e-6  # not vacuous
+
+
+def test_scoring_inside_the_unet_keeps_the_loss_and_every_gradient():
+    """The tiny model in float64: the training step's scorer (each layer scored inside its attention layer,
+    recomputed on its own without gradient checkpointing, with its checkpointed block with it) and the records
+    path under gradient checkpointing give the loss and every parameter gradient of the records path without
+    recomputation and without gradient checkpointing (the computation before)."""
+    torch.manual_seed(0)
+    model = LeffaModel.tiny().double()
+    batch, size = 2, (64, 48)
+    latent = tuple(s // model.vae_scale_factor for s in size)
+    generator = torch.Generator().manual_seed(3)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    conditioning = Conditioning(mask=torch.ones(batch, 1, *latent, dtype=torch.float64),
+                                masked_image=randn(batch, 4, *latent), densepose=randn(batch, 3, *latent),
+                                reference=randn(batch, 4, *latent))
+    noisy, timesteps = randn(batch, 4, *latent), torch.tensor([10, 300])
+    images = random_images(batch, size, dtype=torch.float64)
+    loss_fn = LeffaLoss(weight=1.0)
+
+    def run(path: str, gradient_checkpointing: bool):
+        for unet in (model.unet, model.unet_encoder):
+            unet.enable_gradient_checkpointing() if gradient_checkpointing else unet.disable_gradient_checkpointing()
+        model.zero_grad(set_to_none=True)
+        if path == "records":
+            records = []
+            prediction = model(noisy, timesteps, conditioning, attention_records=records)
+            leffa = loss_fn(records, *images, timesteps, recompute=False)
+        else:
+            scorer = loss_fn.scorer(*images, timesteps, recompute=path == "scorer, recomputed")
+            prediction = model(noisy, timesteps, conditioning, attention_records=scorer)
+            leffa = scorer.result()
+        (prediction.square().mean() + leffa.loss).backward()
+        return leffa.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    expected_loss, expected_gradients = run("records", gradient_checkpointing=False)
+    for path, checkpointing in (("scorer, recomputed", False), ("scorer", True), ("records", True)):
+        loss, gradients = run(path, checkpointing)
+        torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=0)
+        assert_same_gradients(gradients, expected_gradients)

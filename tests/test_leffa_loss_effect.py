@@ -55,7 +55,7 @@ class FixedBatchSteps:
         records = []
         prediction = self.module.model(noisy, timesteps, conditioning, attention_records=records)
         leffa = self.module.leffa_loss(records, self.batch["reference"], self.batch["person"],
-                                       self.batch["loss_region"], timesteps, keep_warped=False)
+                                       self.batch["loss_region"], timesteps)
         return records, F.mse_loss(prediction, noise), leffa
 
     def epe(self) -> float:

@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.planning.activations import StepSettings, fit_activation_model, measure_activations
-from leffa_pl.planning.plan import TrainingSetup, build_model, read_setup, static_memory
+from leffa_pl.planning.disk import checkpoint_bytes, plan_disk
+from leffa_pl.planning.plan import TrainingSetup, build_model, read_setup, read_stages, static_memory
 from leffa_pl.training.trainable import select_trainable
 
 SETUP = TrainingSetup(devices=1, strategy="ddp", precision="32-true", gradient_checkpointing=False,
@@ -31,7 +33,7 @@ def test_parameter_gradient_and_optimizer_bytes_equal_a_direct_count():
     gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
     moments = sum(state[k].nbytes for state in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
     assert (planned.weights, planned.gradients, planned.optimizer) == (weights, gradients, moments)
-    assert planned.ema == weights  # LeffaEMA: one more copy of the module
+    assert planned.ema == gradients  # LeffaEMA: a shadow of the trainable weights
 
 
 def test_trainer_config_sets_up_the_plan():
@@ -80,3 +82,28 @@ def test_activation_model_predicts_two_held_out_sizes_within_20_percent():
         measured = measure_activations(model, batch, size, settings)
         predicted = fitted.bytes(batch, size)
         assert abs(predicted - measured) <= 0.2 * measured, (batch, size, predicted, measured)
+
+
+def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tmp_path):
+    torch.manual_seed(0)
+    model = LeffaModel.tiny()
+    select_trainable(model)
+    trainable = [(f"model.{n}", p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in trainable])
+    for _, p in trainable:
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    # what Lightning and LeffaEMA write (the counters and hyper-parameters are a few kB)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "optimizer_states": [optimizer.state_dict()],
+                "ema": {"shadow": {n: p.detach().clone() for n, p in trainable}}}, tmp_path / "step.ckpt")
+    planned = checkpoint_bytes(build_model("tiny", "both"), "adamw", ema=True)
+    # beyond the tensors: a zip record per tensor and AdamW's step counters, 2 % on the tiny model's small tensors
+    assert 0 <= (tmp_path / "step.ckpt").stat().st_size - planned < 0.03 * planned
+
+    config = yaml.safe_load(Path("configs/trainer/gpu.yaml").read_text())
+    config["stages"] = {"stages": read_stages(Path("configs/stages/vton_paper.yaml"))}
+    disk = plan_disk(config, build_model("tiny", "both"))
+    assert disk.checkpoint == planned and disk.checkpoints_at_once == 2 + 1 + 3 + 1  # keep, writing, stages, SIGTERM
+    assert disk.export == 2 * sum(t.nbytes for t in model.state_dict().values())  # .pth and .safetensors
+    assert disk.total == disk.checkpoints + disk.export + disk.images and disk.images > 0

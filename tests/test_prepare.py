@@ -77,6 +77,7 @@ def test_prepare_vitonhd_folder(standins, tmp_path, capsys):
     assert "f_unreadable.jpg: unreadable image" in report
     assert "g_small.jpg: too small: 20x15 px, at least 32x24 for 128x96" in report
     assert "h_nobody_wears_it.jpg: no person photo named h_nobody_wears_it.*" in report
+    assert "inpaint masks: mask recipe leffa-hd (franciszzj/Leffa@7848bedf" in report
     for note in ("b_cmyk.jpg: CMYK converted to RGB", "c_alpha.png: transparent pixels composited on white",
                  "d_exif.jpg: EXIF orientation 6 applied"):
         assert note in report
@@ -115,6 +116,8 @@ def test_prepare_dresscode_csv(standins, tmp_path):
     out = tmp_path / "DressCode"
     argv = ["--layout", "dresscode", "--pairs", str(tmp_path / "pairs.csv"), "--out", str(out), "--size", "128x96",
             "--device", "cpu", "--no-progress"]
+    assert prepare.main(argv + ["--mask-recipe", "leffa-dc"] + cli_options(standins)) == 2  # no masks stored
+    assert not out.exists()
     assert prepare.main(argv + cli_options(standins)) == 0
     assert (out / "dresses" / "test_pairs_unpaired.txt").read_text().split() == ["000003_0.jpg", "000003_1.jpg"]
     assert len((out / "train_pairs.txt").read_text().splitlines()) == 2
@@ -162,7 +165,9 @@ def test_interrupted_run_resumes_without_redoing(standins, tmp_path):
     summary = prepare.prepare_dataset(sources, out, "vitonhd", SIZE, second, test_fraction=0.5, progress=False)
     assert second.calls == 2 and len(summary.present) == 2 and len(summary.prepared) == 2
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # finished pairs untouched
-    assert json.loads((out / "prepare.json").read_text()) == {"layout": "vitonhd", "size": list(SIZE)}
+    assert json.loads((out / "prepare.json").read_text()) == {"layout": "vitonhd", "size": list(SIZE),
+                                                              "mask_recipe": "leffa-hd"}
+    assert {item.mask_recipe for item in prepare.read_manifest(out, prepare.LAYOUTS['vitonhd'])} == {"leffa-hd"}
     with pytest.raises(prepare.PrepareInputError, match="prepared with .*128, 96.*now.*64, 48"):
         prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), second, progress=False)
     assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0

@@ -106,7 +106,7 @@ def _annotation(preprocessor: Preprocessor, layout: str, seed: int = 0) -> tuple
 def test_vitonhd_round_trip(preprocessor, tmp_path):
     image, annotation = _annotation(preprocessor, "vitonhd")
     layout = VitonHDLayout(tmp_path)
-    item = Item("00000_00", "train", "upper_body", "p.jpg", "g.jpg")
+    item = Item("00000_00", "train", "upper_body", "p.jpg", "g.jpg", "leffa-hd")
     layout.write(item, image, np.full_like(image, 255), annotation)
     files = layout.outputs(item)
     assert np.array_equal(read_label(files["labels"]), annotation.labels)
@@ -115,7 +115,7 @@ def test_vitonhd_round_trip(preprocessor, tmp_path):
     np.testing.assert_allclose(keypoints, layout_xy(annotation.keypoints, "vitonhd"), atol=1e-3)
     assert np.isnan(keypoints[14]).all() and np.isnan(keypoints[19:]).all()  # left ankle, feet
     np.testing.assert_allclose(keypoints[1], (keypoints[2] + keypoints[5]) / 2, atol=1e-3)  # neck
-    assert np.array_equal(read_gray(files["mask"]) >= 128, inpaint_mask("vitonhd", annotation.labels,
+    assert np.array_equal(read_gray(files["mask"]) >= 128, inpaint_mask("leffa-hd", "vitonhd", annotation.labels,
                                                                         annotation.keypoints))
 
 

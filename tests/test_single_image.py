@@ -46,13 +46,14 @@ def test_tryon_writes_person_size_and_seed_reproduces(setup):
               "--checkpoint", setup["checkpoint"], *FAST, *setup["standins"]]
     assert tryon_main(common + ["--out", str(root / "a"), "--seed", "7"]) == 0
     assert tryon_main(common + ["--out", str(root / "b"), "--seed", "7"]) == 0
-    name = "shirt__to__anna.png"
+    name = "shirt.jpg__to__anna.jpg.png"
     first = _pixels(root / "a" / name)
     assert first.shape == PERSON + (3,)
     assert np.array_equal(first, _pixels(root / "b" / name))
     settings = json.loads((root / "a" / name).with_suffix(".json").read_text())
     assert settings["seed"] == 7 and settings["resolution"] == [64, 48] and settings["size"] == list(PERSON)
-    assert settings["sampler"]["num_inference_steps"] == 2 and settings["mask"].startswith("computed")
+    assert settings["sampler"]["num_inference_steps"] == 2 and settings["mask_recipe"] == "leffa-hd"
+    assert settings["mask"].startswith("computed: mask recipe leffa-hd (franciszzj/Leffa@7848bedf")
     assert "tiny.safetensors" in settings["model"]
 
 
@@ -64,8 +65,8 @@ def test_tryon_with_given_mask_and_densepose_needs_no_networks(setup):
             "--out", str(root / "given"), "--repaint", *FAST, "--offline",
             "--parser-atr", str(root / "absent.onnx")]  # would fail if the parser were loaded
     assert tryon_main(argv) == 0
-    assert _pixels(root / "given" / "tee__to__anna.png").shape == PERSON + (3,)  # each photo of the folder
-    settings = json.loads((root / "given" / "tee__to__anna.json").read_text())
+    assert _pixels(root / "given" / "tee.png__to__anna.jpg.png").shape == PERSON + (3,)  # each photo of the folder
+    settings = json.loads((root / "given" / "tee.png__to__anna.jpg.json").read_text())
     assert settings["mask"].endswith("anna_mask.png") and settings["sampler"]["repaint"]
 
 
@@ -74,14 +75,14 @@ def test_pose_transfer_writes_target_size(setup):
     argv = ["--reference", str(root / "anna.jpg"), "--target-pose", str(root / "anna.jpg"),
             "--checkpoint", setup["checkpoint"], "--out", str(root / "pose"), *FAST, *setup["standins"]]
     assert pose_main(argv) == 0
-    assert _pixels(root / "pose" / "anna__to__anna.png").shape == PERSON + (3,)
+    assert _pixels(root / "pose" / "anna.jpg__to__anna.jpg.png").shape == PERSON + (3,)
 
 
 def test_missing_weights_are_a_clear_error(setup, capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(weights.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     root = setup["root"]
     argv = ["--person", str(root / "anna.jpg"), "--garment", str(root / "shirt.jpg"), "--out", str(root / "x"),
-            *FAST, "--offline", "--parser-atr", str(root / "absent.onnx")]
+            *FAST, "--random-weights", "--offline", "--parser-atr", str(root / "absent.onnx")]
     assert tryon_main(argv) == 2
     error = capsys.readouterr().err  # the LIP network is looked up first: not given, not cached, offline
     assert "parsing_lip.onnx (SCHP human parsing, LIP labels (ONNX)) is not in the Hugging Face cache" in error

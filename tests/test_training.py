@@ -128,12 +128,13 @@ def test_resume_mid_stage_continues_the_epoch_data_and_reproduces_the_losses(tmp
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step(tmp_path):
-    module = _module()
+    module = _module(max_non_finite_steps=1)
     with torch.no_grad():
         module.model.unet.conv_out.bias.fill_(float("nan"))
-    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 0 .*mse nan"):
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss or gradient at step 0 .*mse nan"):
         _trainer(tmp_path, [StageSchedule([Stage("only", 2, (32, 24), 2)])], enable_checkpointing=False).fit(
             module, RandomTryOnDataModule())
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
 class OutputsRecorder(pl.Callback):

@@ -11,6 +11,7 @@ from training_helpers import RandomTryOnDataModule, SGDLeffaModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.data.resumable_loader import ResumableDataLoader, SkippingBatchSampler
+from leffa_pl.model.lora import LoraSettings
 
 PER_DEVICE_BATCH = 2
 
@@ -24,9 +25,9 @@ class ShardsStayResumable(pl.Callback):
         assert isinstance(loader.batch_sampler.sampler, DistributedSampler) == (trainer.world_size > 1)
 
 
-def _two_steps(devices: int) -> dict[str, torch.Tensor]:
+def _two_steps(devices: int, **module_kwargs) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    module = SGDLeffaModule(learning_rate=1.0)
+    module = SGDLeffaModule(learning_rate=1.0, **module_kwargs)
     # Leffa on, so both losses and the per-sample reference dropout take part.
     stage = Stage("only", 2, (32, 24), batch_size=PER_DEVICE_BATCH * 2 // devices, leffa_loss=True)
     strategy = "ddp_spawn" if devices > 1 else "auto"
@@ -50,3 +51,12 @@ def test_two_process_plain_ddp_steps_equal_one_process_steps_on_the_global_batch
     assert any(k.startswith("unet.") for k in moved) and any(k.startswith("unet_encoder.") for k in moved)
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-5, msg=key)  # differences ~1e-6
+
+
+def test_lora_under_plain_ddp_equals_one_process():
+    # adapters on the projections the loss reaches only: plain DDP's second step would raise otherwise
+    lora = {"trainable": "lora", "lora": LoraSettings(rank=2, reference_unet=True)}
+    single, ddp = _two_steps(devices=1, **lora), _two_steps(devices=2, **lora)
+    assert any(".lora_B." in k and k.startswith("unet_encoder.") and single[k].abs().max() > 0 for k in single)
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-5, msg=key)

@@ -74,7 +74,7 @@ def _sharded_step(rank: int, port: int, out: Path) -> None:
     state = strategy.lightning_module_state_dict()  # the full weights, gathered on rank 0 (every rank takes part)
     export = out / "export"
     ExportReleasedCheckpoint(dirpath=str(export), formats=(".safetensors",)).on_train_end(
-        SimpleNamespace(strategy=strategy, is_global_zero=rank == 0), module)
+        SimpleNamespace(strategy=strategy, is_global_zero=rank == 0, datamodule=None), module)
     if rank == 0:
         local = {name: p.numel() for name, p in module.model.named_parameters()}
         flat = [unit._flat_param for unit in units]  # each unit's FlatParameter: this rank's shard

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
 @dataclass
@@ -59,6 +59,16 @@ class StageSchedule(pl.Callback):
         """The stage that optimizer step ``step`` (0-based) belongs to; the last stage goes on past its end."""
         return next((i for i, end in enumerate(self.ends) if step < end), len(self.stages) - 1)
 
+    def warn_unused_leffa_settings(self, pl_module: pl.LightningModule) -> None:
+        """Leffa loss settings given while no stage trains with the loss have no effect: say which."""
+        if any(stage.leffa_loss for stage in self.stages) or not callable(
+                getattr(pl_module, "leffa_settings_changed", None)):
+            return
+        changed = pl_module.leffa_settings_changed()
+        if changed:
+            rank_zero_warn(f"{', '.join(changed)}: no effect, no stage trains with the Leffa loss "
+                           "(stages.stages[i].leffa_loss)")
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
@@ -71,6 +81,7 @@ class StageSchedule(pl.Callback):
                     pl_module.check_leffa_resolution(stage_.resolution)
                 except ValueError as error:
                     raise ValueError(f"stage {stage_.name!r}: {error}") from None
+        self.warn_unused_leffa_settings(pl_module)
         self._trainer = trainer
         trainer.reload_dataloaders_every_n_epochs = 1
         # Stages count optimizer steps; epochs end at every stage boundary, so they must not limit training.

@@ -29,7 +29,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
-from leffa_pl.data import deepfashion, dresscode, vitonhd
+from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
 from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport, no_such_folder
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
@@ -61,6 +61,7 @@ class PersonImageDataModule(LightningDataModule):
     and ``_dataset``."""
 
     name = "dataset"
+    task = ""  # "tryon" or "pose": recorded in checkpoints and exports (model/provenance.py)
     splits: tuple[str, ...] = ()  # every split, walked by the checker
     train_split = "train"
     val_splits: tuple[str, ...] = ()
@@ -218,6 +219,7 @@ class TryOnDataModule(PersonImageDataModule):
     """Try-on data (VITON-HD, DressCode): train, test paired and test unpaired; validation on both test
     pairings; ``test_pairing`` chooses the split of ``test_dataloader``/``predict_dataloader``."""
 
+    task = "tryon"
     splits = ("train", "test_paired", "test_unpaired")
     val_splits = ("test_paired", "test_unpaired")
 
@@ -234,16 +236,19 @@ class TryOnDataModule(PersonImageDataModule):
 
 class VitonHDDataModule(TryOnDataModule):
     """VITON-HD (``zalando-hd-resized``). ``mask_source``: ``auto`` uses ``agnostic-mask/`` when the split
-    has it, else computes masks from parsing + OpenPose; ``precomputed``/``computed`` force one."""
+    has it, else computes masks from parsing + OpenPose with ``mask_recipe`` (``mask_recipes``: ``leffa-hd``,
+    the Leffa app's, by default); ``precomputed``/``computed`` force one."""
 
     name = "VITON-HD"
 
     def __init__(self, root: str = "data/zalando-hd-resized",
-                 mask_source: Literal["auto", "precomputed", "computed"] = "auto", **settings: Any):
+                 mask_source: Literal["auto", "precomputed", "computed"] = "auto",
+                 mask_recipe: str = vitonhd.DEFAULT_MASK_RECIPE, **settings: Any):
         """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
         super().__init__(root=root, **settings)
         self.save_hyperparameters()
         self.mask_source = mask_source
+        self.mask_recipe = mask_recipes.get(mask_recipe)
 
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return vitonhd.read_pairs(self.root, split), []
@@ -252,7 +257,8 @@ class VitonHDDataModule(TryOnDataModule):
         mask_source = vitonhd.resolve_mask_source(self.root, split, self.mask_source)
         return vitonhd.VitonHDDataset(
             self.root, pairs, resolution, mask_source=mask_source, with_flow=vitonhd.has_flow(self.root, split),
-            augment=vitonhd.vitonhd_augment(self.augment_config) if augment and self.augment_config else None)
+            augment=vitonhd.vitonhd_augment(self.augment_config) if augment and self.augment_config else None,
+            mask_recipe=self.mask_recipe.name)
 
     def describe(self) -> str:
         sources = {split: vitonhd.resolve_mask_source(self.root, split, self.mask_source)
@@ -260,21 +266,24 @@ class VitonHDDataModule(TryOnDataModule):
         masks = ", ".join(f"{'train' if s == 'train' else 'test'}: {src}" for s, src in sources.items())
         flow = " ground-truth flow: yes." if vitonhd.has_flow(self.root, "train") else ""
         return (f"VITON-HD at {self.root}; inpaint masks ({masks}; precomputed = {vitonhd.FILES['mask'][0]}/, "
-                f"computed = parsing + OpenPose recipe).{flow}")
+                f"computed = mask recipe {self.mask_recipe.describe()}).{flow}")
 
 
 class DressCodeDataModule(TryOnDataModule):
-    """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed."""
+    """DressCode for one category or ``all`` (root pair files, category found per id). Masks are computed with
+    ``mask_recipe`` (``mask_recipes``) for the garment's category."""
 
     name = "DressCode"
 
-    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all", **settings: Any):
+    def __init__(self, root: str = "data/DressCode", category: dresscode.Category = "all",
+                 mask_recipe: str = dresscode.DEFAULT_MASK_RECIPE, **settings: Any):
         """``settings``: those of ``TryOnDataModule`` and ``PersonImageDataModule``."""
         super().__init__(root=root, **settings)
         self.save_hyperparameters()
         if category not in dresscode.CATEGORIES + ("all",):
             raise ValueError(f"category must be one of {dresscode.CATEGORIES + ('all',)}, got {category!r}")
         self.category = category
+        self.mask_recipe = mask_recipes.get(mask_recipe)
 
     def _read_pairs(self, split: str) -> tuple[list, list[FileProblem]]:
         return dresscode.read_pairs(self.root, split, self.category)
@@ -282,12 +291,13 @@ class DressCodeDataModule(TryOnDataModule):
     def _dataset(self, split: str, pairs: list, resolution: tuple[int, int], augment: bool) -> PairDataset:
         return dresscode.DressCodeDataset(
             self.root, pairs, resolution, with_flow=dresscode.has_flow(self.root, split, self.category),
-            augment=dresscode.dresscode_augment(self.augment_config) if augment and self.augment_config else None)
+            augment=dresscode.dresscode_augment(self.augment_config) if augment and self.augment_config else None,
+            mask_recipe=self.mask_recipe.name)
 
     def describe(self) -> str:
         flow = " ground-truth flow: yes." if dresscode.has_flow(self.root, "train", self.category) else ""
         return (f"DressCode ({self.category}) at {self.root}; inpaint masks computed from label maps + keypoints "
-                f"(no precomputed masks in DressCode).{flow}")
+                f"with mask recipe {self.mask_recipe.describe()} (no precomputed masks in DressCode).{flow}")
 
 
 DENSEPOSE_REMEDY = ("missing DensePose maps are computed by the data module with `compute_densepose: true` "
@@ -307,6 +317,7 @@ class DeepFashionDataModule(PersonImageDataModule):
     """
 
     name = "DeepFashion"
+    task = "pose"
     splits = deepfashion.SPLITS
     val_splits = ("test",)
 

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from leffa_pl.data import masks
-from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
+from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile, check_name
 from leffa_pl.data.io import read_stored
 from leffa_pl.data.layout import DENSEPOSE_PARTS
 from leffa_pl.data.pair_dataset import PairDataset
@@ -112,8 +112,9 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def read_split_list(path: str | Path) -> list[str]:
-    """``train.lst`` / ``test.lst``: one flattened image name per line."""
-    return [line.strip() for line in _read_text(Path(path), "split list").splitlines() if line.strip()]
+    """``train.lst`` / ``test.lst``: one flattened image name per line (each a plain file name, ``check_name``)."""
+    lines = _read_text(Path(path), "split list").splitlines()
+    return [check_name(line.strip(), path, number) for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def read_pair_csv(path: str | Path) -> list[tuple[str, str]]:
@@ -128,7 +129,7 @@ def read_pair_csv(path: str | Path) -> list[tuple[str, str]]:
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise DataFileError(path, f"line {number}: expected {len(header)} columns, got {len(row)}: {row}")
-        pairs.append((row[first].strip(), row[second].strip()))
+        pairs.append(tuple(check_name(row[column].strip(), path, number) for column in (first, second)))
     return pairs
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from leffa_pl.data import masks
+from leffa_pl.data import mask_recipes, masks
 from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile
 from leffa_pl.data.io import read_flow, read_json, read_label, read_pair_list
 from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
@@ -43,6 +43,10 @@ Split = Literal["train", "test_paired", "test_unpaired"]
 PAIR_FILES = {"train": "train_pairs.txt", "test_paired": "test_pairs_paired.txt",
               "test_unpaired": "test_pairs_unpaired.txt"}
 KEYPOINT_FRAME = (512, 384)  # (H, W) of the keypoint coordinates
+# What ``label_maps`` and ``keypoints`` hold (mask_recipes converts them to what a recipe reads), and the recipe
+# of the masks by default.
+LABEL_SET, KEYPOINT_FORMAT = "atr", "coco18"
+DEFAULT_MASK_RECIPE = "dresscode"
 # What a category folder holds, written only here (datasets.md): kind -> (folder, file name after the id).
 # The reader needs the first five (and flow); the generator and leffa-pl-prepare write more.
 FILES = {
@@ -146,13 +150,14 @@ def _listing(folder: Path) -> frozenset[str]:
 
 
 def read_keypoint_file(path: Path) -> np.ndarray:
-    """COCO-18 keypoints as [18, 2] (x, y) in the 384x512 keypoint frame; NaN where invalid."""
+    """COCO-18 keypoints as [18, 2] (x, y) in the 384x512 keypoint frame; NaN where missing (x <= 1 and y <= 1,
+    as the official code tests it: a point on the left or top edge is kept)."""
     data = read_json(path)
     try:
         points = np.asarray(data["keypoints"], dtype=np.float32)[:, :2].copy()
     except (KeyError, TypeError, IndexError, ValueError) as error:
         raise DataFileError(path, f"not a DressCode keypoint file ({error!r})") from None
-    points[(points[:, 0] <= 1) | (points[:, 1] <= 1)] = np.nan  # cut off or not detected
+    points[(points[:, 0] <= 1) & (points[:, 1] <= 1)] = np.nan
     return points
 
 
@@ -162,7 +167,7 @@ def scale_keypoints(points: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def read_keypoints(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """COCO-18 keypoints as [18, 2] (x, y) pixels of an image of ``size`` (H, W); NaN where invalid."""
+    """COCO-18 keypoints as [18, 2] (x, y) pixels of an image of ``size`` (H, W); NaN where missing."""
     return scale_keypoints(read_keypoint_file(path), size)
 
 
@@ -183,10 +188,12 @@ class DressCodeDataset(PairDataset[DressCodePair]):
     """Contract samples (see ``contract.py``) for DressCode pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[DressCodePair], resolution: tuple[int, int],
-                 with_flow: bool = False, augment: JointAugment | None = None):
+                 with_flow: bool = False, augment: JointAugment | None = None,
+                 mask_recipe: str = DEFAULT_MASK_RECIPE):
         self.root = Path(root)
         self.pairs = pairs
         self.resolution = tuple(resolution)
+        self.mask_recipe = mask_recipes.get(mask_recipe).name
         self.with_flow = with_flow
         self.augment = augment
         self._randomness = SampleRandomness()
@@ -215,9 +222,11 @@ class DressCodeDataset(PairDataset[DressCodePair]):
                       labels={"labels": data["labels"], "densepose": data["densepose"]}, flow=data.get("flow"))
         views = resize_views(views, self.resolution)
         labels = views.labels.pop("labels")
-        keypoints = scale_keypoints(data["keypoints"], self.resolution)
         category = pair.garment_category
-        views.labels["inpaint_mask"] = masks.dresscode_inpaint_mask(labels, keypoints, category).astype(np.uint8)
+        native = mask_recipes.ParsedPerson(data["labels"], LABEL_SET, data["keypoints"], KEYPOINT_FORMAT,
+                                           KEYPOINT_FRAME)
+        views.labels["inpaint_mask"] = mask_recipes.inpaint_mask(self.mask_recipe, native, category,
+                                                                 self.resolution).astype(np.uint8)
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))

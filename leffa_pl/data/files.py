@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Callable, Literal
 
 FileKind = Literal["rgb", "label", "gray", "json", "npz"]
@@ -33,6 +33,36 @@ class DataFileError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+def name_problem(name: str) -> str | None:
+    """What makes ``name`` unusable as one file name inside a folder, or None. The rule for every name read from a
+    file (pair lists, CSVs, manifests) or taken from a photo before it is joined to a folder: not empty, no NUL or
+    other control character, no path separator (``/`` or ``\\``), not ``.`` or ``..``, no drive (``C:``); such a
+    name stays inside its folder."""
+    if not name:
+        return "empty"
+    if "\0" in name:
+        return "contains a NUL byte"
+    if any(ord(character) < 32 or character == "\x7f" for character in name):
+        return "contains a control character"
+    if "/" in name or "\\" in name:
+        return "contains a path separator (a name, not a path, is expected)"
+    if name in (".", ".."):
+        return "is a reference to a folder, not a file name"
+    if PureWindowsPath(name).drive:
+        return "names a drive"
+    return None
+
+
+def check_name(name: str, source: str | Path, line: int | None = None, what: str = "name") -> str:
+    """``name`` (read from ``source`` at ``line``) when it passes ``name_problem``, else a ``DataFileError`` naming
+    the file, the line and the problem."""
+    problem = name_problem(name)
+    if problem is not None:
+        where = f"line {line}: " if line is not None else ""
+        raise DataFileError(source, f"{where}{what} {name!r} {problem}; refused (names must stay inside the folder)")
+    return name
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileReport, RequiredFile
+from leffa_pl.data.files import CheckLevel, DataFileError, FileProblem, FileReport, RequiredFile, check_name
 from leffa_pl.data.layout import FLOW_KEY
 
 
@@ -46,16 +46,37 @@ def label_image(labels: np.ndarray) -> Image.Image:
     return image
 
 
+# What PIL raises for a file it cannot decode; a decompression bomb (more pixels than ``Image.MAX_IMAGE_PIXELS``
+# allows) is none of the others.
+IMAGE_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16/32-bit grey: PIL's convert() clips at 255
+
+
+def to_8bit(image: Image.Image) -> tuple[Image.Image, str | None]:
+    """A 16-bit (or 32-bit integer / float) grey image scaled to 8 bits by its bit depth; PIL's ``convert``
+    would clip every value above 255 to white. Returns the image and a note when it converted."""
+    if image.mode not in _WIDE_MODES:
+        return image, None
+    values = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale, depth = max(1.0, float(np.nanmax(values)) if values.size else 1.0) / 255.0, "float"
+    else:  # 16-bit files (PNG, TIFF) load as I;16 or I: scale 0..65535 to 0..255
+        scale, depth = 65535.0 / 255.0, "16-bit"
+    eight = np.clip(np.nan_to_num(values / scale), 0, 255).round().astype(np.uint8)
+    return Image.fromarray(eight, mode="L"), f"{depth} grey ({image.mode}) scaled to 8 bits"
+
+
 def _open_image(path: Path, mode: str | None) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()
+            image = to_8bit(image)[0] if mode is not None else image
             if mode is not None and image.mode != mode:
                 image = image.convert(mode)
             return np.asarray(image)
     except FileNotFoundError:
         raise DataFileError(path, "file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except IMAGE_READ_ERRORS as error:
         raise DataFileError(path, f"unreadable image ({error})") from None
 
 
@@ -120,7 +141,8 @@ def read_npz(path: str | Path, key: str | None = None) -> np.ndarray | dict[str,
 
 
 def read_pair_list(path: str | Path) -> list[tuple[str, str]]:
-    """Read a pair file: one ``first second`` pair per line, split on any whitespace; blank lines skipped."""
+    """Read a pair file: one ``first second`` pair per line, split on any whitespace; blank lines skipped. Each
+    name must be a plain file name (``check_name``: never a path out of the dataset)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -135,7 +157,7 @@ def read_pair_list(path: str | Path) -> list[tuple[str, str]]:
             continue
         if len(fields) != 2:
             raise DataFileError(path, f"line {number}: expected 2 file names, got {len(fields)}: {line!r}")
-        pairs.append((fields[0], fields[1]))
+        pairs.append((check_name(fields[0], path, number), check_name(fields[1], path, number)))
     return pairs
 
 
@@ -233,7 +255,7 @@ def probe_file(required: RequiredFile, level: CheckLevel) -> Probe:
         return Probe(None, data_size(read_file(required)))
     except DataFileError as error:
         return Probe(error.problem)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except IMAGE_READ_ERRORS as error:
         return Probe(f"unreadable image ({error})")
 
 

@@ -89,6 +89,10 @@ class MixedDataModule(LightningDataModule):
         super().__init__()
         if not datamodules:
             raise ValueError("MixedDataModule needs at least one data module")
+        tasks = sorted({module.task for module in datamodules})
+        if len(tasks) != 1:
+            raise ValueError(f"MixedDataModule mixes tasks {tasks}: one model learns one task")
+        self.task = tasks[0]
         weights = [1.0] * len(datamodules) if weights is None else [float(weight) for weight in weights]
         if len(weights) != len(datamodules) or not all(math.isfinite(w) and w >= 0 for w in weights) or \
                 not sum(weights) > 0:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data import dresscode, masks, vitonhd
+from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
 from leffa_pl.data.io import label_image
 from leffa_pl.data.layout import FLOW_KEY
 
@@ -370,7 +370,10 @@ def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tup
             parse = np.vectorize(CIHP.get, otypes=[np.uint8])(person.semantic)
             keypoints = np.array([person.pose[BODY_25[i]] if i in BODY_25 else (np.nan, np.nan)
                                   for i in range(25)])
-            inpaint = masks.vitonhd_inpaint_mask(parse, keypoints)
+            inpaint = mask_recipes.inpaint_mask(
+                vitonhd.DEFAULT_MASK_RECIPE,
+                mask_recipes.ParsedPerson(parse, vitonhd.LABEL_SET, keypoints, vitonhd.KEYPOINT_FORMAT, size),
+                "upper_body", size)
             garment_only = np.isin(parse, masks.CIHP_UPPER_GARMENT + (masks.CIHP_NECK, 14, 15))
             file = {kind: paths.file(split, kind, vitonhd.image_name(stem)) for kind in kinds}
             _save_jpeg(file["person"], person.image)

@@ -24,9 +24,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from leffa_pl.data import masks
+from leffa_pl.data import mask_recipes, masks
 from leffa_pl.data.files import DataFileError, RequiredFile
-from leffa_pl.data.io import read_binary_mask, read_flow, read_json, read_pair_list
+from leffa_pl.data.io import read_binary_mask, read_flow, read_json, read_label, read_pair_list
 from leffa_pl.data.layout import DENSEPOSE_PARTS, FLOW_FOLDER
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.transforms import (
@@ -42,6 +42,11 @@ from leffa_pl.data.transforms import (
 
 Split = Literal["train", "test_paired", "test_unpaired"]
 MaskSource = Literal["precomputed", "computed"]
+# What ``labels`` and ``keypoints`` hold (mask_recipes converts them to what a recipe reads), and the recipe of
+# computed masks by default (the Leffa app's VITON-HD recipe).
+LABEL_SET, KEYPOINT_FORMAT = "cihp", "body25"
+CIHP_LABELS = 20
+DEFAULT_MASK_RECIPE = "leffa-hd"
 
 
 @dataclass(frozen=True)
@@ -187,15 +192,25 @@ def read_openpose(path: Path) -> np.ndarray:
     return xy
 
 
+def read_parsing(path: Path) -> np.ndarray:
+    """The ``labels`` file (``image-parse-v3``): CIHP labels 0..19 as uint8 [H, W]."""
+    labels = read_label(path)
+    if labels.max() >= CIHP_LABELS:
+        raise DataFileError(path, f"label {labels.max()} is not a CIHP label (0..{CIHP_LABELS - 1})")
+    return labels
+
+
 class VitonHDDataset(PairDataset[VitonHDPair]):
     """Contract samples (see ``contract.py``) for a list of VITON-HD pairs at ``resolution`` (H, W)."""
 
     def __init__(self, root: str | Path, pairs: list[VitonHDPair], resolution: tuple[int, int],
-                 mask_source: MaskSource, with_flow: bool = False, augment: JointAugment | None = None):
+                 mask_source: MaskSource, with_flow: bool = False, augment: JointAugment | None = None,
+                 mask_recipe: str = DEFAULT_MASK_RECIPE):
         self.root = Path(root)
         self.pairs = pairs
         self.resolution = tuple(resolution)
         self.mask_source = mask_source
+        self.mask_recipe = mask_recipes.get(mask_recipe).name
         self.with_flow = with_flow
         self.augment = augment
         self._randomness = SampleRandomness()
@@ -209,7 +224,7 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         files = {
             "person": RequiredFile(person_file("person"), "rgb"),
             "garment": RequiredFile(paths.file(pair.folder, "garment", pair.garment), "rgb"),
-            "parse": RequiredFile(person_file("labels"), "label", aligned=True),
+            "parse": RequiredFile(person_file("labels"), "label", read_parsing, aligned=True),
             "densepose": RequiredFile(person_file("densepose"), "rgb", aligned=True),
         }
         if self.mask_source == "precomputed":
@@ -227,16 +242,15 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
                       labels={"parse": data["parse"], "densepose": data["densepose"]}, flow=data.get("flow"))
         if self.mask_source == "precomputed":
             views.labels["inpaint_mask"] = data["mask"]
-        native_height, native_width = person.shape[:2]
         views = resize_views(views, self.resolution)
-        height, width = self.resolution
         parse = views.labels.pop("parse")
         # Decoding commutes with nearest resizing, so decode the (smaller) resized rendering.
         views.labels["densepose"] = decode_densepose(views.labels["densepose"])
-        if self.mask_source == "computed":
-            scale = np.array([width / native_width, height / native_height])
-            keypoints = data["pose"] * scale
-            views.labels["inpaint_mask"] = masks.vitonhd_inpaint_mask(parse, keypoints).astype(np.uint8)
+        if self.mask_source == "computed":  # from the native parsing, as the recipe's frame asks
+            native = mask_recipes.ParsedPerson(data["parse"], LABEL_SET, data["pose"], KEYPOINT_FORMAT,
+                                               person.shape[:2])
+            views.labels["inpaint_mask"] = mask_recipes.inpaint_mask(
+                self.mask_recipe, native, "upper_body", self.resolution).astype(np.uint8)
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:
             views = self.augment(views, self._randomness(index))

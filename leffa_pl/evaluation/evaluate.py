@@ -36,6 +36,7 @@ from leffa_pl.evaluation.predict import (
     OutputFolderError,
     PredictionOptions,
     PredictionPlan,
+    check_resolution,
     load_model,
     predict_pairs,
 )
@@ -142,6 +143,13 @@ def _check_inputs(args: argparse.Namespace) -> None:
         path = getattr(args, option)
         if path is not None and not path.is_file():
             problems.append(f"{path}: no such file (--{option.replace('_', '-')})")
+    try:  # the ranges, before the model is loaded
+        SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    except ValueError as error:
+        problems.append(f"{error} (--steps, --guidance-scale)")
+    problems += [f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}"
+                 for name, low in (("batch_size", 1), ("score_batch_size", 1), ("num_workers", 0), ("devices", 1))
+                 if getattr(args, name) < low]
     reason = None if problems else unwritable_reason(args.out)  # creates it: only for a run that goes ahead
     if reason is not None:
         problems.append(f"{args.out}: the output folder cannot be written ({reason}) (--out)")
@@ -155,10 +163,11 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     resolution = args.resolution or DEFAULT_RESOLUTION[args.dataset]
     pairings = [None] if args.dataset == "deepfashion" else (
         ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
-    model, model_description = load_model(args.checkpoint, args.base_model)
-    if any(side % model.vae_scale_factor for side in resolution):
-        raise EvaluationInputError(f"--resolution {resolution[0]}x{resolution[1]}: height and width must be "
-                                   f"multiples of {model.vae_scale_factor} (the VAE's downsampling, as in training)")
+    model, model_description = load_model(args.checkpoint, args.base_model, task=DATA_MODULES[args.dataset].task)
+    try:
+        check_resolution(model, resolution)
+    except ValueError as error:
+        raise EvaluationInputError(str(error)) from None
     settings = SamplerSettings(scheduler=args.scheduler, num_inference_steps=args.steps,
                                guidance_scale=args.guidance_scale, repaint=args.repaint,
                                reference_acceleration=args.reference_acceleration)

@@ -8,8 +8,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
+
+from leffa_pl.data.io import IMAGE_READ_ERRORS, to_8bit
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 # PIL's resize filters are antialiased (the kernel widens with the scale factor when downsampling).
@@ -25,7 +27,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (OSError, UnidentifiedImageError) as error:
+    except IMAGE_READ_ERRORS as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from None
     return height, width
 
@@ -35,8 +37,8 @@ def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None,
     """RGB uint8 ``[3, H, W]``, resized to ``size`` (height, width) with ``resize`` when it differs."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
+            image = to_8bit(image)[0].convert("RGB")
+    except IMAGE_READ_ERRORS as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from None
     if size is not None and (image.height, image.width) != tuple(size):
         image = image.resize((size[1], size[0]), RESIZE_METHODS[resize])

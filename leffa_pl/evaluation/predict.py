@@ -35,17 +35,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
+from leffa_pl.callbacks.ema import EMA_KEY
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.evaluation.score import TARGET_SEPARATOR
+from leffa_pl.evaluation.score import PREDICTION_RECORD, TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict, weights_fingerprint
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.provenance import check_task, read_provenance
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
 ID_SUFFIXES = (".jpg", ".jpeg", ".png")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 LIGHTNING_SUFFIX = ".ckpt"
-MANIFEST = "prediction.json"
+MANIFEST = PREDICTION_RECORD
 log = logging.getLogger(__name__)
 
 
@@ -209,14 +211,15 @@ class PairPredictionData(pl.LightningDataModule):
 
 
 # -------------------------------------------------------------------------------------------- model
-def load_model(checkpoint: str | os.PathLike | None = None,
-               base_model: str | os.PathLike | None = None) -> tuple[LeffaModel, str]:
-    """The model and a line saying what it is.
+def load_model(checkpoint: str | os.PathLike | None = None, base_model: str | os.PathLike | None = None,
+               task: str | None = None, allow_other_task: bool = False) -> tuple[LeffaModel, str]:
+    """The model and a line saying what it is. With ``task`` (``tryon``/``pose``), a checkpoint recorded as
+    trained for the other task is refused (``TaskMismatchError``) unless ``allow_other_task``.
 
-    - ``checkpoint`` ending in ``.ckpt``: a Lightning checkpoint of ``LeffaModule``; its ``state_dict`` is
-      used, which holds the EMA weights when training ran ``EMAWeightAveraging`` (that callback stores the
-      average there and the raw weights under ``current_model_state``). The architecture comes from
-      ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
+    - ``checkpoint`` ending in ``.ckpt``: a Lightning checkpoint of ``LeffaModule``; its ``state_dict`` with
+      the EMA of the trainable weights on top when training ran ``LeffaEMA`` (Lightning's ``EMAWeightAveraging``
+      stores the average in ``state_dict`` and the raw weights under ``current_model_state``). The architecture
+      comes from ``base_model``, else from the checkpoint's own ``base_model`` hyperparameter, else the tiny model.
     - other files (``.pth``/``.safetensors``, the released layout, also our export): on ``base_model``'s
       configs, or on the tiny model's without one (the demo export).
     - nothing: the tiny model with random weights (seed 0); its images are meaningless (a pipeline check).
@@ -235,20 +238,40 @@ def load_model(checkpoint: str | os.PathLike | None = None,
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint}: no such file")
     if checkpoint.suffix == LIGHTNING_SUFFIX:
-        return _from_lightning_checkpoint(checkpoint, base_model)
+        return _from_lightning_checkpoint(checkpoint, base_model, task, allow_other_task)
+    trained = _checked_task(checkpoint, None, task, allow_other_task)
     if base_model is not None:
         model = LeffaModel.from_checkpoint(checkpoint, base_model)
-        return model, f"{checkpoint} on the configs of {base_model}"
+        return model, f"{checkpoint} on the configs of {base_model} ({trained})"
     model = LeffaModel.tiny()
     try:
         model.load_checkpoint(checkpoint)
     except CheckpointError as error:
         raise CheckpointError(f"{error}. Without --base-model the tiny architecture is assumed; give "
                               "the base model folder whose configs the checkpoint was trained on") from None
-    return model, f"{checkpoint} on the tiny model's configs"
+    return model, f"{checkpoint} on the tiny model's configs ({trained})"
 
 
-def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None) -> tuple[LeffaModel, str]:
+def check_resolution(model: LeffaModel, resolution: tuple[int, int]) -> None:
+    """Refuse a resolution the model cannot run at (``ValueError``)."""
+    if any(side % model.vae_scale_factor for side in resolution):
+        raise ValueError(f"--resolution {resolution[0]}x{resolution[1]}: height and width must be multiples of "
+                         f"{model.vae_scale_factor} (the VAE's downsampling, as in training)")
+
+
+def _checked_task(path: Path, content: Mapping | None, task: str | None, allow_other_task: bool) -> str:
+    if task is None:
+        return "task not checked"
+    try:
+        provenance = read_provenance(path, content)
+    except Exception as error:  # an unreadable file: the loader names what is wrong with it next
+        log.debug("no provenance read from %s: %s", path, error)
+        return "task not recorded"
+    return check_task(path, provenance, task, allow_other_task, "--allow-other-task")
+
+
+def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None, task: str | None,
+                               allow_other_task: bool) -> tuple[LeffaModel, str]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises many types on bad input; all mean the same here
@@ -256,13 +279,15 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None)
                               f"{error}") from None
     if not isinstance(content, Mapping) or "state_dict" not in content:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    trained = _checked_task(path, content, task, allow_other_task)
     prefix = "model."
-    state = {key[len(prefix):]: value for key, value in content["state_dict"].items()
-             if key.startswith(prefix)}
+    weights = content["state_dict"] | (content.get(EMA_KEY) or {}).get("shadow", {})
+    state = {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)}
     if not state:
         raise CheckpointError(f"{path}: no 'model.' weights in its state_dict (not a LeffaModule checkpoint)")
     base_model = base_model or content.get("hyper_parameters", {}).get("base_model")
-    weights = "EMA weights" if "current_model_state" in content else "weights (no EMA in this checkpoint)"
+    ema = EMA_KEY in content or "current_model_state" in content
+    weights = "EMA weights" if ema else "weights (no EMA in this checkpoint)"
     step = content.get("global_step", "?")
     if base_model is None:
         model, architecture = LeffaModel.tiny(), "the tiny model's configs"
@@ -270,7 +295,7 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None)
         model, architecture = LeffaModel.from_base_model(base_model), f"the configs of {base_model}"
     check_state_dict(path, state, model.state_dict())
     model.load_state_dict(state, strict=True)
-    return model, f"{path} (Lightning checkpoint, step {step}, {weights}) on {architecture}"
+    return model, f"{path} (Lightning checkpoint, step {step}, {weights}, {trained}) on {architecture}"
 
 
 # ------------------------------------------------------------------------------------ lightning parts
@@ -349,7 +374,7 @@ def predict_pairs(source: pl.LightningDataModule, predictor: LeffaPredictor, out
     """
     options = options or PredictionOptions()
     manifest = {"model": predictor.description, "weights_sha256": predictor.fingerprint,
-                "resolution": list(getattr(source, "resolution", ())),
+                "resolution": list(getattr(source, "resolution", ())), "split": getattr(source, "test_split", None),
                 "sampler": asdict(predictor.settings), "seed": predictor.seed}
     data = PairPredictionData(source, out_dir, options.batch_size, options.num_workers, manifest)
     trainer = pl.Trainer(accelerator=options.accelerator, devices=options.devices, strategy=options.strategy,

@@ -38,11 +38,14 @@ class Protocol:
     real_set_defaults_to_ground_truth: bool
     literature: tuple[PublishedResult, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    split: str = ""  # the data split it scores (a prediction folder records its own: prediction.json)
+    one_image_per_target: bool = False  # paired try-on: each ground truth has exactly one generated image
 
 
 # The evaluators behind the published numbers, read at these commits (docs/evaluation.md).
-PIDM_EVALUATOR = ("ankanbhunia/PIDM utils/metrics.py (e4f1d88): pytorch-fid's InceptionV3, lpips AlexNet, "
-                  "scikit-image `ssim` (uniform 51, data range 1) and `ssim_256` (Gaussian sigma 1.2)")
+PIDM_EVALUATOR = ("ankanbhunia/PIDM utils/metrics.py (e4f1d88): FID with `inception.InceptionV3` (pytorch-fid's "
+                  "API; the module is not in the repository), lpips AlexNet, scikit-image `ssim` (uniform 51, data "
+                  "range 1) and `ssim_256` (Gaussian sigma 1.2)")
 CFLD_EVALUATOR = ("YanzuoLu/CFLD models/metrics.py (f2ea2a7): torchvision Inception-v3 FID, lpips AlexNet on "
                   "[0, 1] (normalize=True), per-image PSNR (data range 1), scikit-image `ssim` (uniform 51) and "
                   "`ssim_256` (Gaussian sigma 1.5, data range max - min of the prediction)")
@@ -52,7 +55,7 @@ VTONEVAL_EVALUATOR = ("franciszzj/VtonEval eval.py (a4fdbef), named in Leffa's R
                       "torchmetrics PSNR per batch of 16; ground truth resized to the prediction with LANCZOS")
 _SSIM_UNSAID = ("The paper does not say which of the evaluator's two SSIMs it reports: `ssim` is `ssim_uniform51`; "
                 "`ssim_256` is close to `ssim_gaussian` ({}).")
-_PIDM_NOTE = ("FID: pytorch-fid's TF-FID Inception, closest here `--fid-extractor tf-inception`. "
+_PIDM_NOTE = ("FID: if pytorch-fid's (TF-FID weights), closest here `--fid-extractor tf-inception`. "
               + _SSIM_UNSAID.format("but sigma 1.2"))
 _CFLD_MATCHES = {"fid": "fid", "lpips": "lpips", "psnr": "psnr"}
 _CFLD_NOTE = _SSIM_UNSAID.format("but its data range is the prediction's max - min, not 255")
@@ -90,6 +93,7 @@ PROTOCOLS: dict[str, Protocol] = {
         real_set=f"all DeepFashion training images of {deepfashion.SPLIT_LISTS['train']} (48,674 in the released "
                  "split), resized like the ground truth",
         real_set_defaults_to_ground_truth=False,
+        split="test",
         literature=_DEEPFASHION_LITERATURE,
         notes=(f"The protocol generates every test pair of {deepfashion.PAIR_FILES['test']} (8,570 in the released "
                "split; the published numbers are on those) and scores every image.",
@@ -105,6 +109,8 @@ PROTOCOLS: dict[str, Protocol] = {
         needs_ground_truth=True,
         real_set="the test person images (the ground truth)",
         real_set_defaults_to_ground_truth=True,
+        split="test_paired",
+        one_image_per_target=True,
         literature=(PublishedResult("Leffa", "VITON-HD", "1024x768", {"fid": 4.54}, VTONEVAL_EVALUATOR,
                                     note=_VTON_FID_NOTE),
                     PublishedResult("Leffa", "DressCode", "1024x768", {"fid": 2.06}, VTONEVAL_EVALUATOR,
@@ -128,6 +134,7 @@ PROTOCOLS: dict[str, Protocol] = {
         needs_ground_truth=False,
         real_set="the test person images",
         real_set_defaults_to_ground_truth=True,
+        split="test_unpaired",
         literature=(PublishedResult("Leffa", "VITON-HD", "1024x768", {"fid": 8.52}, VTONEVAL_EVALUATOR,
                                     note=_VTON_FID_NOTE),
                     PublishedResult("Leffa", "DressCode", "1024x768", {"fid": 4.48}, VTONEVAL_EVALUATOR,

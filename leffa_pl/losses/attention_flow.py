@@ -5,11 +5,13 @@ keys K [B, heads, m, d] of the reference tokens, the flow is ``mean_heads(softma
 with C [m, 2] the reference token grid in normalised (x, y) coordinates.
 
 ``attention_flow`` never builds the n x m map: ``mean_heads(A) @ C == mean_heads(A @ C)`` and
-``A @ C`` is an attention whose values are the coordinates. Padded with zeros to the head size,
-they go through a fused ``scaled_dot_product_attention`` kernel (CPU flash attention; flash,
-memory-efficient or cuDNN attention on CUDA) that keeps only per-row softmax statistics for the
-backward pass, so memory grows linearly with the number of tokens in forward and backward
-(``make bench-leffa`` measures it). The math fallback, which would store the map, is disabled.
+``A @ C`` is an attention whose values are the coordinates. They go through a fused
+``scaled_dot_product_attention`` kernel that keeps only per-row softmax statistics for the backward
+pass, so memory grows linearly with the number of tokens in forward and backward (``make bench-leffa``
+measures it). The math fallback, which would store the map, is disabled. The values are padded with
+zeros only as far as the kernel needs (``value_width``): CUDA's memory-efficient kernel takes a value
+head size different from the query's (a multiple of 4 in float32, 8 in half precision), CPU flash
+attention needs the query's head size.
 ``naive_attention_flow`` is the direct formula, the reference for tests and the benchmark.
 """
 
@@ -77,6 +79,16 @@ def naive_attention_flow(query: torch.Tensor, key: torch.Tensor, scale: float,
     return attention @ coordinate_grid(*key_grid, device=query.device, dtype=query.dtype)
 
 
+def value_width(query: torch.Tensor) -> int:
+    """Columns of the coordinate values: 2 coordinates padded to what the fused kernels accept
+    (PyTorch's sdp_utils: CPU flash attention requires the query's head size; CUDA's memory-efficient
+    attention a multiple of its GEMM alignment, 4 for float32 and 8 for half precision)."""
+    head_dim = query.shape[-1]
+    if query.device.type == "cpu":
+        return head_dim
+    return min(head_dim, 4 if query.dtype == torch.float32 else 8)
+
+
 def attention_flow(query: torch.Tensor, key: torch.Tensor, scale: float,
                    key_grid: tuple[int, int]) -> torch.Tensor:
     """Same value as ``naive_attention_flow`` with memory linear in the number of tokens (fused kernel).
@@ -88,7 +100,7 @@ def attention_flow(query: torch.Tensor, key: torch.Tensor, scale: float,
     if head_dim < 2:
         raise ValueError(f"head size {head_dim} cannot carry 2 coordinates")
     coordinates = coordinate_grid(*key_grid, device=query.device, dtype=query.dtype)
-    values = F.pad(coordinates, (0, head_dim - 2)).expand(batch, heads, -1, -1)
+    values = F.pad(coordinates, (0, value_width(query) - 2)).expand(batch, heads, -1, -1)
     with torch.autocast(query.device.type, enabled=False), sdpa_kernel(FUSED_BACKENDS):
         out = F.scaled_dot_product_attention(query, key, values, scale=scale)
     return out[..., :2].mean(dim=1)

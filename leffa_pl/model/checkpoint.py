@@ -19,6 +19,8 @@ from leffa_pl.atomic_write import atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 MAX_LISTED_KEYS = 8
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the legacy format: a bare pickle (protocol 2 or later)
 
 
 class CheckpointError(RuntimeError):
@@ -30,6 +32,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    if path.suffix != SAFETENSORS_SUFFIX:
+        with open(path, "rb") as handle:
+            head = handle.read(len(ZIP_MAGIC))
+        if not head.startswith((ZIP_MAGIC, PICKLE_PROTOCOL_2_PLUS)):
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle; the "
+                                  f"file starts with {head!r}); expected .pth/.pt/.bin from torch.save or "
+                                  ".safetensors")
     try:
         if path.suffix == SAFETENSORS_SUFFIX:
             state = load_file(str(path))
@@ -73,13 +82,19 @@ def check_state_dict(path: str | os.PathLike, state: Mapping[str, torch.Tensor],
 def write_state_dict(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write atomically (``atomic_write``); the format follows the suffix."""
     path = Path(path)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_write(path) as temporary:
-        if path.suffix == SAFETENSORS_SUFFIX:
-            save_file(tensors, str(temporary))
-        else:
-            torch.save(tensors, temporary)
+        save_state_dict(state, temporary, path.suffix)
     return path
+
+
+def save_state_dict(state: Mapping[str, torch.Tensor], target: Path, suffix: str,
+                    metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``state`` to ``target`` in the format of ``suffix`` (``metadata``: safetensors only)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if suffix == SAFETENSORS_SUFFIX:
+        save_file(tensors, str(target), metadata=dict(metadata) if metadata else None)
+    else:
+        torch.save(tensors, target)
 
 
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:

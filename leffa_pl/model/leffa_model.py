@@ -19,7 +19,7 @@ from torch import nn
 
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict, read_state_dict, write_state_dict
 from leffa_pl.model.presets import sd15_scheduler_config, tiny_unet_config, tiny_vae_config
-from leffa_pl.model.reference_attention import AttentionRecord, ReferenceAttention, install_reference_processors
+from leffa_pl.model.reference_attention import RecordSink, ReferenceAttention, install_reference_processors
 
 GENERATIVE_IN_CHANNELS = 12  # noisy latent 4 | mask 1 | masked-image latent 4 | DensePose 3
 REFERENCE_IN_CHANNELS = 4
@@ -101,15 +101,19 @@ class LeffaModel(nn.Module):
         return cls(vae, unet_encoder, unet, _read_json(folder / "scheduler" / "scheduler_config.json"))
 
     @classmethod
+    def from_base_model_configs(cls, folder: str | os.PathLike) -> "LeffaModel":
+        """Random weights in the architecture of a base model folder (its configs only; build it on the meta device
+        for the architecture alone)."""
+        folder = _check_base_model_folder(folder)
+        return cls.from_configs(_read_json(folder / "unet" / "config.json"), _read_json(folder / "vae" / "config.json"),
+                                _read_json(folder / "scheduler" / "scheduler_config.json"))
+
+    @classmethod
     def from_checkpoint(cls, checkpoint: str | os.PathLike, base_model: str | os.PathLike) -> "LeffaModel":
         """A released (or exported) Leffa checkpoint, architecture from the base model folder's configs."""
-        folder = _check_base_model_folder(base_model)
         state = read_state_dict(checkpoint)
-        unet_config = _read_json(folder / "unet" / "config.json")
-        vae_config = _read_json(folder / "vae" / "config.json")
         with torch.device("meta"):  # weights come from the checkpoint: skip random init
-            model = cls.from_configs(unet_config, vae_config,
-                                     _read_json(folder / "scheduler" / "scheduler_config.json"))
+            model = cls.from_base_model_configs(base_model)
         check_state_dict(checkpoint, state, model.state_dict())
         model.load_state_dict(state, strict=True, assign=True)
         return model
@@ -173,9 +177,9 @@ class LeffaModel(nn.Module):
 
     def forward(self, noisy_latent: torch.Tensor, timesteps: torch.Tensor, conditioning: Conditioning,
                 reference_features: dict[str, torch.Tensor] | None = None,
-                attention_records: list[AttentionRecord] | None = None) -> torch.Tensor:
+                attention_records: RecordSink | None = None) -> torch.Tensor:
         """Predict the noise. ``reference_features`` may be reused (reference acceleration);
-        ``attention_records`` (a list) collects per-layer queries/keys for the Leffa loss."""
+        ``attention_records`` (a list, or a ``LeffaScorer``) receives per-layer queries/keys for the Leffa loss."""
         if reference_features is None:
             reference_features = self.encode_reference(conditioning.reference, timesteps)
         unet_input = torch.cat([noisy_latent, conditioning.mask, conditioning.masked_image,
@@ -183,7 +187,7 @@ class LeffaModel(nn.Module):
         return self.denoise(unet_input, timesteps, reference_features, attention_records)
 
     def denoise(self, unet_input: torch.Tensor, timesteps: torch.Tensor, reference_features: dict[str, torch.Tensor],
-                attention_records: list[AttentionRecord] | None = None) -> torch.Tensor:
+                attention_records: RecordSink | None = None) -> torch.Tensor:
         """The generative UNet on its 12-channel input, attending to ``reference_features``."""
         state = ReferenceAttention(features=reference_features, records=attention_records)
         unet_input = unet_input.contiguous(memory_format=self.unet_memory_format)

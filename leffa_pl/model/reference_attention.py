@@ -15,6 +15,7 @@ so no UNet code is copied or patched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -32,17 +33,23 @@ class AttentionRecord:
     scale: float  # the layer's softmax scale (1 / sqrt(head_dim) for SD)
 
 
+class RecordSink(Protocol):
+    """Where the generative layers put their records: a list, or ``LeffaScorer`` (scores each as it comes)."""
+
+    def append(self, record: AttentionRecord) -> None: ...
+
+
 @dataclass
 class ReferenceAttention:
     """What flows between the two UNets during one forward pass.
 
     ``features`` is filled by the reference UNet and read by the generative UNet. ``records``
-    collects the generative layers' queries/keys when not None (the Leffa loss is on); when it is
+    receives the generative layers' queries/keys when not None (the Leffa loss is on); when it is
     None nothing extra is kept.
     """
 
     features: dict[str, torch.Tensor] = field(default_factory=dict)
-    records: list[AttentionRecord] | None = None
+    records: RecordSink | None = None
 
 
 def _split_heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -56,6 +57,15 @@ class SamplerSettings:
     released_rescale: bool = True  # the released pipeline's rescale quirk: keep on to match released outputs
     reference_acceleration: bool = False  # run the reference UNet once, at timesteps[steps // 2]
     repaint: bool = False  # try-on only
+
+    def __post_init__(self) -> None:
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"unknown scheduler {self.scheduler!r}; choose one of {SCHEDULERS}")
+        if isinstance(self.num_inference_steps, bool) or not isinstance(self.num_inference_steps, int) \
+                or self.num_inference_steps < 1:
+            raise ValueError(f"steps (num_inference_steps) must be an integer >= 1, got {self.num_inference_steps!r}")
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
+            raise ValueError(f"guidance scale must be a finite number >= 0, got {self.guidance_scale!r}")
 
 
 class LeffaSampler:

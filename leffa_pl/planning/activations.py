@@ -62,11 +62,14 @@ def probe_step(model: LeffaModel, batch: int, image_size: tuple[int, int], setti
         else:
             unet.disable_gradient_checkpointing()
     with autocast:
-        records = [] if settings.leffa_loss else None
-        prediction = model(latents + noise, timesteps, conditioning, attention_records=records)
+        scorer = None
+        if settings.leffa_loss:  # as LeffaModule.training_step scores the loss
+            scorer = _EverySampleLeffaLoss(theta_timestep=1000).scorer(
+                image, image, mask, timesteps, recompute=not settings.gradient_checkpointing)
+        prediction = model(latents + noise, timesteps, conditioning, attention_records=scorer)
         loss = F.mse_loss(prediction.float(), noise.float())
-        if settings.leffa_loss:
-            loss = loss + _EverySampleLeffaLoss(theta_timestep=1000)(records, image, image, mask, timesteps).loss
+        if scorer is not None:
+            loss = loss + scorer.result().loss
     loss.backward()
 
 

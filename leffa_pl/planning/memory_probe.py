@@ -43,9 +43,23 @@ class PeakTensorMemory(TorchDispatchMode):
             nbytes = storage.nbytes()
             self._live[storage] = nbytes
             self.current_bytes += nbytes
-            self.peak_bytes = max(self.peak_bytes, self.current_bytes - self.gradient_bytes)
-            self._references.add(weakref.ref(storage, lambda ref, n=nbytes: self._freed(ref, n)))
+            reference = weakref.ref(storage, lambda ref, n=nbytes: self._freed(ref, n))
+            self._references.add(reference)
+            self._allocated(storage, nbytes, func, tensor, reference)
+            if self.current_bytes - self.gradient_bytes > self.peak_bytes:
+                self.peak_bytes = self.current_bytes - self.gradient_bytes
+                self._new_peak()
         return out
+
+    # Hooks for a subclass that wants to know what is alive at the peak (benchmarks/bench_leffa_stage.py).
+    def _allocated(self, storage, nbytes: int, func, tensor: torch.Tensor, reference: weakref.ref) -> None:
+        pass
+
+    def _released(self, reference: weakref.ref, nbytes: int) -> None:
+        pass
+
+    def _new_peak(self) -> None:
+        pass
 
     def __exit__(self, *exc_info):
         for hook in self._hooks:
@@ -60,3 +74,4 @@ class PeakTensorMemory(TorchDispatchMode):
     def _freed(self, reference: weakref.ref, nbytes: int) -> None:
         self.current_bytes -= nbytes
         self._references.discard(reference)
+        self._released(reference, nbytes)

@@ -97,7 +97,7 @@ def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
     buffers = sum(b.numel() * b.element_size() for b in model.buffers())
     gradients = sum(p.numel() * p.element_size() for p in trainable)
     optimizer = optimizer_state_bytes(trainable, setup.optimizer)
-    ema = weights + buffers if setup.ema else 0  # LeffaEMA copies the whole module
+    ema = gradients if setup.ema else 0  # LeffaEMA: a shadow of the trainable weights
     if setup.strategy != "fsdp":
         return StaticMemory(weights + buffers, gradients, optimizer, ema)
     if setup.ema:

@@ -1,5 +1,5 @@
 """What a person photo needs for try-on, from the three preprocessing networks: a label map, body keypoints
-and DensePose, plus the inpaint mask by the dataset's recipe (``leffa_pl.data.masks``).
+and DensePose, plus the inpaint mask by a named recipe (``leffa_pl.data.mask_recipes``).
 
 ``PreprocessWeights`` holds where the networks' weights are (command-line options, shared by
 ``leffa-pl-prepare``, ``leffa-pl-tryon`` and ``leffa-pl-pose``); each network is loaded on first use, so a
@@ -15,7 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from leffa_pl.data import masks
+from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
 from leffa_pl.preprocess import weights
 from leffa_pl.preprocess.densepose import (
     IUV_SCALINGS,
@@ -30,7 +30,8 @@ from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitP
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
 
 LayoutName = Literal["vitonhd", "dresscode"]
-LABEL_SETS: dict[str, LabelSet] = {"vitonhd": "cihp", "dresscode": "atr"}
+LABEL_SETS: dict[str, LabelSet] = {"vitonhd": vitonhd.LABEL_SET, "dresscode": dresscode.LABEL_SET}
+KEYPOINT_FORMATS = {"vitonhd": vitonhd.KEYPOINT_FORMAT, "dresscode": dresscode.KEYPOINT_FORMAT}
 
 
 class NoPersonError(ValueError):
@@ -148,13 +149,13 @@ class Preprocessor:
         return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image))
 
 
-def inpaint_mask(layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
+def inpaint_mask(recipe: str, layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
                  category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
-    """The dataset's inpaint mask (bool, True = repaint) from what the data module reads back from the files."""
-    xy = layout_xy(keypoints, layout)
-    if layout == "vitonhd":
-        return masks.vitonhd_inpaint_mask(labels, xy)
-    return masks.dresscode_inpaint_mask(labels, xy, category)
+    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels and
+    keypoints as the layout stores them (what the data module reads back from the files)."""
+    person = mask_recipes.ParsedPerson(labels, LABEL_SETS[layout], layout_xy(keypoints, layout),
+                                       KEYPOINT_FORMATS[layout], labels.shape[:2])
+    return mask_recipes.inpaint_mask(recipe, person, category, labels.shape[:2])
 
 
 def garment_region(layout: LayoutName, labels: np.ndarray,

@@ -1,7 +1,8 @@
 """DeepFashion's DensePose maps computed where they are missing (``DeepFashionDataModule.prepare_data``).
 
 The maps the data module reads are those of the pairs' targets (``to``, listed in the split's ``.lst``) whose
-image exists: ``densepose/{stem}.png`` in the encoding ``deepfashion.read_iuv`` reads (RGB U*255, V*255, I).
+image exists: ``densepose/{stem}.png`` in the encoding ``deepfashion.read_iuv`` reads (RGB U*255, V*255, I; or
+U, V min-max stretched as the Leffa app, ``scaling="minmax"``).
 ``fill_missing_maps`` computes each missing one with a ``DensePoseEstimator`` and writes it atomically, so an
 interrupted run resumes with the maps still missing; maps that exist are never touched. Images in which
 DensePose finds nobody get no map (their pairs stay skipped, as with detectron2's offline maps) and are tried

@@ -2,7 +2,8 @@
 them (each atomically), and the pair files.
 
 An ``Item`` is one prepared pair: a person photo and the garment they wear, with its dataset id, split
-(``train`` or ``test``) and DressCode category. Pair files list the items whose files are all present:
+(``train`` or ``test``), DressCode category and the mask recipe of its stored inpaint mask (VITON-HD; empty for
+DressCode, which stores no masks). Pair files list the items whose files are all present:
 training and paired testing use each person's own garment; the unpaired test file pairs each test person
 with the next test item's garment (of the same category), as the datasets' unpaired files do.
 """
@@ -32,6 +33,7 @@ class Item:
     category: str
     person: str  # source photo paths
     garment: str
+    mask_recipe: str = ""
 
 
 def _unpaired(ids: list[str]) -> list[tuple[str, str]]:
@@ -43,6 +45,7 @@ class VitonHDLayout:
     ``NNNNN_00``."""
 
     written = ("person", "garment", "garment_mask", "labels", "keypoints", "densepose", "mask", "agnostic")
+    stores_masks = True
 
     name = "vitonhd"
     title = "VITON-HD"
@@ -64,7 +67,7 @@ class VitonHDLayout:
 
     def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
         files = self.outputs(item)
-        mask = inpaint_mask("vitonhd", annotation.labels, annotation.keypoints)
+        mask = inpaint_mask(item.mask_recipe, "vitonhd", annotation.labels, annotation.keypoints)
         write_palette_png(files["labels"], annotation.labels)
         write_json(files["keypoints"], openpose_json(annotation.keypoints))
         # No chroma subsampling: the PARULA colours decode back to the same part indices.
@@ -88,6 +91,7 @@ class DressCodeLayout:
     and at the root; ids of 6 digits. DressCode ships no masks: the data module computes them for the category."""
 
     written = ("person", "garment", "keypoints", "labels", "densepose", "densepose_uv")
+    stores_masks = False
 
     name = "dresscode"
     title = "DressCode"

@@ -2,8 +2,8 @@
 
 ``load_photo`` applies the EXIF orientation, turns CMYK, palette, 16-bit and grey images into RGB and
 composites transparent ones on white, and says what it did (``notes``); a file PIL cannot decode raises
-``PhotoError`` naming it. ``fit`` scales a photo to fit a size (aspect kept) and pads the rest; ``Placement``
-maps results back onto the photo.
+``PhotoError`` naming it (also a decompression bomb: more pixels than PIL's limit). ``fit`` scales a photo to
+fit a size (aspect kept) and pads the rest; ``Placement`` maps results back onto the photo.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
+
+from leffa_pl.data.files import name_problem
+from leffa_pl.data.io import IMAGE_READ_ERRORS, to_8bit
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 EXIF_ORIENTATION = 0x0112
 WHITE = (255, 255, 255)
+MAX_UPSCALE = 4  # a photo smaller than a quarter of the size (either side) is too small
 
 
 class PhotoError(ValueError):
@@ -48,8 +52,11 @@ def load_photo(path: str | os.PathLike) -> Photo:
             image = ImageOps.exif_transpose(opened)
     except FileNotFoundError:
         raise PhotoError(path, "file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except IMAGE_READ_ERRORS as error:
         raise PhotoError(path, f"unreadable image ({error})") from None
+    image, converted = to_8bit(image)
+    if converted:
+        notes.append(converted)
     if orientation not in (0, 1):
         notes.append(f"EXIF orientation {orientation} applied")
     if image.mode == "P":
@@ -64,6 +71,14 @@ def load_photo(path: str | os.PathLike) -> Photo:
     elif image.mode not in ("RGB", "L"):
         notes.append(f"mode {image.mode} converted to RGB")
     return Photo(path, np.asarray(image.convert("RGB")), notes)
+
+
+def check_size(photo: Photo, size: tuple[int, int]) -> None:
+    """Refuse a photo too small to be fitted to ``size`` (H, W) (more than ``MAX_UPSCALE`` times upscaled)."""
+    height, width = photo.image.shape[:2]
+    if height * MAX_UPSCALE < size[0] or width * MAX_UPSCALE < size[1]:
+        raise PhotoError(photo.path, f"too small: {height}x{width} px, at least {-(-size[0] // MAX_UPSCALE)}x"
+                                     f"{-(-size[1] // MAX_UPSCALE)} for {size[0]}x{size[1]}")
 
 
 @dataclass(frozen=True)
@@ -107,10 +122,27 @@ def fit(image: np.ndarray, size: tuple[int, int], pad: str = "edge",
     return fitted, Placement((source_h, source_w), scale, (left, top), (content_h, content_w))
 
 
-def list_photos(folder: str | os.PathLike) -> list[Path]:
-    """The photos in ``folder`` (by suffix, case-insensitive, hidden files skipped), sorted by name."""
+def list_photos(folder: str | os.PathLike) -> tuple[list[Path], list[str]]:
+    """The photos in ``folder`` (by suffix, case-insensitive, hidden files skipped), sorted by name, and a line
+    for each other entry saying why it is not used (folders, other suffixes, broken links, unusable names)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PhotoError(folder, "not a folder")
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES and not p.name.startswith("."))
+    photos, ignored = [], []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        problem = name_problem(path.name)
+        try:
+            is_file = path.is_file()  # follows links: a loop or a dangling link is not a file
+        except OSError as error:
+            is_file, problem = False, problem or f"cannot be read ({error.strerror})"
+        if problem is None and not is_file:
+            problem = "a folder" if path.is_dir() else "not a regular file (a broken link?)"
+        if problem is None and path.suffix.lower() not in PHOTO_SUFFIXES:
+            problem = f"suffix {path.suffix or '(none)'!r} is not a photo's ({', '.join(PHOTO_SUFFIXES)})"
+        if problem is None:
+            photos.append(path)
+        else:
+            ignored.append(f"{path}: not used: {problem}")
+    return photos, ignored

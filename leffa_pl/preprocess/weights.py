@@ -4,11 +4,18 @@
 that transformers loads with ``from_pretrained`` (a local folder, else the hub id, cache first). Offline (or
 when the download fails) without the file, ``WeightsNotFoundError`` names the file, where to put it and
 where to get it. Nothing here executes code from a weight file: the callers load ONNX, TorchScript or
-safetensors.
+safetensors (TorchScript is a program that ``torch.jit.load`` runs: docs/safety.md).
+
+Every file a download can bring has its Hugging Face revision and SHA-256 in one table (the ``WeightFile``s
+below): a download asks for that revision, and a downloaded or cached file whose SHA-256 differs is refused
+naming both digests. A file given by path is the user's choice and is not checked. A default whose digest is
+not recorded (``sha256=None``) is used with a warning saying so.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +23,16 @@ from pathlib import Path
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+log = logging.getLogger(__name__)
+HASH_CHUNK = 1 << 24
+
 
 class WeightsNotFoundError(FileNotFoundError):
     """A preprocessing network's weights that are neither given, cached, nor downloadable."""
+
+
+class WeightsChecksumError(ValueError):
+    """A downloaded or cached weight file whose SHA-256 is not the recorded one."""
 
 
 @dataclass(frozen=True)
@@ -28,10 +42,12 @@ class WeightFile:
     repo_id: str
     filename: str
     what: str
+    revision: str = "main"  # a commit hash pins the file; a branch name does not
+    sha256: str | None = None  # of the file at that revision; None: not recorded (used with a warning)
 
     @property
     def url(self) -> str:
-        return f"https://huggingface.co/{self.repo_id}/blob/main/{self.filename}"
+        return f"https://huggingface.co/{self.repo_id}/blob/{self.revision}/{self.filename}"
 
     def remedy(self) -> str:
         return (f"put it at a path given with the command's option, or into the Hugging Face cache "
@@ -60,17 +76,38 @@ def resolve_file(spec: WeightFile, explicit: str | os.PathLike | None = None, of
         if not path.is_file():
             raise WeightsNotFoundError(f"{path}: no such file ({spec.what}); {spec.remedy()}")
         return path
-    cached = try_to_load_from_cache(spec.repo_id, spec.filename)
+    cached = try_to_load_from_cache(spec.repo_id, spec.filename, revision=spec.revision)
     if isinstance(cached, str):
-        return Path(cached)
+        return verified(spec, Path(cached))
     if offline_mode(offline):
         raise WeightsNotFoundError(f"{spec.filename} ({spec.what}) is not in the Hugging Face cache and downloads "
                                    f"are off; {spec.remedy()}")
     try:
-        return Path(hf_hub_download(spec.repo_id, spec.filename))
+        return verified(spec, Path(hf_hub_download(spec.repo_id, spec.filename, revision=spec.revision)))
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
         raise WeightsNotFoundError(f"{spec.filename} ({spec.what}): download failed ({error}); "
                                    f"{spec.remedy()}") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verified(spec: WeightFile, path: Path) -> Path:
+    """``path`` (a downloaded or cached copy of ``spec``) when its SHA-256 is the recorded one."""
+    actual = sha256_of(path)
+    if spec.sha256 is None:
+        log.warning("%s (%s): no SHA-256 recorded in leffa_pl/preprocess/weights.py, so it is not verified; "
+                    "its SHA-256 is %s", path, spec.what, actual)
+    elif actual != spec.sha256:
+        raise WeightsChecksumError(f"{path}: SHA-256 {actual}, expected {spec.sha256} for {spec.repo_id}/"
+                                   f"{spec.filename} at revision {spec.revision} ({spec.what}): refused (a changed "
+                                   "or damaged file). Delete it and download again, or give a file by path")
+    return path
 
 
 def pretrained_source(explicit: str | os.PathLike | None, repo_id: str, what: str,

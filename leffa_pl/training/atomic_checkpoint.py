@@ -1,20 +1,25 @@
-"""Checkpoint IO that never leaves a half-written checkpoint behind."""
+"""Checkpoint IO that never leaves a half-written checkpoint behind and never holds a second copy in memory."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from leffa_pl.atomic_write import atomic_write
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes with ``atomic_write`` (temporary file in the same folder, then a rename); loads weights-only."""
+    """Streams ``torch.save`` into ``atomic_write``'s temporary file (same folder, then a rename); loads
+    weights-only. Lightning's own save serialises the whole checkpoint into a ``BytesIO`` first: a second copy of
+    the checkpoint in host memory at every save (``make bench-checkpoint``). Local paths only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
         with atomic_write(path) as temporary:
-            super().save_checkpoint(checkpoint, temporary, storage_options)
+            torch.save(checkpoint, temporary)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
         # Resuming never executes code from a checkpoint file.

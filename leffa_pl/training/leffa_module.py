@@ -7,8 +7,12 @@ DDP run that shards the same global batch, draw exactly what an uninterrupted si
 
 from __future__ import annotations
 
+import inspect
+import math
 import time
 import zlib
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Mapping
 
 import lightning.pytorch as pl
@@ -16,20 +20,20 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput
+from leffa_pl.losses.leffa_loss import LeffaLoss
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.lora import LoraSettings
+from leffa_pl.model.provenance import RECORD_KEY, Provenance, check_task, read_provenance
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+from leffa_pl.training.non_finite_guard import NonFiniteGuard, NonFiniteLossError
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
 from leffa_pl.training.torch_compile import check_compile_options, check_compiler, compile_unets
 from leffa_pl.training.trainable import TrainableChoice, select_trainable
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced NaN/Inf; raised on every rank so that DDP stops cleanly."""
 
 
 def build_model(base_model: str | None, init_checkpoint: str | None) -> LeffaModel:
@@ -48,6 +52,14 @@ def build_model(base_model: str | None, init_checkpoint: str | None) -> LeffaMod
     return model
 
 
+def _check_ranges(**settings: tuple[float, float, float | None]) -> None:
+    """Each ``name=(value, low, high)``: a finite value within [low, high] (no upper bound for None)."""
+    for name, (value, low, high) in settings.items():
+        if not math.isfinite(value) or value < low or (high is not None and value > high):
+            bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+            raise ValueError(f"model.{name}={value!r}: must be a finite number {bound}")
+
+
 class LeffaModule(pl.LightningModule):
     def __init__(
         self,
@@ -62,7 +74,10 @@ class LeffaModule(pl.LightningModule):
         torch_compile: bool = False,
         torch_compile_backend: str = "inductor",
         trainable: TrainableChoice = "both",
+        lora: LoraSettings | None = None,
         optimizer: str = "adamw",
+        optimizer_eps: float | None = None,
+        max_non_finite_steps: int = 5,
         seed: int = 0,
         leffa_tau: float = 2.0,
         leffa_weight: float = 1e-3,
@@ -72,10 +87,17 @@ class LeffaModule(pl.LightningModule):
         validation_scheduler: str = "ddpm",
         validation_steps: int = 10,
         validation_guidance_scale: float = 2.5,
+        allow_other_task: bool = False,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        if isinstance(lora, Mapping):  # from a checkpoint's hyper_parameters (load_from_checkpoint)
+            lora = LoraSettings(**lora)
+        self.save_hyperparameters(ignore=["lora"])
+        self.hparams["lora"] = asdict(lora) if lora is not None else None  # plain types: weights-only loadable
+        self.lora_settings = lora
         check_optimizer_name(optimizer)
+        _check_ranges(learning_rate=(learning_rate, 0, None), weight_decay=(weight_decay, 0, None),
+                      beta1=(betas[0], 0, 1), beta2=(betas[1], 0, 1), reference_dropout=(reference_dropout, 0, 1))
         if torch_compile:
             check_compile_options(torch_compile_backend, gradient_checkpointing)
         self.use_model(build_model(base_model, init_checkpoint))
@@ -88,13 +110,14 @@ class LeffaModule(pl.LightningModule):
         self._stage_end_step: int | None = None  # set_stage
         self._image_every_n_steps = 0  # set_image_interval
         self._last_step_time: float | None = None
+        self.non_finite_guard = NonFiniteGuard(max_non_finite_steps)
 
     def use_model(self, model: LeffaModel) -> None:
         """Train ``model`` with this module's settings: freezing, gradient checkpointing, channels-last, compilation
         (``__init__`` calls it; benchmarks pass other architectures built without a base-model folder)."""
         self.model = model
         # Frozen: what the loss never reaches (so plain DDP works) and what `trainable` leaves out.
-        self.trainable_summary = select_trainable(model, self.hparams.trainable)
+        self.trainable_summary = select_trainable(model, self.hparams.trainable, self.lora_settings)
         rank_zero_info(str(self.trainable_summary))
         if self.hparams.gradient_checkpointing:
             model.unet.enable_gradient_checkpointing()
@@ -124,13 +147,28 @@ class LeffaModule(pl.LightningModule):
                              f"finest attention grid has {finest} rows, {finest / resolution[0]:.4g} of the image "
                              f"height, below leffa_theta_resolution={theta:.4g}; lower model.leffa_theta_resolution")
 
+    def leffa_settings_changed(self) -> list[str]:
+        """``StageSchedule``, when no stage trains with the Leffa loss: the leffa_* settings given other values
+        than their defaults (they have no effect there)."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        return [f"model.{name}={self.hparams[name]!r}" for name in defaults
+                if name.startswith("leffa_") and self.hparams[name] != defaults[name].default]
+
     def set_image_interval(self, every_n_steps: int) -> None:
         """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
         self._image_every_n_steps = every_n_steps
 
     def setup(self, stage: str) -> None:
+        lora = self.lora_settings
+        if lora is not None and lora.frozen_dtype == "bfloat16" and self.trainer.precision != "bf16-mixed":
+            raise ValueError(f"model.lora.frozen_dtype=bfloat16 needs trainer.precision=bf16-mixed (the frozen "
+                             f"weights are used in bf16 autocast), got {self.trainer.precision}")
         if self.hparams.torch_compile:  # the device is known from here on
             check_compiler(self.hparams.torch_compile_backend, self.trainer.strategy.root_device)
+        trained_on = Provenance.of(self.trainer.datamodule)
+        if stage == "fit" and self.hparams.init_checkpoint and trained_on is not None:
+            check_task(self.hparams.init_checkpoint, read_provenance(self.hparams.init_checkpoint), trained_on.task,
+                       self.hparams.allow_other_task, "--model.allow_other_task=true")
 
     # ------------------------------------------------------------------------------------ training
     def sample_generators(self, batch: Mapping[str, Any], micro_batch: int) -> list[torch.Generator]:
@@ -165,20 +203,29 @@ class LeffaModule(pl.LightningModule):
         noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
             batch, self.sample_generators(batch, micro_batch))
         log_images = self._is_image_step(micro_batch)
-        records = [] if (self.leffa_loss_enabled or log_images or self.records_attention) else None
-        prediction = self.model(noisy, timesteps, conditioning, attention_records=records)
+        scorer = None
+        if self.leffa_loss_enabled or log_images:
+            # Scored inside each attention layer, so that with gradient checkpointing the loss's tensors are
+            # recomputed with the layer's block; without it, each layer's loss is checkpointed on its own.
+            scorer = self.leffa_loss.scorer(batch["reference"], batch["person"], batch["loss_region"], timesteps,
+                                            self.noise_scheduler.config.num_train_timesteps, keep_warped=log_images,
+                                            sample_mask=keep, recompute=not self.hparams.gradient_checkpointing,
+                                            grad=self.leffa_loss_enabled)
+        records = [] if self.records_attention else None
+        prediction = self.model(noisy, timesteps, conditioning,
+                                attention_records=records if records is not None else scorer)
+        if records is not None and scorer is not None:
+            for record in records:
+                scorer.append(record)
         mse = F.mse_loss(prediction.float(), noise.float())
         total, leffa = mse, None
-        if records is not None:
-            with torch.set_grad_enabled(self.leffa_loss_enabled):
-                leffa = self.leffa_loss(records, batch["reference"], batch["person"], batch["loss_region"],
-                                        timesteps, self.noise_scheduler.config.num_train_timesteps,
-                                        sample_mask=keep, keep_warped=log_images)
+        if scorer is not None:
+            leffa = scorer.result()
             if self.leffa_loss_enabled:
                 total = mse + leffa.loss
         extra = self.extra_losses(batch, records, timesteps, keep)
         total = total + sum(extra.values())
-        self._stop_if_not_finite(total, mse, leffa)
+        self.non_finite_guard.record_loss(total, mse, leffa.loss if self.leffa_loss_enabled else None)
         values = {"loss/total": total, "loss/mse": mse} | {f"loss/{name}": value for name, value in extra.items()}
         if self.leffa_loss_enabled:
             values["loss/leffa"] = leffa.loss
@@ -191,8 +238,8 @@ class LeffaModule(pl.LightningModule):
 
     def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
                      keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms added to the loss and logged as ``loss/<name>``; ``records`` as given to the Leffa loss, ``keep``
-        the samples whose reference was kept. None by default."""
+        """Terms added to the loss and logged as ``loss/<name>``; ``records`` the attention records (a list when
+        ``records_attention``, else None), ``keep`` the samples whose reference was kept. None by default."""
         return {}
 
     def on_fit_start(self) -> None:
@@ -210,6 +257,8 @@ class LeffaModule(pl.LightningModule):
         return -1 if over else None
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.non_finite_guard.exhausted:
+            self._stop_after_skipped_steps()
         now = time.perf_counter()
         if self._last_step_time is not None:
             samples = len(batch["person_id"]) * self.trainer.world_size
@@ -220,20 +269,43 @@ class LeffaModule(pl.LightningModule):
         every = self._image_every_n_steps
         return bool(every) and micro_batch == 0 and self.global_step % every == 0
 
-    def _stop_if_not_finite(self, total: torch.Tensor, mse: torch.Tensor, leffa: LeffaLossOutput | None) -> None:
-        finite = bool(torch.isfinite(total))
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """The non-finite guard (``leffa_pl/training/non_finite_guard.py``): skip the step by clearing the
+        gradients when the loss or the gradients of any rank are not finite."""
+        guard = self.non_finite_guard
+        scaled = getattr(self.trainer.precision_plugin, "scaler", None) is not None  # 16-mixed: the scaler's job
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        finite = guard.step_is_finite(parameters, check_gradients=not scaled)
         if self.trainer.strategy.reduce_boolean_decision(finite, all=True):
-            return
-        leffa_value = f"{leffa.loss.item():.6g}" if leffa is not None else "off"
-        raise NonFiniteLossError(
-            f"non-finite loss at step {self.global_step} (rank {self.global_rank}: total {total.item():.6g}, "
-            f"mse {mse.item():.6g}, leffa {leffa_value}). Lower the learning rate, check the data "
-            "(leffa-pl-check-data), or use bf16-mixed instead of 16-mixed precision.")
+            guard.passed()
+        else:
+            optimizer.zero_grad(set_to_none=True)  # no update: optimizers leave parameters without gradients alone
+            rank_zero_warn(guard.skip(self.global_step, guard.last_problem if not finite else ""))
+        self.log("train/skipped_steps", float(guard.skipped), on_step=True, on_epoch=False)
+
+    def _stop_after_skipped_steps(self) -> None:
+        """After ``max_non_finite_steps`` skipped steps in a row: last.ckpt (the last good step) and an error."""
+        callback = self.trainer.checkpoint_callback
+        folder = Path(callback.dirpath) if callback is not None and callback.dirpath else \
+            Path(self.trainer.default_root_dir) / "checkpoints"
+        path = folder / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        self.trainer.save_checkpoint(path)
+        raise NonFiniteLossError(self.non_finite_guard.stop_message(self.global_step - 1, path, self.global_rank))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["non_finite_skipped_steps"] = self.non_finite_guard.skipped
+        # What the weights learned: inference refuses them for the other task, a resume with another data module.
+        trained_on = Provenance.of(self.trainer.datamodule)
+        if trained_on is not None:
+            checkpoint[RECORD_KEY] = trained_on.as_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.non_finite_guard.skipped = checkpoint.get("non_finite_skipped_steps", 0)
 
     def configure_optimizers(self):
         trainable = [p for p in self.model.parameters() if p.requires_grad]
         return build_optimizer(self.hparams.optimizer, trainable, self.device, self.hparams.learning_rate,
-                               tuple(self.hparams.betas), self.hparams.weight_decay)
+                               tuple(self.hparams.betas), self.hparams.weight_decay, self.hparams.optimizer_eps)
 
     # ---------------------------------------------------------------------------------- validation
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int,

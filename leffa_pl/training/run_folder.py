@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
+from leffa_pl.model.provenance import RECORD_KEY, TASKS, Provenance
 
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
 CLI_HYPERPARAMETER_KEYS = {"_instantiator", "_class_path"}  # LightningCLI's own: how it builds the module
@@ -34,12 +35,36 @@ def prepare_run_folder(run_dir: str | os.PathLike, resuming: bool, overwrite: bo
     if not overwrite:
         held = ", ".join(sorted(path.name for path in run_dir.iterdir())[:6])
         raise RunFolderError(
-            f"{run_dir}: the run folder already holds a run ({held}). Resume it with "
-            f"--ckpt_path={run_dir}/checkpoints/last.ckpt, give another folder with --run.dir=..., or "
+            f"{run_dir}: the run folder already holds a run ({held}). Resume it with --run.resume=true (make: "
+            f"RESUME=1) or --ckpt_path=<checkpoint>, give another folder with --run.dir=..., or "
             "replace it with --run.overwrite=true (deletes its contents)")
     rank_zero_info(f"--run.overwrite: removing the previous run in {run_dir}")
     for path in run_dir.iterdir():
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def free_bytes(folder: str | os.PathLike) -> int:
+    """Free space of the disk that holds ``folder`` (or its nearest existing parent)."""
+    folder = Path(folder).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
+
+
+def check_free_space(run_dir: str | os.PathLike, needed: int, what: str) -> None:
+    """Refuse a run whose files (``needed`` bytes in all, ``what`` they are) do not fit the disk: its free space
+    plus what the run folder holds already (a resumed run's files are part of ``needed``)."""
+    run_dir = Path(run_dir)
+    held = sum(p.lstat().st_size for p in run_dir.rglob("*") if p.is_file() and not p.is_symlink()) \
+        if run_dir.is_dir() else 0
+    available = free_bytes(run_dir) + held
+    if needed > available:
+        gib = 2**30
+        raise RunFolderError(
+            f"{run_dir}: the run needs up to {needed / gib:.1f} GiB on disk ({what}) and {available / gib:.1f} GiB "
+            f"is available (free {(available - held) / gib:.1f} GiB + {held / gib:.1f} GiB the run folder holds). "
+            "Free space, give a larger disk with --run.dir=..., keep fewer checkpoints (RetainedCheckpoints keep), "
+            "or start anyway with --run.ignore_free_space=true")
 
 
 def check_writable(folder: str | os.PathLike, what: str) -> None:
@@ -55,9 +80,11 @@ def remove_stale_checkpoint_temporaries(folder: str | os.PathLike) -> None:
         rank_zero_info(f"removed {path}: a checkpoint write that never finished")
 
 
-def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[str]) -> None:
+def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[str],
+                            data_module: str | None = None) -> None:
     """``--ckpt_path`` must be a Lightning checkpoint of a training run whose ``hyper_parameters`` (which
-    LightningCLI applies as model settings) are all in ``model_settings``; say what is wrong otherwise.
+    LightningCLI applies as model settings) are all in ``model_settings``, and that trained on ``data_module``
+    (a class path) where it records one; say what is wrong otherwise.
 
     Reads the file memory-mapped and weights-only: only the pickle is parsed, the tensors are not read.
     """
@@ -85,3 +112,8 @@ def check_resume_checkpoint(path: str | os.PathLike, model_settings: Collection[
         raise RunFolderError(f"{path}: its hyper_parameters hold model settings that LeffaModule does not take "
                              f"({', '.join(unknown)}), which LightningCLI would apply on resume: a checkpoint of "
                              "another version or model class. Resume it with the leffa_pl version that wrote it")
+    recorded = Provenance.from_mapping(content.get(RECORD_KEY))
+    if data_module is not None and recorded is not None and recorded.data_module != data_module:
+        raise RunFolderError(f"{path}: trained on {recorded.data_module} ({TASKS[recorded.task]}), resumed here with "
+                             f"{data_module}: a resume continues the same training. Give the run's data config, or "
+                             f"start a new run from its weights with --model.init_checkpoint={path}")

@@ -27,7 +27,14 @@ from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.distributed.fsdp.wrap import CustomPolicy
 
+from leffa_pl.model.lora import has_lora
 from leffa_pl.training.trainable import loss_reach
+
+# Why LeffaFSDPStrategy refuses model.trainable=lora (the planner says the same).
+LORA_UNDER_FSDP = ("LoRA does not train under FSDP here: FSDP flattens each unit's parameters into one flat "
+                   "parameter of one dtype, which a frozen base held in bf16 (model.lora.frozen_dtype) beside "
+                   "float32 adapters is not, and a LoRA run's only large term, the frozen base, is no gradient or "
+                   "optimizer state for FSDP to shard. Train LoRA under ddp (configs/trainer/gpu.yaml)")
 
 # What this strategy sets from the model itself; given in a config they would be ignored or contradict it.
 _SET_BY_THE_STRATEGY = ("auto_wrap_policy", "activation_checkpointing", "activation_checkpointing_policy",
@@ -115,6 +122,8 @@ class LeffaFSDPStrategy(FSDPStrategy):
         """Wrap ``model`` (a ``LeffaModule``) as ``FSDPStrategy._setup_model`` does, with this model's units and
         the device itself as ``device_id`` (FSDP takes a CUDA index too, but refuses CPU given as an index)."""
         leffa = model.model
+        if has_lora(leffa):
+            raise ValueError(LORA_UNDER_FSDP)
         if self.activation_checkpointing_blocks and any(u.is_gradient_checkpointing
                                                         for u in (leffa.unet, leffa.unet_encoder)):
             raise ValueError("LeffaFSDPStrategy checkpoints the UNet blocks itself: set "

@@ -17,9 +17,10 @@ import torch
 from torch.func import functional_call
 
 from leffa_pl.model.leffa_model import GENERATIVE_IN_CHANNELS, Conditioning, LeffaModel
+from leffa_pl.model.lora import LoraSettings, add_lora, base_name, is_lora_parameter
 
-TrainableChoice = Literal["both", "generative", "self_attention"]
-TRAINABLE_CHOICES: tuple[str, ...] = ("both", "generative", "self_attention")
+TrainableChoice = Literal["both", "generative", "self_attention", "lora"]
+TRAINABLE_CHOICES: tuple[str, ...] = ("both", "generative", "self_attention", "lora")
 # Self-attention projections: what reads the reference (attn1 of every transformer block).
 _SELF_ATTENTION_PROJECTIONS = (".attn1.to_q.", ".attn1.to_k.", ".attn1.to_v.", ".attn1.to_out.")
 
@@ -104,6 +105,8 @@ def is_selected(name: str, trainable: TrainableChoice) -> bool:
         return name.startswith("unet.")
     if trainable == "self_attention":
         return any(part in name for part in _SELF_ATTENTION_PROJECTIONS)
+    if trainable == "lora":
+        return is_lora_parameter(name)
     raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {trainable!r}")
 
 
@@ -121,17 +124,24 @@ class TrainableSummary:
         return f"trainable parameters: {sum(self.trainable.values()):,}; " + "; ".join(rows)
 
 
-def select_trainable(model: LeffaModel, trainable: TrainableChoice = "both") -> TrainableSummary:
-    """Freeze every parameter the loss does not reach or the choice excludes; the rest require grad."""
+def select_trainable(model: LeffaModel, trainable: TrainableChoice = "both",
+                     lora: LoraSettings | None = None) -> TrainableSummary:
+    """Freeze every parameter the loss does not reach or the choice excludes; the rest require grad. ``lora``:
+    adapters added first (``trainable="lora"``: its settings, default ``LoraSettings()``), on reached layers only."""
     if trainable not in TRAINABLE_CHOICES:
         raise ValueError(f"trainable must be one of {TRAINABLE_CHOICES}, got {trainable!r}")
-    reached = parameters_reached_by_the_loss(model)
+    if lora is not None and trainable != "lora":
+        raise ValueError(f"model.lora is set but model.trainable is {trainable!r}: set model.trainable=lora")
+    reached = parameters_reached_by_the_loss(model)  # names of the plain model (cached per architecture)
+    if trainable == "lora":
+        add_lora(model, lora or LoraSettings(), reached)
     total, counts, unreached = {}, {}, {}
     for name, parameter in model.named_parameters():
         child = name.split(".", 1)[0]
-        parameter.requires_grad_(name in reached and is_selected(name, trainable))
+        is_reached = is_lora_parameter(name) or base_name(name) in reached  # adapters sit on reached layers
+        parameter.requires_grad_(is_reached and is_selected(name, trainable))
         total[child] = total.get(child, 0) + parameter.numel()
         counts[child] = counts.get(child, 0) + (parameter.numel() if parameter.requires_grad else 0)
-        never = child != "vae" and name not in reached
+        never = child != "vae" and not is_reached
         unreached[child] = unreached.get(child, 0) + (parameter.numel() if never else 0)
     return TrainableSummary(total, counts, unreached)

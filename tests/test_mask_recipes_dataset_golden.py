@@ -33,8 +33,8 @@ def _assert_same(mask: np.ndarray, golden: np.ndarray, name: str) -> None:
 def _dresscode_mask(case: dict) -> np.ndarray:
     folder = GOLDEN / "dresscode"
     person = mask_recipes.ParsedPerson(
-        read_label(folder / f"{case['name']}_4.png"), "atr",
-        dresscode.read_keypoint_file(folder / f"{case['name']}_2.json"), "coco18",
+        read_label(folder / f"{case['name']}_4.png"), dresscode.LABEL_SET,
+        dresscode.read_keypoint_file(folder / f"{case['name']}_2.json"), dresscode.KEYPOINT_FORMAT,
         dresscode.KEYPOINT_FRAME)
     return mask_recipes.inpaint_mask("dresscode", person, case["category"], tuple(case["size"]))
 
@@ -42,9 +42,9 @@ def _dresscode_mask(case: dict) -> np.ndarray:
 def _hrviton_mask(case: dict) -> np.ndarray:
     folder = GOLDEN / "hrviton"
     labels = read_label(folder / f"{case['name']}.png")
-    person = mask_recipes.ParsedPerson(labels, "cihp",
+    person = mask_recipes.ParsedPerson(labels, vitonhd.LABEL_SET,
                                        vitonhd.read_openpose(folder / f"{case['name']}_keypoints.json"),
-                                       "body25", labels.shape)
+                                       vitonhd.KEYPOINT_FORMAT, labels.shape)
     return mask_recipes.inpaint_mask("hrviton", person, "upper_body", labels.shape)
 
 

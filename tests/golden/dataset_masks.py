@@ -11,8 +11,8 @@ DressCode-layout folder written here (its mask read from the method's locals whe
 
 Inputs are synthetic people (``leffa_pl.data.synthetic_vton``) in the real file formats, plus hand-made edge cases.
 ``write`` stores inputs and official outputs under ``tests/golden/{dresscode,hrviton}/``; ``agreement`` draws a
-separate set (another seed, edge cases at random) and writes the mean IoU per category of the new recipes and of
-the project's earlier recipe (``leffa_pl.data.masks``) against the official code to ``--out``.
+separate set (another seed, edge cases at random) and writes the mean IoU per category of the recipes against the
+official code to ``--out`` (the project's earlier recipe, removed since, measured 0.55-0.93: commit ae769e4).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data import dresscode, mask_recipes, masks
+from leffa_pl.data import dresscode, mask_recipes
 from leffa_pl.data import synthetic_vton as sv
 from leffa_pl.data.io import label_image
 from leffa_pl.data.mask_recipes import hrviton
@@ -372,15 +372,13 @@ def _nan_where(points: np.ndarray, rule) -> np.ndarray:
 def agreement(args: argparse.Namespace) -> None:
     official_dc, official_hr = OfficialDressCode(args.dress_code), OfficialHRVITON(args.hr_viton)
     rng = np.random.default_rng([args.seed, 99])
-    rows: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    rows: dict[tuple[str, str, str], list[float]] = {}
 
     def edge() -> str | None:  # half of the people get an edge case
         return str(rng.choice(EDGES)) if rng.random() < 0.5 else None
 
-    def add(key: tuple[str, str, str], official: np.ndarray, new: np.ndarray, old: np.ndarray) -> None:
-        row = rows.setdefault(key, {"new": [], "old": []})
-        row["new"].append(iou(new, official))
-        row["old"].append(iou(old, official))
+    def add(key: tuple[str, str, str], official: np.ndarray, new: np.ndarray) -> None:
+        rows.setdefault(key, []).append(iou(new, official))
 
     start = time.perf_counter()
     for category in dresscode.CATEGORIES:
@@ -394,10 +392,7 @@ def agreement(args: argparse.Namespace) -> None:
                 points = _nan_where(raw, lambda p: (p[:, 0] <= 1) & (p[:, 1] <= 1))
                 person = mask_recipes.ParsedPerson(case.atr, "atr", points, "coco18", dresscode.KEYPOINT_FRAME)
                 new = mask_recipes.inpaint_mask("dresscode", person, category, size)
-                scale = size[0] / dresscode.KEYPOINT_FRAME[0]
-                old = masks.dresscode_inpaint_mask(
-                    case.atr, _nan_where(raw, lambda p: (p[:, 0] <= 1) | (p[:, 1] <= 1)) * scale, category)
-                add(("dresscode", category, f"{size[0]}x{size[1]}"), official, new, old)
+                add(("dresscode", category, f"{size[0]}x{size[1]}"), official, new)
     for _ in range(args.count):
         case = make_case("agreement", "vitonhd", HRVITON_SIZE, rng, edge())
         keypoints = openpose_keypoints(case)
@@ -406,13 +401,10 @@ def agreement(args: argparse.Namespace) -> None:
         points = _nan_where(raw, lambda p: (p[:, 0] == 0) & (p[:, 1] == 0))
         person = mask_recipes.ParsedPerson(case.cihp, "cihp", points, "body25", HRVITON_SIZE)
         add(("hrviton", "upper_body", "1024x768"), official,
-            mask_recipes.inpaint_mask("hrviton", person, "upper_body", HRVITON_SIZE),
-            masks.vitonhd_inpaint_mask(case.cihp, points))
-    lines = ["| recipe | category | size | people | mean IoU new vs official | min | "
-             "mean IoU old (`data/masks.py`) vs official |", "|---|---|---|---|---|---|---|"]
+            mask_recipes.inpaint_mask("hrviton", person, "upper_body", HRVITON_SIZE))
+    lines = ["| recipe | category | size | people | mean IoU vs official | min |", "|---|---|---|---|---|---|"]
     for (recipe, category, size), row in rows.items():
-        lines.append(f"| {recipe} | {category} | {size} | {len(row['new'])} | {np.mean(row['new']):.4f} | "
-                     f"{np.min(row['new']):.4f} | {np.mean(row['old']):.4f} |")
+        lines.append(f"| {recipe} | {category} | {size} | {len(row)} | {np.mean(row):.4f} | {np.min(row):.4f} |")
     command = "python tests/golden/dataset_masks.py agreement " + " ".join(sys.argv[2:])
     header = (f"Written by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.platform()}, "
               f"{time.perf_counter() - start:.0f} s). Seed {args.seed}, {args.count} people per row, about half "

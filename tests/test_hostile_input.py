@@ -70,16 +70,17 @@ class _NoNetworks:
         raise AssertionError("a photo was annotated")
 
 
-MANIFEST_HEADER = "id,split,category,person,garment\n"
+MANIFEST_HEADER = "id,split,category,person,garment,mask_recipe\n"
 
 
 @pytest.mark.parametrize("row, problem", [
-    ("00000_00,../x,upper_body,p.jpg,g.jpg", "split '../x' not in"),
-    ("00000_00/../../../../x,train,upper_body,p.jpg,g.jpg", "contains a path separator"),
-    ("..,train,upper_body,p.jpg,g.jpg", "is a reference to a folder"),
-    ("7,train,upper_body,p.jpg,g.jpg", "id '7' is not a VITON-HD id"),
-    ("00000_00,train,../../x,p.jpg,g.jpg", "category '../../x' not in"),
+    ("00000_00,../x,upper_body,p.jpg,g.jpg,leffa-hd", "split '../x' not in"),
+    ("00000_00/../../../../x,train,upper_body,p.jpg,g.jpg,leffa-hd", "contains a path separator"),
+    ("..,train,upper_body,p.jpg,g.jpg,leffa-hd", "is a reference to a folder"),
+    ("7,train,upper_body,p.jpg,g.jpg,leffa-hd", "id '7' is not a VITON-HD id"),
+    ("00000_00,train,../../x,p.jpg,g.jpg,leffa-hd", "category '../../x' not in"),
     ("00000_00,train,upper_body", "expected the columns"),
+    ("00000_00,train,upper_body,p.jpg,g.jpg,../x", "mask recipe '../x' not in"),
 ])
 def test_row1_tampered_manifest_is_refused_before_writing(tmp_path, row, problem):
     out = tmp_path / "deep" / "dataset"
@@ -89,6 +90,13 @@ def test_row1_tampered_manifest_is_refused_before_writing(tmp_path, row, problem
     with pytest.raises(prepare.PrepareInputError, match=rf"prepare-manifest.csv: line 2: .*{problem}"):
         prepare.prepare_dataset([], out, "vitonhd", (64, 48), _NoNetworks(), progress=False)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside or outside
+
+
+def test_manifest_of_an_earlier_version_without_mask_recipes_is_refused(tmp_path):
+    old_header = "id,split,category,person,garment\n"
+    (tmp_path / prepare.MANIFEST).write_text(old_header + "00000_00,train,upper_body,p.jpg,g.jpg\n")
+    with pytest.raises(prepare.PrepareInputError, match="no mask_recipe column.*prepare into a new folder"):
+        prepare.prepare_dataset([], tmp_path, "vitonhd", (64, 48), _NoNetworks(), progress=False)
 
 
 # ----------------------------------------------------------------------------------------- row 11
@@ -198,7 +206,7 @@ def test_row13_deleted_bad_photo_is_dropped_from_the_manifest(tmp_path):
     out = tmp_path / "dataset"
     out.mkdir()
     (out / prepare.MANIFEST).write_text(MANIFEST_HEADER + f"00000_00,train,upper_body,{tmp_path / 'gone.jpg'},"
-                                                          f"{tmp_path / 'gone2.jpg'}\n")
+                                                          f"{tmp_path / 'gone2.jpg'},leffa-hd\n")
     summary = prepare.prepare_dataset([], out, "vitonhd", (64, 48), _NoNetworks(), progress=False)
     assert summary.exit_code() == 0 and summary.items == []
     assert "gone.jpg no longer exists" in summary.format("VITON-HD", out)

@@ -163,6 +163,9 @@ def _manifest_item(row: dict, path: Path, line: int, layout_class) -> Item:
     """One manifest row, checked like any input: an id the layout makes (a plain name), a known split and
     category. The manifest can be edited or planted; its values become output paths."""
     columns = [f.name for f in fields(Item)]
+    if sorted(row) == sorted(set(columns) - {"mask_recipe"}):
+        raise PrepareInputError(f"{path}: written by an earlier leffa-pl (no mask_recipe column): its masks came "
+                                "from a recipe that matches no published one; prepare into a new folder")
     if sorted(row) != sorted(columns) or any(value is None for value in row.values()):
         raise PrepareInputError(f"{path}: line {line}: expected the columns {','.join(columns)}")
     item = Item(**row)

@@ -459,6 +459,17 @@ def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, ca
     assert f"not verified; its SHA-256 is {digest}" in caplog.text
 
 
+def test_default_weights_are_pinned_where_the_hub_ids_are_known(tmp_path):
+    from leffa_pl.preprocess import weights
+
+    assert all(len(spec.sha256 or "") == 64 for spec in (weights.SCHP_ATR, weights.SCHP_LIP, weights.DENSEPOSE_R50))
+    assert weights.SCHP_ATR.revision == weights.SCHP_LIP.revision == weights.LEFFA_WEIGHTS_REVISION
+    assert len(weights.LEFFA_WEIGHTS_REVISION) == 40 and len(weights.PERSON_DETECTOR_REVISION) == 40
+    hub = weights.pretrained_source(None, weights.PERSON_DETECTOR, "detector", True, weights.PERSON_DETECTOR_REVISION)
+    assert hub == (weights.PERSON_DETECTOR, True, weights.PERSON_DETECTOR_REVISION)
+    assert weights.pretrained_source(tmp_path, weights.VITPOSE, "pose", False) == (str(tmp_path), True, None)
+
+
 # ----------------------------------------------------------------------------------------- row 4
 def _images(folder: Path, names, size=(64, 48)):
     folder.mkdir(parents=True, exist_ok=True)

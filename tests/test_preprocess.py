@@ -2,6 +2,8 @@
 preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read back by the
 data readers with the same values, for VITON-HD and DressCode."""
 
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +47,23 @@ def test_weight_lookup_order_and_offline_error(tmp_path, monkeypatch):
     with pytest.raises(weights.WeightsNotFoundError, match="parsing_atr.onnx.*not in the Hugging Face cache.*"
                                                          "huggingface-cli download franciszzj/Leffa"):
         weights.resolve_file(weights.SCHP_ATR, offline=True)
-    # A file in the cache's layout is found without any download.
+    # A file in the cache's layout is found without any download: at the pinned revision, or cached from `main`
+    # (as the Leffa app downloads it) when its SHA-256 is the recorded one.
     repo = tmp_path / "hub" / "models--franciszzj--Leffa"
     snapshot = repo / "snapshots" / "abc123" / "humanparsing"
     snapshot.mkdir(parents=True)
     (snapshot / "parsing_atr.onnx").write_bytes(b"onnx")
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text("abc123")
-    assert weights.resolve_file(weights.SCHP_ATR, offline=True) == snapshot / "parsing_atr.onnx"
+    with pytest.raises(weights.WeightsChecksumError, match=f"SHA-256 {hashlib.sha256(b'onnx').hexdigest()}, "
+                                                           f"expected {weights.SCHP_ATR.sha256}"):
+        weights.resolve_file(weights.SCHP_ATR, offline=True)
+    same_digest = dataclasses.replace(weights.SCHP_ATR, sha256=hashlib.sha256(b"onnx").hexdigest())
+    assert weights.resolve_file(same_digest, offline=True) == snapshot / "parsing_atr.onnx"
+    pinned = repo / "snapshots" / weights.LEFFA_WEIGHTS_REVISION / "humanparsing"
+    pinned.mkdir(parents=True)
+    (pinned / "parsing_atr.onnx").write_bytes(b"onnx")
+    assert weights.resolve_file(same_digest, offline=True) == pinned / "parsing_atr.onnx"
     explicit = tmp_path / "mine.onnx"
     explicit.write_bytes(b"onnx")
     assert weights.resolve_file(weights.SCHP_ATR, explicit, offline=True) == explicit

@@ -16,7 +16,14 @@ import numpy as np
 import torch
 
 from leffa_pl.data import dresscode
-from leffa_pl.preprocess.weights import PERSON_DETECTOR, VITPOSE, pretrained_error, pretrained_source
+from leffa_pl.preprocess.weights import (
+    PERSON_DETECTOR,
+    PERSON_DETECTOR_REVISION,
+    VITPOSE,
+    VITPOSE_REVISION,
+    pretrained_error,
+    pretrained_source,
+)
 
 # COCO-17: 0 nose, 1/2 left/right eye, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists, 11/12 hips,
 # 13/14 knees, 15/16 ankles (left first). COCO-18 / BODY_25 index -> COCO-17 index; "neck" and "mid_hip"
@@ -89,15 +96,17 @@ class VitPoseEstimator:
 
         self.device, self.box_threshold = torch.device(device), box_threshold
         # Both sources first: a missing explicit folder is reported before anything loads.
-        sources = [(*pretrained_source(explicit, repo_id, what, offline), what, model_class)
-                   for explicit, repo_id, what, model_class in (
-                       (detector, PERSON_DETECTOR, "person detector", AutoModelForObjectDetection),
-                       (pose_model, VITPOSE, "ViTPose keypoint model", VitPoseForPoseEstimation))]
+        sources = [(*pretrained_source(explicit, repo_id, what, offline, revision), what, model_class)
+                   for explicit, repo_id, revision, what, model_class in (
+                       (detector, PERSON_DETECTOR, PERSON_DETECTOR_REVISION, "person detector",
+                        AutoModelForObjectDetection),
+                       (pose_model, VITPOSE, VITPOSE_REVISION, "ViTPose keypoint model", VitPoseForPoseEstimation))]
         loaded = []
-        for source, local_only, what, model_class in sources:
+        for source, local_only, revision, what, model_class in sources:
             try:
-                processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only)
-                model = model_class.from_pretrained(source, local_files_only=local_only, use_safetensors=True)
+                processor = AutoImageProcessor.from_pretrained(source, local_files_only=local_only, revision=revision)
+                model = model_class.from_pretrained(source, local_files_only=local_only, revision=revision,
+                                                    use_safetensors=True)
             except OSError as error:
                 raise pretrained_error(source, what, error) from None
             loaded.append((processor, model.to(self.device).eval()))

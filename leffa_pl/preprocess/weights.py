@@ -51,17 +51,28 @@ class WeightFile:
 
     def remedy(self) -> str:
         return (f"put it at a path given with the command's option, or into the Hugging Face cache "
-                f"(`huggingface-cli download {self.repo_id} {self.filename}`, cache {constants.HF_HUB_CACHE}); "
+                f"(`huggingface-cli download {self.repo_id} {self.filename} --revision {self.revision}`, cache "
+                f"{constants.HF_HUB_CACHE}); "
                 f"it comes from {self.url}")
 
 
-# The files the Leffa demo (and IDM-VTON / OOTDiffusion) use, and the DensePose TorchScript export.
-SCHP_ATR = WeightFile("franciszzj/Leffa", "humanparsing/parsing_atr.onnx", "SCHP human parsing, ATR labels (ONNX)")
-SCHP_LIP = WeightFile("franciszzj/Leffa", "humanparsing/parsing_lip.onnx", "SCHP human parsing, LIP labels (ONNX)")
+# The files the Leffa demo (and IDM-VTON / OOTDiffusion) use, and the DensePose TorchScript export. Digests: the
+# Git LFS / Xet pointers on the hub (franciszzj/Leffa commit cfa6c99 "add humanparsing and openpose"; the
+# DensePose file's page at 779f201, whose full commit id was not readable offline, so that file follows `main` and
+# its digest is the pin).
+LEFFA_WEIGHTS_REVISION = "cfa6c99ce3eb4d530fea2f1eaa91b8473156e0ab"
+SCHP_ATR = WeightFile("franciszzj/Leffa", "humanparsing/parsing_atr.onnx", "SCHP human parsing, ATR labels (ONNX)",
+                      LEFFA_WEIGHTS_REVISION, "04c7d1d070d0e0ae943d86b18cb5aaaea9e278d97462e9cfb270cbbe4cd977f4")
+SCHP_LIP = WeightFile("franciszzj/Leffa", "humanparsing/parsing_lip.onnx", "SCHP human parsing, LIP labels (ONNX)",
+                      LEFFA_WEIGHTS_REVISION, "8436e1dae96e2601c373d1ace29c8f0978b16357d9038c17a8ba756cca376dbc")
 DENSEPOSE_R50 = WeightFile("LayerNorm/DensePose-TorchScript-with-hint-image", "densepose_r50_fpn_dl.torchscript",
-                           "DensePose R50-FPN (TorchScript)")
+                           "DensePose R50-FPN (TorchScript)",
+                           sha256="4f7260daa498ce8d4b4679f0692ef2f1f426e39121a907181eab37b8b0585878")
+# transformers folders (several files, no single digest): pinned by commit where the id could be read.
 VITPOSE = "usyd-community/vitpose-base-simple"  # transformers VitPoseForPoseEstimation, COCO-17
+VITPOSE_REVISION = "main"  # the latest upload's full commit id was not readable offline
 PERSON_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"  # transformers RT-DETR, COCO class 0 = person
+PERSON_DETECTOR_REVISION = "457857cec8ac28ddede40ecee9eed2beca321af8"
 
 
 def offline_mode(offline: bool | None = None) -> bool:
@@ -77,6 +88,9 @@ def resolve_file(spec: WeightFile, explicit: str | os.PathLike | None = None, of
             raise WeightsNotFoundError(f"{path}: no such file ({spec.what}); {spec.remedy()}")
         return path
     cached = try_to_load_from_cache(spec.repo_id, spec.filename, revision=spec.revision)
+    if not isinstance(cached, str) and spec.sha256 is not None:
+        # A copy cached from `main` (e.g. by the Leffa app) is the same file when its digest matches.
+        cached = try_to_load_from_cache(spec.repo_id, spec.filename, revision="main")
     if isinstance(cached, str):
         return verified(spec, Path(cached))
     if offline_mode(offline):
@@ -110,17 +124,17 @@ def verified(spec: WeightFile, path: Path) -> Path:
     return path
 
 
-def pretrained_source(explicit: str | os.PathLike | None, repo_id: str, what: str,
-                      offline: bool | None = None) -> tuple[str, bool]:
-    """``(name_or_path, local_files_only)`` for ``from_pretrained``: an explicit folder (must exist), else the
-    hub id (transformers reads its cache first and downloads only where online)."""
+def pretrained_source(explicit: str | os.PathLike | None, repo_id: str, what: str, offline: bool | None = None,
+                      revision: str = "main") -> tuple[str, bool, str | None]:
+    """``(name_or_path, local_files_only, revision)`` for ``from_pretrained``: an explicit folder (must exist),
+    else the hub id at ``revision`` (transformers reads its cache first and downloads only where online)."""
     if explicit is not None:
         path = Path(explicit)
         if not path.is_dir():
             raise WeightsNotFoundError(f"{path}: no such folder ({what}, a `save_pretrained` folder); it comes "
                                        f"from https://huggingface.co/{repo_id}")
-        return str(path), True
-    return repo_id, offline_mode(offline)
+        return str(path), True, None
+    return repo_id, offline_mode(offline), revision
 
 
 def pretrained_error(repo_id: str, what: str, error: Exception) -> WeightsNotFoundError:

@@ -72,10 +72,10 @@ class TimedPreprocessor:
     def __init__(self, inner: Preprocessor):
         self.inner, self.seconds = inner, 0.0
 
-    def annotate(self, image, layout):
+    def annotate(self, image, layout, mask_recipe=None):
         start = time.perf_counter()
         try:
-            return self.inner.annotate(image, layout)
+            return self.inner.annotate(image, layout, mask_recipe)
         finally:
             self.seconds += time.perf_counter() - start
 

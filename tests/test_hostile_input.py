@@ -66,7 +66,7 @@ class _NoNetworks:
     def load(self):
         raise AssertionError("the networks were loaded")
 
-    def annotate(self, image, layout):
+    def annotate(self, image, layout, mask_recipe=None):
         raise AssertionError("a photo was annotated")
 
 
@@ -184,7 +184,7 @@ def test_row6_disk_full_stops_with_summary_and_exit_3(tmp_path, monkeypatch):
         def load(self):
             pass
 
-        def annotate(self, image, layout):
+        def annotate(self, image, layout, mask_recipe=None):
             return None
 
     def full(self, item, *arguments):

@@ -136,11 +136,11 @@ class _Interrupting:
     def load(self):
         self.inner.load()
 
-    def annotate(self, image, layout):
+    def annotate(self, image, layout, mask_recipe=None):
         self.calls += 1
         if self.calls == self.stop_at:
             raise KeyboardInterrupt
-        return self.inner.annotate(image, layout)
+        return self.inner.annotate(image, layout, mask_recipe)
 
 
 def test_interrupted_run_resumes_without_redoing(standins, tmp_path):

@@ -130,6 +130,25 @@ def test_vitonhd_round_trip(preprocessor, tmp_path):
                                                                         annotation.keypoints))
 
 
+def test_leffa_app_recipes_read_the_app_parsing(preprocessor, tmp_path):
+    """leffa-hd / leffa-dc masks come from the app's own ATR + neck parsing (at 384x512), not from the layout's
+    labels converted; the dataset recipes read the layout's labels."""
+    image, annotation = _annotation(preprocessor, "vitonhd")
+    app_labels = preprocessor.parse(image, "atr-neck")
+    for layout_name, recipe in (("vitonhd", "leffa-hd"), ("dresscode", "leffa-dc")):
+        labels, label_set = preprocessor.mask_labels(image, layout_name, recipe)
+        assert label_set == "atr-neck" and np.array_equal(labels, app_labels)
+    assert preprocessor.mask_labels(image, "dresscode", "dresscode")[1] == "atr"
+    assert preprocessor.annotate(image, "vitonhd", "hrviton").mask_labels is None
+    found = preprocessor.annotate(image, "vitonhd", "leffa-hd")
+    assert found.mask_labels[1] == "atr-neck" and np.array_equal(found.mask_labels[0], app_labels)
+    layout = VitonHDLayout(tmp_path)
+    item = Item("00000_00", "train", "upper_body", "p.jpg", "g.jpg", "leffa-hd")
+    layout.write(item, image, np.full_like(image, 255), dataclasses.replace(annotation, mask_labels=found.mask_labels))
+    expected = inpaint_mask("leffa-hd", "vitonhd", app_labels, annotation.keypoints, label_set="atr-neck")
+    assert np.array_equal(read_gray(layout.outputs(item)["mask"]) >= 128, expected)
+
+
 def test_dresscode_round_trip(preprocessor, tmp_path):
     image, annotation = _annotation(preprocessor, "dresscode")
     layout = DressCodeLayout(tmp_path)

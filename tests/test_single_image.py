@@ -86,4 +86,4 @@ def test_missing_weights_are_a_clear_error(setup, capsys, monkeypatch, tmp_path)
     assert tryon_main(argv) == 2
     error = capsys.readouterr().err  # the LIP network is looked up first: not given, not cached, offline
     assert "parsing_lip.onnx (SCHP human parsing, LIP labels (ONNX)) is not in the Hugging Face cache" in error
-    assert "huggingface.co/franciszzj/Leffa/blob/main/humanparsing/parsing_lip.onnx" in error
+    assert f"huggingface.co/franciszzj/Leffa/blob/{weights.SCHP_LIP.revision}/humanparsing/parsing_lip.onnx" in error

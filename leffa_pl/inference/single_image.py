@@ -49,6 +49,7 @@ from leffa_pl.preprocess.annotate import (
     Preprocessor,
     add_weight_arguments,
     inpaint_mask,
+    needs_app_parsing,
     resolve_device,
     weights_from_args,
 )
@@ -120,7 +121,8 @@ class ImageGenerator:
         self.sampler = LeffaSampler(self.model, self.settings)
         self.resolution, self.seed, self.out = args.resolution, args.seed, args.out
         self.preprocessor = Preprocessor(weights_from_args(args, self.device),
-                                         cihp=getattr(args, "dataset", "vitonhd") == "vitonhd")
+                                         cihp=getattr(args, "dataset", "vitonhd") == "vitonhd"
+                                         or needs_app_parsing(getattr(args, "mask_recipe", None)))
         self.last_person: tuple[tuple, PersonMaps] | None = None
 
     def generate(self, name: str, sample: dict, target: Photo, placement: Placement, record: dict) -> Path:
@@ -159,7 +161,8 @@ def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str, r
     if given_mask is not None:
         mask = given_mask >= 128
     else:
-        mask = inpaint_mask(recipe, dataset, pre.labels(fitted, dataset), pre.keypoints(fitted), category)
+        labels, label_set = pre.mask_labels(fitted, dataset, recipe)
+        mask = inpaint_mask(recipe, dataset, labels, pre.keypoints(fitted), category, label_set)
     reader = read_rgb if dataset == "vitonhd" else read_label
     given_densepose = _given_map(job.densepose, person, reader, size)
     if given_densepose is None:

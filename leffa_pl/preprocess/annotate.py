@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
+from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
 from leffa_pl.preprocess import weights
 from leffa_pl.preprocess.densepose import (
     IUV_SCALINGS,
@@ -90,6 +91,7 @@ class PersonAnnotation:
     labels: np.ndarray
     keypoints: BodyKeypoints
     densepose: DensePoseResult
+    mask_labels: tuple[np.ndarray, LabelSet] | None = None  # what the mask recipe reads, when not ``labels``
 
 
 @dataclass
@@ -145,15 +147,31 @@ class Preprocessor:
             raise NoPersonError("no person found (DensePose found nobody)")
         return found
 
-    def annotate(self, image: np.ndarray, layout: LayoutName) -> PersonAnnotation:
-        return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image))
+    def mask_labels(self, image: np.ndarray, layout: LayoutName, recipe: str | None) -> tuple[np.ndarray, LabelSet]:
+        """The labels mask recipe ``recipe`` reads: the Leffa app's own parsing for the recipes written from the
+        app (``atr-neck``, parsed as the app does), else the layout's labels."""
+        if needs_app_parsing(recipe):
+            return self.parse(image, "atr-neck"), "atr-neck"
+        return self.labels(image, layout), LABEL_SETS[layout]
+
+    def annotate(self, image: np.ndarray, layout: LayoutName, mask_recipe: str | None = None) -> PersonAnnotation:
+        """The layout's maps; plus the labels ``mask_recipe`` reads where they are another parsing."""
+        return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image),
+                                self.mask_labels(image, layout, mask_recipe) if needs_app_parsing(mask_recipe)
+                                else None)
+
+
+def needs_app_parsing(recipe: str | None) -> bool:
+    """Whether ``recipe`` is one of the Leffa app's, which read its parsing (ATR + neck at 384x512; leffa-dc
+    folds the neck into the head as the app's function does); that parsing needs the LIP network too."""
+    return recipe in APP_RECIPES.values()
 
 
 def inpaint_mask(recipe: str, layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
-                 category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
-    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels and
-    keypoints as the layout stores them (what the data module reads back from the files)."""
-    person = mask_recipes.ParsedPerson(labels, LABEL_SETS[layout], layout_xy(keypoints, layout),
+                 category: masks.DressCodeCategory = "upper_body", label_set: LabelSet | None = None) -> np.ndarray:
+    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels (in
+    ``label_set``, default the layout's) and the keypoints as the layout stores them."""
+    person = mask_recipes.ParsedPerson(labels, label_set or LABEL_SETS[layout], layout_xy(keypoints, layout),
                                        KEYPOINT_FORMATS[layout], labels.shape[:2])
     return mask_recipes.inpaint_mask(recipe, person, category, labels.shape[:2])
 

@@ -67,7 +67,8 @@ class VitonHDLayout:
 
     def write(self, item: Item, person: np.ndarray, garment: np.ndarray, annotation: PersonAnnotation) -> None:
         files = self.outputs(item)
-        mask = inpaint_mask(item.mask_recipe, "vitonhd", annotation.labels, annotation.keypoints)
+        labels, label_set = annotation.mask_labels or (annotation.labels, None)
+        mask = inpaint_mask(item.mask_recipe, "vitonhd", labels, annotation.keypoints, label_set=label_set)
         write_palette_png(files["labels"], annotation.labels)
         write_json(files["keypoints"], openpose_json(annotation.keypoints))
         # No chroma subsampling: the PARULA colours decode back to the same part indices.

@@ -43,6 +43,7 @@ from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
     add_weight_arguments,
+    needs_app_parsing,
     resolve_device,
     weights_from_args,
 )
@@ -256,7 +257,7 @@ def prepare_item(item: Item, layout, preprocessor: Preprocessor, size: tuple[int
     person = fit(photos[0].image, size, pad="edge")[0]
     garment = fit(photos[1].image, size, pad="white")[0]
     try:
-        annotation = preprocessor.annotate(person, layout.name)
+        annotation = preprocessor.annotate(person, layout.name, item.mask_recipe or None)
     except NoPersonError as error:
         raise PhotoError(item.person, str(error)) from None
     try:
@@ -369,7 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sources:
             raise PrepareInputError("no person/garment pairs found" + "".join(f"\n  {p}" for p in unmatched))
         preprocessor = Preprocessor(weights_from_args(args, resolve_device(args.device)),
-                                    cihp=args.layout == "vitonhd")
+                                    cihp=args.layout == "vitonhd" or needs_app_parsing(args.mask_recipe))
         summary = prepare_dataset(sources, args.out, args.layout, args.size, preprocessor, args.test_fraction,
                                   progress=not args.no_progress, mask_recipe=args.mask_recipe)
         summary.unpaired = unmatched

@@ -99,6 +99,19 @@ def test_manifest_of_an_earlier_version_without_mask_recipes_is_refused(tmp_path
         prepare.prepare_dataset([], tmp_path, "vitonhd", (64, 48), _NoNetworks(), progress=False)
 
 
+def test_photos_inside_the_output_folder_are_refused_before_writing(tmp_path):
+    out = tmp_path / "dataset"
+    photos = out / "train" / "image"  # a prepared person image 00000_00.jpg would replace this photo
+    photos.mkdir(parents=True)
+    Image.new("RGB", (48, 64)).save(photos / "00000_00.jpg")
+    Image.new("RGB", (48, 64)).save(tmp_path / "shirt.jpg")
+    before = sorted(tmp_path.rglob("*"))
+    sources = [prepare.Source(str(photos / "00000_00.jpg"), str(tmp_path / "shirt.jpg"), "upper_body")]
+    with pytest.raises(prepare.PrepareInputError, match=r"1 photo\(s\) lie inside the output folder .*00000_00.jpg"):
+        prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), _NoNetworks(), progress=False)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 # ----------------------------------------------------------------------------------------- row 11
 @pytest.fixture(scope="module")
 def vitonhd_root(tmp_path_factory):

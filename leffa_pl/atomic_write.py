@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 TEMPORARY_SUFFIX = ".tmp"
+# Longest target name whose temporary ".<name>.<pid>.tmp" still fits the usual 255-byte file-name limit
+# (Linux pids have at most 7 digits).
+MAX_NAME_BYTES = 255 - len(".") - len(".4194304") - len(TEMPORARY_SUFFIX)
 
 
 def temporary_path(path: Path) -> Path:

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from leffa_pl.atomic_write import atomic_write
+from leffa_pl.atomic_write import MAX_NAME_BYTES, atomic_write
 from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint, export_complete, write_export
 from leffa_pl.data import check_data, deepfashion, dresscode, synthetic_vton, vitonhd
 from leffa_pl.data.datamodule import DeepFashionDataModule, VitonHDDataModule
@@ -97,6 +97,19 @@ def test_manifest_of_an_earlier_version_without_mask_recipes_is_refused(tmp_path
     (tmp_path / prepare.MANIFEST).write_text(old_header + "00000_00,train,upper_body,p.jpg,g.jpg\n")
     with pytest.raises(prepare.PrepareInputError, match="no mask_recipe column.*prepare into a new folder"):
         prepare.prepare_dataset([], tmp_path, "vitonhd", (64, 48), _NoNetworks(), progress=False)
+
+
+def test_photos_inside_the_output_folder_are_refused_before_writing(tmp_path):
+    out = tmp_path / "dataset"
+    photos = out / "train" / "image"  # a prepared person image 00000_00.jpg would replace this photo
+    photos.mkdir(parents=True)
+    Image.new("RGB", (48, 64)).save(photos / "00000_00.jpg")
+    Image.new("RGB", (48, 64)).save(tmp_path / "shirt.jpg")
+    before = sorted(tmp_path.rglob("*"))
+    sources = [prepare.Source(str(photos / "00000_00.jpg"), str(tmp_path / "shirt.jpg"), "upper_body")]
+    with pytest.raises(prepare.PrepareInputError, match=r"1 photo\(s\) lie inside the output folder .*00000_00.jpg"):
+        prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), _NoNetworks(), progress=False)
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 # ----------------------------------------------------------------------------------------- row 11
@@ -267,6 +280,19 @@ def test_row2_output_names_are_unique_and_clashes_refused(tmp_path, capsys):
     assert tryon_main(argv) == 2
     assert "would both be written to shirt.jpg__to__anna.jpg.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_row2_output_names_too_long_for_the_file_system_are_refused_before_work(tmp_path):
+    from leffa_pl.inference.single_image import Job, check_outputs
+
+    garment, person = Path("g" * 120 + ".jpg"), Path("p" * 120 + ".jpg")  # each fine alone, 258 bytes together
+    with pytest.raises(PhotoError, match=rf"would be 258 bytes, over the {MAX_NAME_BYTES} .*shorten one"):
+        check_outputs([Job(person, garment)])
+    longest = Job(Path("p" * 110 + ".jpg"), Path("g" * (MAX_NAME_BYTES - 110 - 4 - 14) + ".jpg"))
+    check_outputs([longest])
+    with atomic_write(tmp_path / longest.output_name) as temporary:  # its temporary still fits the limit
+        temporary.write_bytes(b"x")
+    assert (tmp_path / longest.output_name).read_bytes() == b"x"
 
 
 # ----------------------------------------------------------------------------------------- row 9

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from leffa_pl import exit_codes
-from leffa_pl.atomic_write import unwritable_reason
+from leffa_pl.atomic_write import MAX_NAME_BYTES, unwritable_reason
 from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
 from leffa_pl.data.files import DataFileError, check_name
 from leffa_pl.data.io import read_gray, read_label, read_rgb
@@ -89,6 +89,11 @@ def check_outputs(jobs: list[Job]) -> None:
     for job in jobs:
         for photo in (job.person, job.garment):
             check_name(photo.name, photo, what="photo name")
+        size = len(job.output_name.encode())
+        if size > MAX_NAME_BYTES:
+            raise PhotoError(job.person, f"the output name for {job.garment.name} on {job.person.name} would be "
+                                         f"{size} bytes, over the {MAX_NAME_BYTES} a file name can take here: "
+                                         "shorten one of the two names")
         other = by_name.setdefault(job.output_name.casefold(), job)
         if other is not job:
             raise PhotoError(job.person, f"{job.garment.name} on {job.person.name} and {other.garment.name} on "

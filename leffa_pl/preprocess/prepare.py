@@ -278,6 +278,16 @@ def resolve_mask_recipe(layout_name: str, requested: str | None) -> str | None:
     return mask_recipes.get(requested or APP_RECIPES[layout_name]).name
 
 
+def check_sources_outside(sources: Sequence[Source], root: Path) -> None:
+    """Refuse photos inside the dataset root: prepare writes and sweeps there, so a photo could be overwritten by
+    an output of the same name, or a rerun could read outputs as new photos."""
+    inside = sorted({photo for source in sources for photo in (source.person, source.garment)
+                     if Path(photo).resolve().is_relative_to(root.resolve())})
+    if inside:
+        raise PrepareInputError(f"{len(inside)} photo(s) lie inside the output folder {root}, where prepare writes, "
+                                f"e.g. {inside[0]}: keep the photos elsewhere or choose another --out")
+
+
 def prepare_dataset(sources: Sequence[Source], root: Path, layout_name: str, size: tuple[int, int],
                     preprocessor: Preprocessor, test_fraction: float = 0.1, progress: bool = True,
                     mask_recipe: str | None = None) -> PrepareSummary:
@@ -286,6 +296,7 @@ def prepare_dataset(sources: Sequence[Source], root: Path, layout_name: str, siz
     that cannot be used and ``PrepareWriteError`` when ``root`` cannot be written, both before any work; a write
     failure later stops the run and is recorded in the summary (``stopped``)."""
     recipe = resolve_mask_recipe(layout_name, mask_recipe)
+    check_sources_outside(sources, root)
     reason = unwritable_reason(root)
     if reason is not None:
         raise PrepareWriteError(OSError(0, reason, str(root)))

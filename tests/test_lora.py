@@ -15,13 +15,15 @@ from leffa_pl.callbacks.export_checkpoint import ADAPTER_FILE, ExportReleasedChe
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.data import vitonhd
 from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.evaluation.predict import load_model
 from leffa_pl.inference.single_image import tryon_main
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
-from leffa_pl.model.lora import METADATA_KEY, LoraSettings, load_lora
+from leffa_pl.model.lora import METADATA_KEY, LoraSettings, load_lora, merged_state_dict
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy
+from leffa_pl.training.trainable import select_trainable
 
 LORA = LoraSettings(rank=4, alpha=8, reference_unet=True)
 STAGES = [Stage("a", 2, (32, 24), 2), Stage("leffa", 2, (64, 48), 2, leffa_loss=True)]
@@ -198,3 +200,19 @@ def test_checkpoint_hyperparameters_hold_plain_types(trained, tmp_path):
                                       "target_modules": ("to_q", "to_k", "to_v", "to_out.0"),
                                       "reference_unet": True, "frozen_dtype": "float32"}
     assert Path(trained[3] / "leffa.pth").is_file()
+
+
+def test_a_lora_lightning_checkpoint_loads_for_evaluation_merged(tmp_path):
+    torch.manual_seed(0)
+    model = LeffaModel.tiny()
+    select_trainable(model, "lora", LoraSettings(rank=4, alpha=8))
+    for name, parameter in model.named_parameters():
+        if ".lora_B." in name:
+            torch.nn.init.normal_(parameter)  # a trained (non-zero) adapter
+    path = tmp_path / "lora.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "hyper_parameters": {"lora": {"rank": 4, "alpha": 8}}}, path)
+    loaded, description = load_model(path)
+    assert "LoRA r4 merged" in description
+    merged = merged_state_dict(model)
+    assert all(torch.equal(value, merged[key]) for key, value in loaded.state_dict().items())

@@ -16,6 +16,7 @@ it fell in or on the number of devices.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from leffa_pl.evaluation.score import PREDICTION_RECORD, TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError, check_state_dict, weights_fingerprint
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.lora import LoraSettings, add_lora, base_name, is_lora_parameter, merged_state_dict
 from leffa_pl.model.provenance import check_task, read_provenance
 from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
 
@@ -293,9 +295,23 @@ def _from_lightning_checkpoint(path: Path, base_model: str | os.PathLike | None,
         model, architecture = LeffaModel.tiny(), "the tiny model's configs"
     else:
         model, architecture = LeffaModel.from_base_model(base_model), f"the configs of {base_model}"
+    lora = content.get("hyper_parameters", {}).get("lora")
+    if lora is not None and any(is_lora_parameter(key) for key in state):
+        state = _merged_lora_state(state, model, lora)
+        weights += f", LoRA r{lora['rank']} merged"
     check_state_dict(path, state, model.state_dict())
     model.load_state_dict(state, strict=True)
     return model, f"{path} (Lightning checkpoint, step {step}, {weights}, {trained}) on {architecture}"
+
+
+def _merged_lora_state(state: dict[str, torch.Tensor], model: LeffaModel, lora: Mapping) -> dict[str, torch.Tensor]:
+    """A LoRA run's state (peft's wrapped keys) merged into the plain layout: the adapters are rebuilt on a copy of
+    ``model`` on the layers the checkpoint adapted, loaded, and merged (base + scaled adapter)."""
+    adapted = copy.deepcopy(model)
+    reached = frozenset(base_name(key) for key in state if key.endswith(".base_layer.weight"))
+    add_lora(adapted, LoraSettings(**lora), reached)
+    adapted.load_state_dict(state, strict=True)
+    return merged_state_dict(adapted)
 
 
 # ------------------------------------------------------------------------------------ lightning parts

@@ -244,7 +244,7 @@ def layer_mean(grids: dict[str, dict[str, float]], layer_grids: dict[str, str], 
 def mean_epe(result: dict) -> float:
     """Mean over layers and the trained timesteps (t < 500)."""
     return statistics.fmean(statistics.fmean(layers.values()) for t, layers in result["epe"].items()
-                            if t < TRAINED_T)
+                            if int(t) < TRAINED_T)  # int: JSON keys are strings
 
 
 class HeldOutCurve(pl.Callback):

@@ -3,14 +3,17 @@
 Rows: SD1.5-size model (random weights, nothing downloaded) at 512x384 (batch 32) and 1024x768 (batch 8), the
 per-device batches of configs/stages/vton_paper.yaml, with the paper's settings: bf16-mixed, gradient
 checkpointing, AdamW, gradient clipping 1.0 (no EMA); Leffa loss off and on (every sample takes it); Lightning's
-single-device strategy and ``ddp`` with one process. Then the speed levers, one row each at the first resolution
+single-device strategy and ``ddp`` with one process. Then LoRA (``model.trainable=lora``, rank 64 by default,
+``--lora-ranks``; ``configs/model/lora.yaml``'s targets, the frozen base in bf16 under bf16-mixed) with AdamW at each
+resolution and batch, Leffa on, single device. Then the speed levers, one row each at the first resolution
 with the Leffa loss, single device: ``model.channels_last`` and ``model.torch_compile`` (inductor; its compile time
 is in the warm-up steps, so in the row's wall time, not in its step time). Each row is one fresh process
 (``bench_train.measure``: model built on the device, warm-up steps, timed steps). A batch that does not fit is
 reported as out of memory, not shrunk: the planner's column says whether it should have fitted.
 
 Columns: median step time, samples/s, peak ``torch.cuda.max_memory_allocated`` over the timed steps, the planner's
-prediction for it (``leffa_pl.planning``: exact weights, gradients, AdamW state; fitted activations), model FLOPs
+prediction for it (``leffa_pl.planning``: exact weights, gradients, AdamW state and step temporaries; fitted
+activations; for each trainable set), model FLOPs
 of a step (``bench_train.count_step_flops``: FlopCounterMode over one step at batch 1 without checkpointing, times
 the batch) and model FLOPs utilisation against the device's dense bf16 peak (``PEAK_BF16_TFLOPS`` by device name,
 or ``--peak-tflops``). The planner's activation fits (CPU, fake tensors) run in a process of their own beside the
@@ -18,12 +21,13 @@ GPU rows. Rows not started within ``--budget-s`` are reported as skipped; the el
 
 Budget (an estimate: no GPU was available to measure it): per row ~10 s of start-up and model build on the GPU,
 2 warm-up + 4 timed steps of about a second each at these batches on an H100-class GPU; the 8 paper rows in 4-6
-minutes, the channels-last row in under one, the compile row with an unmeasured compilation (skipped if the budget
-is spent).
+minutes, the two LoRA rows in about one, the channels-last row in under one, the compile row with an unmeasured
+compilation (skipped if the budget is spent).
 
     python benchmarks/bench_gpu.py                                                   # make bench-gpu
     python benchmarks/bench_gpu.py --device cpu --model tiny --resolutions 64x48 --batch-sizes 2 --precision 32-true \\
-         --leffa on --strategies auto --levers --warmup 1 --steps 1 --peak-tflops 1 --threads 1    # CPU smoke (a test)
+         --leffa on --strategies auto --lora-ranks 4 --levers --warmup 1 --steps 1 --peak-tflops 1 --threads 1
+                                                                                       # CPU smoke (a test)
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ import torch
 from bench_train import Config, measure_in_subprocess, planner_prediction
 
 from leffa_pl.data.layout import parse_size
-from leffa_pl.planning.activations import ActivationModel
-from leffa_pl.planning.plan import GIB, StaticMemory
+from leffa_pl.planning.activations import ActivationModel, StepActivations
+from leffa_pl.planning.plan import GIB, StaticMemory, step_peak
 
 # Dense bf16 tensor-core peaks (TFLOPS), matched as substrings of the device name, longest first.
 PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0,
@@ -64,33 +68,44 @@ def configurations(args: argparse.Namespace) -> list[Config]:
                     args.steps, strategy=strategy, count_flops=strategy == args.strategies[0])
              for resolution, batch in zip(args.resolutions, args.batch_sizes)
              for leffa in args.leffa for strategy in args.strategies]
+    frozen = "bfloat16" if args.precision == "bf16-mixed" else "float32"
+    lora = [Config(args.model, resolution, batch, args.leffa[-1] == "on", args.device, args.precision, True,
+                   args.warmup, args.steps, lora_rank=rank, lora_frozen_dtype=frozen)
+            for rank in args.lora_ranks for resolution, batch in zip(args.resolutions, args.batch_sizes)]
     # Last, so that the budget skips them first.
     levers = [Config(args.model, args.resolutions[0], args.batch_sizes[0], args.leffa[-1] == "on", args.device,
                      args.precision, True, args.warmup, args.steps, **{lever: True}) for lever in args.levers]
-    return paper + levers
+    return paper + lora + levers
 
 
 def setting(config: Config) -> str:
-    """The strategy column: the strategy, and the lever a row switches on."""
+    """The strategy column: the strategy, LoRA, and the lever a row switches on."""
     levers = [text for lever, text in LEVERS.items() if getattr(config, lever)]
-    return " + ".join([STRATEGIES[config.strategy], *levers])
+    lora = [f"LoRA r{config.lora_rank}"] if config.lora_rank else []
+    return " + ".join([STRATEGIES[config.strategy], *lora, *levers])
 
 
 def start_prediction(configs: list[Config], threads: int | None) -> subprocess.Popen:
-    """The planner's prediction in a process of its own (``--predict``), running while the rows are measured."""
-    request = {"config": asdict(configs[0]), "leffa": sorted({config.leffa for config in configs})}
+    """The planner's prediction in a process of its own (``--predict``), running while the rows are measured: one
+    per trainable set (``Config.label``)."""
+    groups = {config.label: asdict(config) for config in configs}
+    request = {"configs": list(groups.values()), "leffa": sorted({config.leffa for config in configs})}
     command = [sys.executable, __file__, "--predict", json.dumps(request)]
     command += ["--threads", str(threads)] if threads else []
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def collect_prediction(process: subprocess.Popen) -> tuple[StaticMemory, dict[bool, ActivationModel]]:
+def collect_prediction(process: subprocess.Popen) -> dict[str, tuple[StaticMemory, dict[bool, StepActivations]]]:
+    """{trainable set label: (static terms, {Leffa on: activation model})}."""
     out, err = process.communicate()
     if process.returncode != 0:
         raise RuntimeError(f"planner prediction failed:\n{err[-4000:]}")
-    fields = json.loads(out.strip().splitlines()[-1])
-    return (StaticMemory(**fields["static"]),
-            {leffa == "on": ActivationModel(**model) for leffa, model in fields["activations"].items()})
+    predictions = {}
+    for label, fields in json.loads(out.strip().splitlines()[-1]).items():
+        predictions[label] = (StaticMemory(**fields["static"]), {
+            leffa == "on": StepActivations(ActivationModel(**model["forward"]), ActivationModel(**model["backward"]))
+            for leffa, model in fields["activations"].items()})
+    return predictions
 
 
 def format_row(config: Config, result: dict, flops_per_sample: int | None, planned: float | None,
@@ -119,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[32, 8], help="per device, one per resolution")
     parser.add_argument("--leffa", nargs="+", choices=["off", "on"], default=["off", "on"])
     parser.add_argument("--strategies", nargs="+", choices=list(STRATEGIES), default=list(STRATEGIES))
+    parser.add_argument("--lora-ranks", nargs="*", type=int, default=[64],
+                        help="LoRA rows: one per rank and resolution (none: --lora-ranks with no value)")
     parser.add_argument("--levers", nargs="*", choices=list(LEVERS), default=list(LEVERS),
                         help="one extra row each (none: --levers with no value)")
     parser.add_argument("--precision", default="bf16-mixed", help="the paper's; 32-true for a quick CPU smoke run")
@@ -138,11 +155,13 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.predict:
-        request = json.loads(args.predict)
-        fields = request["config"] | {"resolution": tuple(request["config"]["resolution"])}
-        static, activations = planner_prediction(Config(**fields), tuple(request["leffa"]))
-        print(json.dumps({"static": asdict(static),
-                          "activations": {"on" if leffa else "off": asdict(m) for leffa, m in activations.items()}}))
+        request, predictions = json.loads(args.predict), {}
+        for fields in request["configs"]:
+            config = Config(**fields | {"resolution": tuple(fields["resolution"])})
+            static, activations = planner_prediction(config, tuple(request["leffa"]))
+            predictions[config.label] = {"static": asdict(static), "activations": {
+                "on" if leffa else "off": asdict(model) for leffa, model in activations.items()}}
+        print(json.dumps(predictions))
         return
 
     started = time.perf_counter()
@@ -164,7 +183,7 @@ def main() -> None:
         results.append(result)
         print(f"  measured {config.resolution} batch {config.batch_size} Leffa {config.leffa} {setting(config)}: "
               f"{result} at {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    static, activations = collect_prediction(prediction)
+    predictions = collect_prediction(prediction)
 
     print("| resolution | batch | Leffa | strategy | step | samples/s | TFLOP/step | MFU | peak allocated GiB "
           "| planned GiB | planned / measured | wall |")
@@ -172,13 +191,17 @@ def main() -> None:
     rows = []
     for config, result in zip(configs, results):
         per_sample = flops.get((config.resolution, config.batch_size, config.leffa))
-        planned = static.total + activations[config.leffa].bytes(config.batch_size, config.resolution)
+        static, activations = predictions[config.label]
+        planned = step_peak(static, activations[config.leffa].bytes(config.batch_size, config.resolution))
         print(format_row(config, result, per_sample, planned, peak), flush=True)
         rows.append(asdict(config) | result | {"planned_bytes": planned, "flops_per_sample": per_sample,
                                                "peak_tflops": peak})
-    print(f"\nplanner: weights {static.weights / GIB:.1f} + gradients {static.gradients / GIB:.1f} + AdamW "
-          f"{static.optimizer / GIB:.1f} GiB exact, activations fitted; elapsed {time.perf_counter() - started:.0f} s; "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print()
+    for label, (static, _) in predictions.items():
+        print(f"planner, {label}: weights {static.weights / GIB:.1f} + gradients {static.gradients / GIB:.1f} + AdamW "
+              f"{static.optimizer / GIB:.1f} GiB exact, + max(activations fitted, AdamW step "
+              f"{static.optimizer_step / GIB:.1f} GiB)")
+    print(f"elapsed {time.perf_counter() - started:.0f} s; load average {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

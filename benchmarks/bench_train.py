@@ -15,12 +15,14 @@ Rows (``--rows``, default all):
 
 - ``tiny``: the tiny model at the demo stages' resolutions, AdamW.
 - ``sd15``: the SD1.5-size model (``leffa_pl.planning.plan.ARCHITECTURES["sd15"]``: random weights, nothing
-  downloaded, 2 x 860M UNet parameters) at 256x192, batch 1, fp32, gradient checkpointing, both UNets
-  training with plain SGD (``StatelessSGDModule``: no optimizer state, so weights + gradients fit a 24 GiB
-  machine; AdamW's two moments would add 12 GiB), beside the planner's prediction: weights and gradients
-  exact from ``plan.static_memory``, activations from the activation model fitted for that setting. The
-  process's baseline RSS (Python, the torch/Lightning/diffusers libraries, before the model is built) is
-  not in the planner: it is measured and shown apart.
+  downloaded, 2 x 860M UNet parameters) at 256x192 and 384x288, batch 1, fp32, gradient checkpointing, two
+  trainable sets: both UNets (full training) with plain SGD (``StatelessSGDModule``: no optimizer state, so
+  weights + gradients fit a 24 GiB machine; AdamW's two moments would add 12 GiB), and LoRA rank 64
+  (``model.trainable=lora``, ``configs/model/lora.yaml``'s targets, frozen base in fp32: CPU trains in fp32)
+  with AdamW; beside the planner's prediction (``plan.step_peak``: weights, gradients, optimizer state exact from
+  ``plan.static_memory``, activations from the activation model fitted for that setting). The process's baseline
+  RSS (Python, the torch/Lightning/diffusers libraries, before the model is built) is not in the planner: it is
+  measured and shown apart.
 - ``sdxl``: the SDXL-size architecture built on the meta device; the planner's parameter, gradient and
   optimizer memory under the GPU trainer configs (nothing is run).
 
@@ -29,6 +31,7 @@ the pieces here (``Config``, ``measure_in_subprocess``, ``planner_prediction``, 
 
     python benchmarks/bench_train.py                     # make bench-train
     python benchmarks/bench_train.py --rows sd15         # make bench-train ROWS=sd15
+    python benchmarks/bench_train.py --rows sd15 --leffa on --threads 2    # benchmarks/results/train_sd15_cpu.md
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.planning.activations import ActivationModel, StepSettings, probe_step
+from leffa_pl.model.lora import LoraSettings
+from leffa_pl.planning.activations import StepActivations, StepSettings, probe_step
 from leffa_pl.planning.plan import (
     ARCHITECTURES,
     GIB,
@@ -60,6 +64,7 @@ from leffa_pl.planning.plan import (
     fit_activations,
     read_setup,
     static_memory,
+    step_peak,
 )
 from leffa_pl.training.leffa_module import LeffaModule
 
@@ -96,19 +101,36 @@ class Config:
     count_flops: bool = False  # model FLOPs of one step (count_step_flops)
     channels_last: bool = False  # model.channels_last
     torch_compile: bool = False  # model.torch_compile (inductor)
+    lora_rank: int = 0  # > 0: model.trainable=lora at this rank (LoraSettings' other defaults), else both UNets
+    lora_frozen_dtype: str = "float32"  # model.lora.frozen_dtype (bfloat16: bf16-mixed only)
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        return LoraSettings(rank=self.lora_rank, frozen_dtype=self.lora_frozen_dtype) if self.lora_rank else None
+
+    @property
+    def trainable(self) -> str:
+        return "lora" if self.lora_rank else "both"
+
+    @property
+    def label(self) -> str:
+        """The trainable set and optimizer, as the tables name them."""
+        return f"LoRA r{self.lora_rank}, {self.optimizer}" if self.lora_rank else f"full, {self.optimizer}"
 
 
-def configurations(rows: list[str], warmup: int | None, steps: int | None) -> list[Config]:
-    """CPU rows, Leffa off then on for each setting."""
+def configurations(rows: list[str], warmup: int | None, steps: int | None,
+                   leffa: tuple[bool, ...] = (False, True)) -> list[Config]:
+    """CPU rows, Leffa off then on for each setting (sd15: the settings in ``leffa``)."""
     runs = []
     if "tiny" in rows:
-        runs += [("tiny", (64, 48), 4, False, "adamw", 2, 5), ("tiny", (128, 96), 2, False, "adamw", 2, 5)]
+        runs += [("tiny", (64, 48), 4, False, "adamw", 0, 2, 5), ("tiny", (128, 96), 2, False, "adamw", 0, 2, 5)]
     if "sd15" in rows:  # a CPU step of the full-size pair takes tens of seconds: fewer steps
-        runs += [("sd15", (256, 192), 1, True, "sgd", 1, 3)]
-    return [Config(model, resolution, batch, leffa, "cpu", "32-true", checkpointing,
-                   warmup if warmup is not None else row_warmup, steps or row_steps, optimizer)
-            for model, resolution, batch, checkpointing, optimizer, row_warmup, row_steps in runs
-            for leffa in (False, True)]
+        runs += [("sd15", size, 1, True, optimizer, rank, 1, 2)
+                 for optimizer, rank in (("sgd", 0), ("adamw", 64)) for size in ((256, 192), (384, 288))]
+    return [Config(model, resolution, batch, loss, "cpu", "32-true", checkpointing,
+                   warmup if warmup is not None else row_warmup, steps or row_steps, optimizer, lora_rank=rank)
+            for model, resolution, batch, checkpointing, optimizer, rank, row_warmup, row_steps in runs
+            for loss in ((False, True) if model == "tiny" else leffa)]
 
 
 class RepeatedSamples(Dataset):
@@ -208,7 +230,8 @@ def build_module(config: Config) -> LeffaModule:
     with torch.device(config.device):  # random initialisation where the model will run (fast on a GPU)
         module = module_class(reference_dropout=0.0, leffa_theta_timestep=1000,
                               gradient_checkpointing=config.gradient_checkpointing,
-                              channels_last=config.channels_last, torch_compile=config.torch_compile)
+                              channels_last=config.channels_last, torch_compile=config.torch_compile,
+                              trainable=config.trainable, lora=config.lora)
         if config.model != "tiny":
             # LeffaModule builds the tiny model without a base-model folder; larger architectures come from the
             # planner's presets instead (random weights: the timing does not depend on them).
@@ -254,7 +277,9 @@ def measure(config: Config) -> dict:
         return {"oom": True}
     return {"seconds": statistics.median(meter.seconds), "warmup_seconds": meter.warmup_seconds,
             "peak_bytes": meter.peak_bytes, "baseline_bytes": baseline,
-            "parameters": sum(p.numel() for p in module.model.parameters()), "flops_per_sample": flops}
+            "parameters": sum(p.numel() for p in module.model.parameters()),
+            "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
+            "flops_per_sample": flops}
 
 
 def measure_in_subprocess(config: Config, threads: int | None = None, timeout: float | None = None) -> dict:
@@ -274,19 +299,20 @@ def measure_in_subprocess(config: Config, threads: int | None = None, timeout: f
 
 def planner_setup(config: Config) -> TrainingSetup:
     """What the planner is told about a configuration: one device, no EMA (the benchmark has none). For SGD the
-    optimizer term is replaced by 0 in ``planner_prediction`` (AdamW stands in: the planner has no SGD)."""
+    optimizer terms are replaced by 0 in ``planner_prediction`` (AdamW stands in: the planner has no SGD)."""
     return TrainingSetup(devices=1, strategy="ddp", precision=config.precision,
-                         gradient_checkpointing=config.gradient_checkpointing, trainable="both",
-                         optimizer="adamw", ema=False)
+                         gradient_checkpointing=config.gradient_checkpointing, trainable=config.trainable,
+                         optimizer="adamw", ema=False, lora=config.lora, device_type=config.device)
 
 
 def planner_prediction(config: Config, leffa: tuple[bool, ...] = (False, True)
-                       ) -> tuple[StaticMemory, dict[bool, ActivationModel]]:
-    """The planner's exact terms for ``config``'s architecture and its activation models (Leffa loss off, on)."""
+                       ) -> tuple[StaticMemory, dict[bool, StepActivations]]:
+    """The planner's exact terms for ``config``'s architecture and trainable set, and its activation models (Leffa
+    loss off, on)."""
     setup = planner_setup(config)
-    static = static_memory(build_model(config.model, setup.trainable), setup)
-    if config.optimizer == "sgd":
-        static = replace(static, optimizer=0)
+    static = static_memory(build_model(config.model, setup.trainable, setup.lora), setup)
+    if config.optimizer == "sgd":  # no state, and an in-place update
+        static = replace(static, optimizer=0, optimizer_step=0)
     return static, {loss: fit_activations(config.model, setup, loss) for loss in leffa}
 
 
@@ -311,25 +337,33 @@ def tiny_table(configs: list[Config], threads: int | None) -> None:
 def planned_table(configs: list[Config], threads: int | None) -> None:
     """Measured rows beside the planner's prediction (the planner's fits first, so they do not share the CPU with
     a measurement)."""
-    started = time.perf_counter()
-    static, activations = planner_prediction(configs[0])
-    print(f"planner: weights {gib(static.weights)}, gradients {gib(static.gradients)}, optimizer "
-          f"{gib(static.optimizer)} (exact); activation models fitted in {time.perf_counter() - started:.0f} s\n")
-    print("| model | resolution | batch | optimizer | grad ckpt | Leffa | step | baseline RSS "
-          "| planned: static + activations | peak RSS - baseline | measured / planned | peak RSS | wall |")
+    predictions = {}
+    for config in configs:
+        if config.label not in predictions:
+            started = time.perf_counter()
+            static, activations = planner_prediction(config, tuple(sorted({c.leffa for c in configs})))
+            predictions[config.label] = static, activations
+            print(f"planner, {config.label}: weights {gib(static.weights)}, gradients {gib(static.gradients)}, "
+                  f"optimizer {gib(static.optimizer)}, optimizer step {gib(static.optimizer_step)} (exact); "
+                  f"activation models fitted in {time.perf_counter() - started:.0f} s")
+    print("\n| model | trainable, optimizer | resolution | batch | grad ckpt | Leffa | step | baseline RSS "
+          "| planned: static + max(activations, optimizer step) | peak RSS - baseline | measured / planned "
+          "| peak RSS | wall |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for config in configs:
+        static, activations = predictions[config.label]
         result = measure_in_subprocess(config, threads)
         activation = activations[config.leffa].bytes(config.batch_size, config.resolution)
-        planned = static.total + activation
+        planned = step_peak(static, activation)
         above_baseline = result["peak_bytes"] - result["baseline_bytes"]
-        print(f"| {config.model} ({result['parameters'] / 1e6:,.0f}M params) "
-              f"| {config.resolution[0]}x{config.resolution[1]} | {config.batch_size} | {config.optimizer} "
+        print(f"| {config.model} ({result['parameters'] / 1e6:,.0f}M params, "
+              f"{result['trainable_parameters'] / 1e6:,.1f}M trainable) | {config.label} "
+              f"| {config.resolution[0]}x{config.resolution[1]} | {config.batch_size} "
               f"| {'yes' if config.gradient_checkpointing else 'no'} | {'on' if config.leffa else 'off'} "
               f"| {result['seconds']:.1f} s | {gib(result['baseline_bytes'])} "
-              f"| {gib(static.total)} + {gib(activation)} = {gib(planned)} | {gib(above_baseline)} "
-              f"| {above_baseline / planned:.2f} | {gib(result['peak_bytes'])} | {result['wall_seconds']:.0f} s |",
-              flush=True)
+              f"| {gib(static.total)} + max({gib(activation)}, {gib(static.optimizer_step)}) = {gib(planned)} "
+              f"| {gib(above_baseline)} | {above_baseline / planned:.2f} | {gib(result['peak_bytes'])} "
+              f"| {result['wall_seconds']:.0f} s |", flush=True)
 
 
 def sdxl_report() -> None:
@@ -356,8 +390,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--warmup", type=int, help="optimizer steps before timing (default: per row, 2 tiny, 1 sd15)")
-    parser.add_argument("--steps", type=int, help="timed optimizer steps, median (default: per row, 5 tiny, 3 sd15)")
+    parser.add_argument("--steps", type=int, help="timed optimizer steps, median (default: per row, 5 tiny, 2 sd15)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--leffa", nargs="+", choices=["off", "on"], default=["off", "on"],
+                        help="Leffa loss settings of each row (default both)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
@@ -374,7 +410,7 @@ def main() -> None:
           f"({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}; median of the steps after the warm-up; Leffa on = every sample takes the loss; "
           f"load average {os.getloadavg()[0]:.1f}\n")
-    configs = configurations(args.rows, args.warmup, args.steps)
+    configs = configurations(args.rows, args.warmup, args.steps, tuple(loss == "on" for loss in args.leffa))
     tiny = [c for c in configs if c.model == "tiny"]
     if tiny:
         print(f"tiny: median of {tiny[0].steps} steps after {tiny[0].warmup} warm-up\n")

@@ -11,16 +11,17 @@ import inspect
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import torch
 from jsonargparse import set_parsing_settings
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint
 from leffa_pl.callbacks.preemption import EXIT_SIGTERM, CheckpointOnSigterm
-from leffa_pl.callbacks.stage_schedule import StageSchedule
+from leffa_pl.callbacks.stage_schedule import StageProgressBar, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.planning.disk import model_for_check, plan_disk
@@ -82,6 +83,14 @@ class LeffaCLI(LightningCLI):
             check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
                                     data.get("class_path") if data is not None and subcommand == "fit" else None)
 
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> pl.Trainer:
+        # The bar shows stage and step (StageProgressBar) unless the config turns it off or brings its own.
+        given = config.get("callbacks") or []
+        if config.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in [*callbacks, *(given if isinstance(given, list) else [given])]):
+            callbacks = [*callbacks, StageProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_instantiate_classes(self) -> None:
         subcommand = self.config.get("subcommand")  # None with run=False: the config's top level
         config = self.config[subcommand] if subcommand else self.config
@@ -92,6 +101,10 @@ class LeffaCLI(LightningCLI):
                 rank_zero_warn(f"model.{name}={value!r} (from the --ckpt_path checkpoint's hyper_parameters or the "
                                f"config) is a retired setting, dropped: LeffaModule no longer takes it; "
                                f"{replacement} sets it now")
+        # The stage schedule counts optimizer steps and ends epochs at stage boundaries: epochs set no limit (this
+        # spares Lightning's "max_epochs was not set ... 1000" warning).
+        if config.get("trainer") is not None and config.trainer.get("max_epochs") is None:
+            config.trainer.max_epochs = -1
         # Before the model is built (a base model takes minutes to load): in the launching process only (DDP's
         # other ranks run this script again).
         if subcommand == "fit" and rank_zero_only.rank == 0:

@@ -3,6 +3,7 @@
 import os
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from leffa_pl.cli import main
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.training.leffa_module import LeffaModule
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = [{"name": "a", "steps": 2, "resolution": [32, 24], "batch_size": 2},
           {"name": "b", "steps": 3, "resolution": [32, 24], "batch_size": 2, "leffa_loss": True}]
 
@@ -65,10 +67,21 @@ def test_sigterm_saves_last_ckpt_exits_143_and_the_resumed_run_reproduces_the_lo
     stale = last.parent / ".last.ckpt.999.tmp"  # a checkpoint write a crash interrupted: removed at the start
     stale.write_bytes(b"half a checkpoint")
     resume = write_config(tmp_path / "killed", tmp_path / "killed" / "run", loss_log(tmp_path / "resumed.txt"))
-    main(["fit", f"--config={resume}", f"--ckpt_path={last}"])
+    main(["fit", f"--config={resume}", "--run.resume=true"])  # what make train-* RESUME=1 adds: last.ckpt
     assert losses(tmp_path / "killed.txt") + losses(tmp_path / "resumed.txt") == losses(tmp_path / "full.txt")
     assert [step for step, _ in losses(tmp_path / "full.txt")] == [1, 2, 3, 4, 5]
     assert not stale.exists()
+
+
+def test_the_make_targets_pass_resume_and_extra_arguments_to_leffa_pl_fit():
+    for target, configs in (("train-vton", "configs/data/vitonhd.yaml --config configs/stages/vton_paper.yaml"),
+                            ("train-pose", "configs/data/deepfashion.yaml --config configs/stages/pose_paper.yaml")):
+        dry = subprocess.run(["make", "-n", target, "DATA=/data/x", "RESUME=1",
+                              "ARGS=--trainer.max_steps=7 --run.dir=r"],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+        [command] = [line for line in dry.splitlines() if " -m leffa_pl.cli fit " in line]
+        assert f"--config {configs} --data.init_args.root=/data/x " in command
+        assert command.endswith(" --run.resume=true --trainer.max_steps=7 --run.dir=r"), command
 
 
 def refusal(*args: str) -> str:

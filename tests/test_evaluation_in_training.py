@@ -1,5 +1,7 @@
 """ValidationScores: scores of the generated validation samples reach TensorBoard."""
 
+import urllib.error
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -51,3 +53,16 @@ def test_paired_scores_are_logged_and_the_second_loader_is_ignored(tmp_path):
     assert events.Scalars("val_scores/psnr")[0].value == pytest.approx(psnr, rel=1e-5)
     report = events.Tensors(next(t for t in events.Tags()["tensors"] if t.startswith("val_scores/")))
     assert b"too small for FID" in report[0].tensor_proto.string_val[0]
+
+
+def test_lpips_weights_that_cannot_be_downloaded_are_a_console_warning_naming_the_file_and_the_option(monkeypatch):
+    def offline(url, destination, hash_prefix=None, progress=True):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    scores = ValidationScores(allow_download=True)
+    with pytest.warns(UserWarning, match=r"val_scores/lpips is not computed in this run .*SqueezeNet .*download "
+                                         r"of https://download\.pytorch\.org/models/squeezenet1_1-b8a52dc0\.pth "
+                                         r"failed .*--scores\.lpips_weights PATH"):
+        scores.setup(None, None, "fit")
+    assert "lpips" in scores.suite.unavailable

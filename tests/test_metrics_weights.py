@@ -1,4 +1,6 @@
 import json
+import socket
+import time
 import urllib.error
 
 import numpy as np
@@ -15,7 +17,9 @@ from leffa_pl.metrics.features import (
     random_inception_state_dict,
 )
 from leffa_pl.metrics.perceptual import build_lpips_network
-from leffa_pl.metrics.weights import WeightsUnavailable
+from leffa_pl.metrics.weights import WeightsSource, WeightsUnavailable, resolve_weights_file
+
+DOWNLOAD = torch.hub.download_url_to_file  # before the fixture forbids it
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +89,21 @@ def test_a_failed_download_is_reported_with_the_url(monkeypatch):
                                                  "squeezenet1_1-b8a52dc0.pth failed"):
         build_lpips_network("squeeze", allow_download=True)
     assert calls == [("https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth", "b8a52dc0")]
+
+
+def test_a_download_from_a_server_that_never_answers_times_out(monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", DOWNLOAD)  # the real downloader, to this machine only
+    monkeypatch.setattr("leffa_pl.metrics.weights.DOWNLOAD_TIMEOUT_S", 0.5)
+    monkeypatch.setenv("no_proxy", "*")
+    with socket.socket() as server:  # accepts the connection (the kernel does), never answers the request
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/weights-0123abcd.pth"
+        start = time.monotonic()
+        with pytest.raises(WeightsUnavailable, match=f"download of {url} failed .*timed out"):
+            resolve_weights_file(WeightsSource("test weights", url, check_hash=False, option="--x"))
+    assert time.monotonic() - start < 30
+    assert socket.getdefaulttimeout() is None  # restored
 
 
 @pytest.mark.parametrize("kind", ["tf-inception", "torchvision-inception"])

@@ -1,6 +1,7 @@
 """Building from base models, loading/exporting released-layout checkpoints, refusing bad files."""
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -153,3 +154,28 @@ def test_a_non_inpainting_unet_is_refused(tmp_path):
     _write_base_model(tmp_path, in_channels=4)
     with pytest.raises(ValueError, match="inpainting UNet"):
         LeffaModel.from_base_model(tmp_path)
+
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_a_base_model_folder_loads_with_accelerate_and_without_its_fallback_warning(tmp_path, monkeypatch):
+    _write_base_model(tmp_path)
+    diffusers_logger, records = logging.getLogger("diffusers"), Records()  # diffusers' loggers do not propagate
+    diffusers_logger.addHandler(records)
+    try:
+        LeffaModel.from_base_model(tmp_path)
+        assert not [message for message in records.messages if "low_cpu_mem_usage" in message]
+        # the warning looked for, as diffusers logs it without accelerate (once per model: 3 here)
+        monkeypatch.setattr("diffusers.models.modeling_utils.is_accelerate_available", lambda: False)
+        LeffaModel.from_base_model(tmp_path)
+        assert len([message for message in records.messages if "low_cpu_mem_usage=False" in message]) == 3
+    finally:
+        diffusers_logger.removeHandler(records)

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import yaml
 
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
+from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.activations import StepSettings, fit_activation_model, measure_activations
 from leffa_pl.planning.disk import checkpoint_bytes, plan_disk
 from leffa_pl.planning.plan import TrainingSetup, build_model, read_setup, read_stages, static_memory
@@ -68,20 +69,16 @@ def test_fsdp_divides_the_sharded_terms_by_the_devices_and_adds_the_unsharded_un
 
 def test_activation_model_predicts_two_held_out_sizes_within_20_percent():
     settings = StepSettings(leffa_loss=True, gradient_checkpointing=False, precision="32-true")
-
-    def build():
-        model = LeffaModel.tiny()
-        select_trainable(model)
-        return model
-
     # Fitted under fake tensors at the planner's four steps; measured on real CPU tensors at two other sizes.
-    fitted = fit_activation_model(build, settings)
+    fitted = fit_activation_model(build_model("tiny", "both"), settings)
     torch.manual_seed(0)
-    model = build()
+    model = LeffaModel.tiny()
+    select_trainable(model)
     for batch, size in ((2, (192, 144)), (1, (320, 240))):
         measured = measure_activations(model, batch, size, settings)
-        predicted = fitted.bytes(batch, size)
-        assert abs(predicted - measured) <= 0.2 * measured, (batch, size, predicted, measured)
+        for side in ("forward", "backward"):
+            predicted = getattr(fitted, side).bytes(batch, size)
+            assert abs(predicted - getattr(measured, side)) <= 0.2 * getattr(measured, side), (side, batch, size)
 
 
 def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tmp_path):
@@ -107,3 +104,45 @@ def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tm
     assert disk.checkpoint == planned and disk.checkpoints_at_once == 2 + 1 + 3 + 1  # keep, writing, stages, SIGTERM
     assert disk.export == 2 * sum(t.nbytes for t in model.state_dict().values())  # .pth and .safetensors
     assert disk.total == disk.checkpoints + disk.export + disk.images and disk.images > 0
+
+
+LORA = LoraSettings(rank=4, alpha=8, reference_unet=True, frozen_dtype="bfloat16")
+
+
+def test_lora_terms_equal_a_direct_count_of_the_peft_wrapped_model():
+    setup = TrainingSetup(devices=1, strategy="ddp", precision="bf16-mixed", gradient_checkpointing=False,
+                          trainable="lora", optimizer="adamw", ema=True, lora=LORA)
+    planned = static_memory(build_model("tiny", "lora", LORA), setup)  # meta device
+
+    torch.manual_seed(0)
+    model = LeffaModel.tiny()
+    select_trainable(model, "lora", LORA)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable)
+    conditioning = Conditioning(torch.ones(1, 1, 8, 6), torch.randn(1, 4, 8, 6), torch.randn(1, 3, 8, 6),
+                                torch.randn(1, 4, 8, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prediction = model(torch.randn(1, 4, 8, 6), torch.tensor([3]), conditioning)
+    F.mse_loss(prediction.float(), torch.zeros(1, 4, 8, 6)).backward()
+    optimizer.step()
+    state = model.state_dict()
+    assert {t.dtype for k, t in state.items() if k.startswith("unet") and ".lora_" not in k} == {torch.bfloat16}
+    weights = sum(t.nbytes for t in state.values())  # the frozen base in bf16, the VAE and adapters in fp32
+    gradients = sum(p.grad.nbytes for p in model.parameters() if p.grad is not None)
+    moments = sum(s[k].nbytes for s in optimizer.state.values() for k in ("exp_avg", "exp_avg_sq"))
+    assert gradients == sum(p.nbytes for n, p in model.named_parameters() if ".lora_" in n)
+    assert (planned.weights, planned.gradients, planned.optimizer, planned.ema) == (weights, gradients, moments,
+                                                                                    gradients)
+    # CUDA's foreach AdamW: one fp32 copy of the second moments at once
+    assert planned.optimizer_step == gradients
+
+
+def test_the_lora_config_sets_up_the_plan_and_fsdp_is_refused(tmp_path):
+    layered = [Path("configs/trainer/gpu.yaml"), Path("configs/model/lora.yaml")]
+    setup = read_setup(layered, argparse.Namespace(devices=None))
+    assert (setup.trainable, setup.lora) == ("lora", LoraSettings(rank=64, alpha=64, frozen_dtype="bfloat16"))
+    fsdp = tmp_path / "fsdp.yaml"
+    fsdp.write_text("trainer: {strategy: fsdp, callbacks: []}\n")
+    with pytest.raises(SystemExit, match="LoRA does not train under FSDP"):
+        read_setup([*layered, fsdp], argparse.Namespace(devices=None))
+

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
@@ -133,3 +134,20 @@ class StageSchedule(pl.Callback):
         remaining = self.ends[index] - step
         last_stage_overrun = open_ended and remaining <= 0
         trainer.limit_train_batches = 1.0 if last_stage_overrun else remaining * stage.accumulate_grad_batches
+
+
+class StageProgressBar(TQDMProgressBar):
+    """The progress bar names the stage and the optimizer step instead of the epoch (epochs end at stage boundaries
+    and when the data runs out, and the schedule sets no epoch limit)."""
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        schedule = next((c for c in trainer.callbacks if isinstance(c, StageSchedule)), None)
+        if schedule is not None and schedule.current is not None:
+            index = schedule.current
+            self.train_progress_bar.set_description(
+                f"[stage {index + 1}/{len(schedule.stages)}] {schedule.stages[index].name}")
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        total = trainer.max_steps if trainer.max_steps != -1 else "?"
+        return {"step": f"{trainer.global_step}/{total}", **super().get_metrics(trainer, pl_module)}

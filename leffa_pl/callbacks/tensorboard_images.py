@@ -42,10 +42,16 @@ class LeffaImageLogger(pl.Callback):
         self.every_n_steps, self.max_layers = every_n_steps, max_layers
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._step = 0
         if not callable(getattr(pl_module, "set_image_interval", None)):
             raise TypeError(f"LeffaImageLogger needs a LightningModule with set_image_interval(); got "
                             f"{type(pl_module).__name__}")
         pl_module.set_image_interval(self.every_n_steps)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx):
+        # The step the images are computed at, which Lightning stamps this batch's scalars with; by the batch's end
+        # the optimizer step has moved trainer.global_step on by one.
+        self._step = trainer.global_step
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: TrainingStepOutput,
                            batch, batch_idx):
@@ -56,8 +62,11 @@ class LeffaImageLogger(pl.Callback):
         if "flow" in batch and len(active):
             errors = {f"flow_epe/{layer.name}": end_point_error(layer.flow, batch["flow"][active]).nanmean()
                       for layer in leffa.layers}
-            pl_module.log_dict(errors, on_step=True, on_epoch=False)
-            pl_module.log("flow_epe/mean", torch.stack(list(errors.values())).nanmean(), on_step=True, on_epoch=False)
+            errors["flow_epe/mean"] = torch.stack(list(errors.values())).nanmean()
+            # To the loggers directly: self.log keeps a step value and sends it again at every later logging step
+            # of the epoch, so images-only steps would repeat it.
+            for each in trainer.loggers:
+                each.log_metrics({name: float(value) for name, value in errors.items()}, step=self._step)
         logger = _tensorboard(trainer)
         if logger is None or not len(active) or not trainer.is_global_zero:
             return
@@ -70,9 +79,9 @@ class LeffaImageLogger(pl.Callback):
         shown = leffa.layers[: self.max_layers]
         names = ", ".join(f"{layer.name} ({layer.grid[0]}x{layer.grid[1]})" for layer in shown)
         logger.experiment.add_image("train/leffa_warped_references", make_grid(tiles, nrow=3 + 2 * 4, padding=2),
-                                    trainer.global_step)
+                                    self._step)
         logger.experiment.add_text("train/leffa_layers", f"reference, target, region, then per layer "
-                                   f"(warped, flow): {names}", trainer.global_step)
+                                   f"(warped, flow): {names}", self._step)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs: ValidationStepOutput, batch, batch_idx,
                                 dataloader_idx=0):
@@ -82,7 +91,9 @@ class LeffaImageLogger(pl.Callback):
         rows = [torch.stack([_to_unit(batch["person"][i]), _to_unit(batch["reference"][i]),
                              _to_unit(outputs["generated"][i])]) for i in range(len(outputs["generated"]))]
         tag = f"val/{getattr(trainer.datamodule, 'val_names', ['paired', 'unpaired'])[dataloader_idx]}"
-        logger.experiment.add_image(tag, make_grid(torch.cat(rows), nrow=3, padding=2), trainer.global_step)
+        # in fit, the step of the training batch this validation follows: the one its scalars are stamped with
+        step = self._step if trainer.state.fn == "fit" else trainer.global_step
+        logger.experiment.add_image(tag, make_grid(torch.cat(rows), nrow=3, padding=2), step)
 
 
 def _tensorboard(trainer: pl.Trainer) -> TensorBoardLogger | None:

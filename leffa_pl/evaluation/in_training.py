@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import lightning.pytorch as pl
+from lightning.pytorch.utilities import rank_zero_warn
 
 from leffa_pl.evaluation.protocols import get_protocol
 from leffa_pl.evaluation.report import ScoreResult, log_results
@@ -22,8 +23,9 @@ class ValidationScores(pl.Callback):
     their targets, under ``protocol``'s settings; logged as ``<prefix>/<metric>`` with the Markdown report.
 
     Reads the ``generated`` images of ``LeffaModule.validation_step``'s ``ValidationStepOutput``. The metric
-    states sync across DDP ranks, so the values cover every rank's samples. Missing LPIPS weights are reported
-    as not computed.
+    states sync across DDP ranks, so the values cover every rank's samples. Missing LPIPS weights (not given, not
+    cached, download off or failed) are a console warning at set-up, naming the file and how to give it, and
+    "not computed" in the logged report.
     """
 
     def __init__(self, protocol: str = "vton-paired", lpips_weights: str | os.PathLike | None = None,
@@ -41,9 +43,11 @@ class ValidationScores(pl.Callback):
         if "lpips" in metrics:
             try:
                 network = build_lpips_network(self.protocol.lpips_net, self.lpips_weights,
-                                              self.allow_download)
+                                              self.allow_download, option="--scores.lpips_weights")
             except WeightsUnavailable as error:
                 unavailable["lpips"] = str(error)
+                rank_zero_warn(f"{self.prefix}/lpips is not computed in this run (the other validation scores "
+                               f"are): {error}")
         self.suite = MetricSuite(metrics + tuple(unavailable), lpips_network=network, unavailable=unavailable)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -8,6 +8,7 @@ layers ship inside the torchmetrics package.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from typing import Mapping
@@ -44,15 +45,18 @@ def backbone_state_for_lpips(lpips_backbone: nn.Module,
 
 
 def build_lpips_network(net: str = "alex", backbone_weights: str | os.PathLike | None = None,
-                        allow_download: bool = True) -> nn.Module:
+                        allow_download: bool = True, option: str | None = None) -> nn.Module:
     """An LPIPS network (inputs in [-1, 1], output ``[B, 1, 1, 1]``) with ImageNet backbone weights.
 
     ``backbone_weights`` is a torchvision state dict of the whole classifier (e.g. ``alexnet-owt-7be5be79.pth``);
-    without it the torch hub cache is used, then a download when allowed. Raises ``WeightsUnavailable``.
+    without it the torch hub cache is used, then a download when allowed. Raises ``WeightsUnavailable``, whose
+    remedy names ``option`` (the caller's way to give the file; default: leffa-pl-score's ``--lpips-weights``).
     """
     if net not in LPIPS_BACKBONES:
         raise ValueError(f"LPIPS network {net!r}: expected one of {sorted(LPIPS_BACKBONES)}")
     architecture, source = LPIPS_BACKBONES[net]
+    if option is not None:
+        source = dataclasses.replace(source, option=option)
     state, path = load_weights(source, backbone_weights, allow_download)
     network = _NoTrainLpips(net=net, pnet_rand=True)
     try:

@@ -12,14 +12,21 @@ own loaders would unpickle with ``weights_only=False``.
 from __future__ import annotations
 
 import os
+import socket
 import urllib.error
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import torch.hub
 
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
+
+# Seconds a download may wait for the server (to connect, or for the next data): torch.hub has no timeout, so a
+# stalled server would hang a training run's validation set-up forever.
+DOWNLOAD_TIMEOUT_S = 60.0
 
 
 class WeightsUnavailable(RuntimeError):
@@ -73,11 +80,23 @@ def resolve_weights_file(source: WeightsSource, local_path: str | os.PathLike | 
         match = torch.hub.HASH_REGEX.search(source.file_name)
         hash_prefix = match.group(1) if match else None
     try:
-        torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=hash_prefix, progress=False)
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            torch.hub.download_url_to_file(source.url, str(cached), hash_prefix=hash_prefix, progress=False)
     except (urllib.error.URLError, OSError, RuntimeError) as error:
         raise WeightsUnavailable(source.description, f"download of {source.url} failed ({error})",
                                  remedy) from None
     return cached
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """urllib (torch.hub's downloader) opens its sockets with the default timeout: set it for the download."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def load_weights(source: WeightsSource, local_path: str | os.PathLike | None = None,

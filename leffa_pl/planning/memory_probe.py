@@ -18,12 +18,14 @@ from torch.utils.weak import WeakIdKeyDictionary, weakref
 
 class PeakTensorMemory(TorchDispatchMode):
     """``with PeakTensorMemory(model) as probe: ...`` then ``probe.peak_bytes``: the peak of the tensors created
-    inside, gradients of ``model``'s parameters left out (counted once accumulated, in ``gradient_bytes``)."""
+    inside, gradients of ``model``'s parameters left out (counted once accumulated, in ``gradient_bytes``);
+    ``probe.peak_total_bytes``: the peak with them."""
 
     def __init__(self, model: torch.nn.Module | None = None):
         super().__init__()
         self.current_bytes = 0
         self.peak_bytes = 0
+        self.peak_total_bytes = 0
         self.gradient_bytes = 0
         self._counted: set[int] = set()
         self._hooks = [p.register_post_accumulate_grad_hook(self._gradient_accumulated)
@@ -31,6 +33,9 @@ class PeakTensorMemory(TorchDispatchMode):
         # PyTorch keeps one Python object per live storage, so a weak reference to it dies with the storage.
         self._live = WeakIdKeyDictionary()
         self._references: set[weakref.ref] = set()
+        # Views of the weights made inside (``t()`` of a Linear weight, checkpoint's ``detach``) are no new memory.
+        for tensor in (*model.parameters(), *model.buffers()) if model is not None else ():
+            self._live[tensor.untyped_storage()] = 0
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -46,10 +51,16 @@ class PeakTensorMemory(TorchDispatchMode):
             reference = weakref.ref(storage, lambda ref, n=nbytes: self._freed(ref, n))
             self._references.add(reference)
             self._allocated(storage, nbytes, func, tensor, reference)
+            self.peak_total_bytes = max(self.peak_total_bytes, self.current_bytes)
             if self.current_bytes - self.gradient_bytes > self.peak_bytes:
                 self.peak_bytes = self.current_bytes - self.gradient_bytes
                 self._new_peak()
         return out
+
+    def reset_peak(self) -> None:
+        """Peaks from here on: both start at what is alive now."""
+        self.peak_total_bytes = self.current_bytes
+        self.peak_bytes = self.current_bytes - self.gradient_bytes
 
     # Hooks for a subclass that wants to know what is alive at the peak (benchmarks/bench_leffa_stage.py).
     def _allocated(self, storage, nbytes: int, func, tensor: torch.Tensor, reference: weakref.ref) -> None:

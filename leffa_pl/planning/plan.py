@@ -1,10 +1,16 @@
 """``leffa-pl-plan`` / ``make plan``: per-device memory of every stage of a config, before renting a GPU.
 
 Weights, gradients, optimizer state and EMA are exact: counted on the architecture built on the meta device
-with the trainable set ``LeffaModule`` uses (nothing downloaded, no memory). Activations come from the
-measured per-sample, per-token model of ``leffa_pl.planning.activations`` (the real architecture, run under
-fake tensors at small sizes). Per stage: the split, whether it fits, the largest per-device batch that fits,
-and the accumulation that keeps the stage's global batch.
+with the trainable set ``LeffaModule`` uses (nothing downloaded, no memory), LoRA adapters and a bf16 frozen base
+included. Activations come from the measured per-sample, per-token model of ``leffa_pl.planning.activations``
+(the real architecture, run under fake tensors at small sizes). A step's peak is
+
+    weights + optimizer state + EMA + gradients + max(activations, optimizer-step temporaries)
+
+all gradients being held at the forward peak (Lightning clears them after the forward), near the end of a
+checkpointed backward pass and during the optimizer step, whose temporaries come after the activations are freed.
+Per stage: the split, whether it fits, the largest per-device batch that fits, and the accumulation that keeps
+the stage's global batch.
 
     leffa-pl-plan --stages configs/stages/vton_paper.yaml --architecture sd15 --memory-gib 80
     make plan CONFIG=configs/stages/pose_paper.yaml ARCH=sdxl MEMORY="80 141"
@@ -25,13 +31,14 @@ from lightning.pytorch.strategies import FSDPStrategy
 
 from leffa_pl.callbacks.stage_schedule import Stage
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.lora import LoraSettings
 from leffa_pl.model.presets import (
     sd15_inpainting_unet_config,
     sd15_vae_config,
     sdxl_inpainting_unet_config,
     sdxl_vae_config,
 )
-from leffa_pl.planning.activations import ActivationModel, StepSettings, fit_activation_model
+from leffa_pl.planning.activations import StepActivations, StepSettings, fit_activation_model
 from leffa_pl.training.optimizers import check_optimizer_name
 from leffa_pl.training.sharding import LeffaFSDPStrategy, blocks_to_shard
 from leffa_pl.training.trainable import select_trainable
@@ -55,16 +62,20 @@ class TrainingSetup:
     trainable: str
     optimizer: str
     ema: bool
+    lora: LoraSettings | None = None  # model.lora when trainable is "lora" (None: its defaults)
+    device_type: str = "cuda"  # "cpu": torch's optimizers step tensor by tensor there (no foreach temporaries)
 
 
 @dataclass(frozen=True)
 class StaticMemory:
-    """Per-device bytes that do not depend on the batch."""
+    """Per-device bytes that do not depend on the batch; ``optimizer_step``: the temporaries of the optimizer step,
+    held beside the gradients but not beside the activations (not in ``total``)."""
 
     weights: int
     gradients: int
     optimizer: int
     ema: int
+    optimizer_step: int = 0
 
     @property
     def total(self) -> int:
@@ -84,6 +95,17 @@ def optimizer_state_bytes(parameters: list[torch.Tensor], optimizer: str) -> int
     return total
 
 
+def optimizer_step_bytes(parameters: list[torch.Tensor], optimizer: str, device_type: str) -> int:
+    """Temporaries of one optimizer step. torch's AdamW on CUDA runs its foreach path: ``_foreach_sqrt`` of the
+    second moments is one fp32 copy of all of them at once; on CPU it steps tensor by tensor (a sqrt and a division:
+    two copies of the largest tensor). bitsandbytes' 8-bit AdamW updates in place, block by block."""
+    if optimizer == "adamw8bit" or not parameters:
+        return 0
+    if device_type == "cuda":
+        return sum(p.numel() for p in parameters) * 4
+    return 2 * max(p.numel() for p in parameters) * 4
+
+
 def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
     """Exact bytes per device for ``model`` (fp32 master weights, as Lightning's mixed precision keeps them).
 
@@ -98,10 +120,13 @@ def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
     gradients = sum(p.numel() * p.element_size() for p in trainable)
     optimizer = optimizer_state_bytes(trainable, setup.optimizer)
     ema = gradients if setup.ema else 0  # LeffaEMA: a shadow of the trainable weights
+    step = optimizer_step_bytes(trainable, setup.optimizer, setup.device_type)
     if setup.strategy != "fsdp":
-        return StaticMemory(weights + buffers, gradients, optimizer, ema)
+        return StaticMemory(weights + buffers, gradients, optimizer, ema, step)
     if setup.ema:
         raise ValueError("LeffaEMA refuses FSDP: plan FSDP without EMA")
+    if setup.trainable == "lora":
+        raise ValueError(LORA_FSDP)
     vae = sum(p.numel() * p.element_size() for p in model.vae.parameters())
     units = [list(unit.parameters()) for unit in blocks_to_shard(model)]
     in_units = {id(p) for unit in units for p in unit}
@@ -112,32 +137,41 @@ def static_memory(model: LeffaModel, setup: TrainingSetup) -> StaticMemory:
                          for group in [*units, root] if any(p.requires_grad for p in group))
     shards = setup.devices
     return StaticMemory(weights=vae + (weights - vae) // shards + unsharded, gradients=flat_gradients // shards,
-                        optimizer=optimizer // shards, ema=0)
+                        optimizer=optimizer // shards, ema=0, optimizer_step=step // shards)
+
+
+LORA_FSDP = ("LoRA does not train under FSDP (LeffaFSDPStrategy refuses it: a bf16 frozen base beside float32 "
+             "adapters is no flat parameter of one dtype, and the frozen base is no gradient or optimizer state to "
+             "shard): plan it under ddp")
 
 
 @dataclass(frozen=True)
 class StagePlan:
     stage: Stage
     static: StaticMemory
-    activations: float
+    activations: float  # the step's activation term at the stage's batch
     usable: float
     largest_batch: int
     accumulation_for_global: tuple[int, int] | None  # (batch per device, accumulation) keeping the global batch
 
     @property
     def total(self) -> float:
-        return self.static.total + self.activations
+        return step_peak(self.static, self.activations)
 
     @property
     def fits(self) -> bool:
         return self.total <= self.usable
 
 
-def plan_stage(stage: Stage, static: StaticMemory, activations: ActivationModel, setup: TrainingSetup,
+def step_peak(static: StaticMemory, activations: float) -> float:
+    """A step's peak per device from its static terms and its activation term (see the module docstring)."""
+    return static.total + max(activations, static.optimizer_step)
+
+
+def plan_stage(stage: Stage, static: StaticMemory, activations: StepActivations, setup: TrainingSetup,
                usable: float) -> StagePlan:
-    fixed = activations.bytes(0, stage.resolution)  # what does not grow with the batch (bf16 weight copies etc.)
-    per_sample = activations.bytes(1, stage.resolution) - fixed
-    largest = max(0, math.floor((usable - static.total - fixed) / per_sample))
+    budget = usable - static.total
+    largest = activations.largest_batch(budget, stage.resolution) if static.optimizer_step <= budget else 0
     global_batch = stage.batch_size * stage.accumulate_grad_batches * setup.devices
     keep = None
     for accumulation in range(1, global_batch + 1):  # fewest accumulation steps whose batch fits
@@ -170,6 +204,10 @@ def read_setup(trainer_paths: list[Path], overrides: argparse.Namespace) -> Trai
         raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: LeffaEMA refuses FSDP (it averages full parameters, "
                          "FSDP holds shards); remove it from trainer.callbacks")
     checkpointing = bool(model.get("gradient_checkpointing", False))
+    trainable = model.get("trainable", "both")
+    lora = LoraSettings(**model["lora"]) if trainable == "lora" and model.get("lora") else None
+    if strategy == "fsdp" and trainable == "lora":
+        raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: {LORA_FSDP}")
     strategy_args = (trainer["strategy"].get("init_args") or {}) if isinstance(trainer.get("strategy"), dict) else {}
     if _strategy_class(trainer.get("strategy")) is LeffaFSDPStrategy:
         # the strategy checkpoints the blocks that diffusers' gradient checkpointing does (transformer, ResNet)
@@ -179,9 +217,11 @@ def read_setup(trainer_paths: list[Path], overrides: argparse.Namespace) -> Trai
         strategy=strategy,
         precision=str(trainer.get("precision", "32-true")),
         gradient_checkpointing=checkpointing,
-        trainable=model.get("trainable", "both"),
+        trainable=trainable,
         optimizer=model.get("optimizer", "adamw"),
         ema=ema,
+        lora=lora,
+        device_type="cpu" if trainer.get("accelerator") == "cpu" else "cuda",
     )
 
 
@@ -212,10 +252,12 @@ def _strategy_kind(strategy) -> str:
     return "fsdp" if "fsdp" in str(strategy).lower() else "ddp"
 
 
-def build_model(architecture: str, trainable: str) -> LeffaModel:
+def build_model(architecture: str, trainable: str, lora: LoraSettings | None = None) -> LeffaModel:
+    """``architecture`` on the meta device with ``LeffaModule``'s trainable set (LoRA: adapters added, the frozen
+    base in ``lora.frozen_dtype``)."""
     with torch.device("meta"):
         model = ARCHITECTURES[architecture]()
-    select_trainable(model, trainable)
+        select_trainable(model, trainable, lora)
     return model
 
 
@@ -223,15 +265,20 @@ def format_plan(plans: list[StagePlan], setup: TrainingSetup, architecture: str,
                 memory_gib: float, headroom: float) -> str:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lora = ""
+    if setup.trainable == "lora":
+        settings = setup.lora or LoraSettings()
+        lora = f" (rank {settings.rank}{', reference UNet too' if settings.reference_unet else ''}, frozen base " \
+               f"{settings.frozen_dtype})"
     lines = [
-        f"plan: {architecture} ({total:,} parameters, {trainable:,} trainable: {setup.trainable}), "
+        f"plan: {architecture} ({total:,} parameters, {trainable:,} trainable: {setup.trainable}{lora}), "
         f"{setup.devices} devices x {memory_gib:g} GiB ({memory_gib * (1 - headroom):.1f} GiB usable, "
         f"{headroom:.0%} headroom), {setup.strategy}, {setup.precision}, gradient checkpointing "
         f"{'on' if setup.gradient_checkpointing else 'off'}, {setup.optimizer}, EMA {'on' if setup.ema else 'off'}",
         "",
-        "| stage | resolution | batch/device x accum | weights | gradients | optimizer | EMA | activations | total "
-        "| fits | largest batch/device | keeps global batch as |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| stage | resolution | batch/device x accum | weights | gradients | optimizer | EMA | activations "
+        "| optimizer step | total | fits | largest batch/device | keeps global batch as |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for plan in plans:
         s, m = plan.stage, plan.static
@@ -241,21 +288,20 @@ def format_plan(plans: list[StagePlan], setup: TrainingSetup, architecture: str,
         lines.append(
             f"| {s.name}{' (Leffa)' if s.leffa_loss else ''} | {s.resolution[0]}x{s.resolution[1]} "
             f"| {s.batch_size} x {s.accumulate_grad_batches} | {m.weights / GIB:.1f} | {m.gradients / GIB:.1f} "
-            f"| {m.optimizer / GIB:.1f} | {m.ema / GIB:.1f} | {plan.activations / GIB:.1f} | {plan.total / GIB:.1f} "
+            f"| {m.optimizer / GIB:.1f} | {m.ema / GIB:.1f} | {plan.activations / GIB:.1f} "
+            f"| {m.optimizer_step / GIB:.1f} | {plan.total / GIB:.1f} "
             f"| {'yes' if plan.fits else 'NO'} | {plan.largest_batch} | {keep} (global {global_batch}) |")
-    lines.append("\nGiB per device. Activations: the fitted per-sample, per-token model (leffa_pl/planning/"
-                 "activations.py), Leffa stages with every sample taking the loss.")
+    lines.append("\nGiB per device. Total = weights + gradients + optimizer + EMA + max(activations, optimizer step): "
+                 "the optimizer step's temporaries come after the activations are freed. Activations: the fitted "
+                 "per-sample, per-token model (leffa_pl/planning/activations.py), Leffa stages with every sample "
+                 "taking the loss.")
     return "\n".join(lines)
 
 
-def fit_activations(architecture: str, setup: TrainingSetup, leffa_loss: bool) -> ActivationModel:
+def fit_activations(architecture: str, setup: TrainingSetup, leffa_loss: bool) -> StepActivations:
     """The activation model of ``architecture`` trained as ``setup`` says, with the Leffa loss on or off."""
-    def fake_model() -> LeffaModel:  # built inside FakeTensorMode by fit_activation_model
-        model = ARCHITECTURES[architecture]()
-        select_trainable(model, setup.trainable)
-        return model
-
-    return fit_activation_model(fake_model, StepSettings(leffa_loss, setup.gradient_checkpointing, setup.precision))
+    return fit_activation_model(build_model(architecture, setup.trainable, setup.lora),
+                                StepSettings(leffa_loss, setup.gradient_checkpointing, setup.precision))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"{path}: no such config file")
     stages = read_stages(args.stages)
     setup = read_setup(args.trainer, args)
-    model = build_model(args.architecture, setup.trainable)
+    model = build_model(args.architecture, setup.trainable, setup.lora)
     static = static_memory(model, setup)
     fits = {leffa_loss: fit_activations(args.architecture, setup, leffa_loss)
             for leffa_loss in sorted({stage.leffa_loss for stage in stages})}

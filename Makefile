@@ -170,7 +170,8 @@ endif
 # ---- experiment and training benchmark (not part of the tests)
 .PHONY: exp-flow bench-train
 # Held-out attention-flow EPE, fine-tuned with and without the Leffa loss from teacher-seeded inits (tiny model,
-# CPU; 46 min on the shared machine under load 10-15, see README); the figure needs matplotlib (`experiments` extra).
+# CPU; 17.5 min on the 2-core machine otherwise idle, docs/experiments.md); the figure needs matplotlib
+# (`experiments` extra).
 EXPERIMENTS_INSTALLED := $(VENV)/.installed-experiments
 $(EXPERIMENTS_INSTALLED): $(INSTALLED)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[experiments]'

@@ -16,18 +16,22 @@ dataset (whose ``ground-truth-flow/`` files give the exact person -> garment flo
    (``end_point_error``, pixels at the training resolution), and the diffusion MSE on the same inputs;
    also during the fine-tunes (the curve of the figure).
 
-A sweep over larger teacher shifts (first seed) shows how far from the truth the init may start.
+Beside them: per flow grid, the floor (the lowest EPE the grid can express once upsampled as the loss does) and
+the Leffa loss's own optimum near the truth; each fine-tune's gain as the share of the removable error (init -
+floor) it closed. A sweep over more teacher shifts (first seed) shows how far from the truth the init may start.
+Fixed kernels (``CPU_PINS``), one thread per worker and deterministic algorithms make the numbers the same on
+machines of one kind; ``results.json`` records torch, the CPU and the data's digest to check that.
 Writes ``results.md``, ``results.json`` and ``epe_vs_step.png`` under ``--out``.
 
-    python experiments/exp_flow.py                       # make exp-flow (3 seeds x 2 teacher shifts + sweep)
+    python experiments/exp_flow.py                       # make exp-flow (3 seeds x 2 teacher shifts)
     python experiments/exp_flow.py --seeds 0 --teacher-shifts 3 --sweep-shifts --finetune-steps 20   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import math
 import os
 import platform
 import statistics
@@ -38,17 +42,23 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-import lightning.pytorch as pl
-import torch
-import torch.nn.functional as F
+# The same CPU kernels on every x86-64 machine with AVX2, whatever wider instructions it has (ATen's dispatch,
+# MKL's code path, oneDNN's): read when torch loads, inherited by the worker processes. Set one to override.
+CPU_PINS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+for _name, _value in CPU_PINS.items():
+    os.environ.setdefault(_name, _value)
 
-from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import make_synthetic
-from leffa_pl.data.datamodule import VitonHDDataModule
-from leffa_pl.data.layout import FLOW_FOLDER
-from leffa_pl.losses.leffa_loss import LeffaLoss
-from leffa_pl.metrics.flow_error import end_point_error
-from leffa_pl.training.leffa_module import LeffaModule
+import lightning.pytorch as pl  # noqa: E402  (after the pins)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule  # noqa: E402
+from leffa_pl.data import make_synthetic  # noqa: E402
+from leffa_pl.data.datamodule import VitonHDDataModule  # noqa: E402
+from leffa_pl.data.layout import FLOW_FOLDER  # noqa: E402
+from leffa_pl.losses.leffa_loss import PAPER_TRAIN_TIMESTEPS, LeffaLoss  # noqa: E402
+from leffa_pl.metrics.flow_error import end_point_error, upsample_flow  # noqa: E402
+from leffa_pl.training.leffa_module import LeffaModule  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from teacher_flow import TeacherSeededModule, shift_vector  # noqa: E402  (experiment-only module beside this file)
@@ -61,13 +71,14 @@ TRAINED_T = 500  # the Leffa loss's theta_timestep: the flow is compared at t be
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default="data/synthetic/zalando-hd-resized",
-                        help=f"VITON-HD root with {FLOW_FOLDER}/ (generated here if missing)")
+    parser.add_argument("--data", default="data/synthetic-exp-flow/zalando-hd-resized",
+                        help=f"VITON-HD root with {FLOW_FOLDER}/ (generated here if missing, --test-pairs held out)")
+    parser.add_argument("--test-pairs", type=int, default=32, help="held-out pairs when the data is generated")
     parser.add_argument("--out", default="runs/exp-flow")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--teacher-shifts", type=float, nargs="+", default=[1.5, 3.0],
+    parser.add_argument("--teacher-shifts", type=float, nargs="+", default=[3.0, 6.0],
                         help="teacher error: ground truth shifted by this many pixels (direction from the seed)")
-    parser.add_argument("--sweep-shifts", type=float, nargs="*", default=[6.0],
+    parser.add_argument("--sweep-shifts", type=float, nargs="*", default=[],
                         help="more teacher shifts, first seed only: where the loss stops helping")
     parser.add_argument("--resolution", type=int, nargs=2, default=[64, 48], metavar=("H", "W"),
                         help="the tiny model's flow grids are then 8x6, 4x3 and 2x2")
@@ -75,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--base-steps", type=int, default=80, help="steps of the teacher-seeded init stage")
     parser.add_argument("--base-learning-rate", type=float, default=2e-3)
     parser.add_argument("--teacher-weight", type=float, default=1.0, help="factor of the teacher term (pixels)")
-    parser.add_argument("--finetune-steps", type=int, default=50, help="optimizer steps of each fine-tune")
+    parser.add_argument("--finetune-steps", type=int, default=150, help="optimizer steps of each fine-tune")
     parser.add_argument("--learning-rate", type=float, default=1e-4, help="fine-tune lr (paper: 1e-5, on SD)")
     parser.add_argument("--leffa-weight", type=float, default=1.0, help="lambda of the with-loss arms")
     parser.add_argument("--paper-leffa-weight", type=float, default=1e-3,
@@ -83,22 +94,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--leffa-tau", type=float, default=2.0, help="training temperature (paper: 2)")
     parser.add_argument("--timesteps", type=int, nargs="+", default=[100, 200, 300, 400, 700],
                         help="evaluation timesteps (the loss trains t < 500)")
-    parser.add_argument("--curve-every", type=int, default=10, help="held-out EPE every this many fine-tune steps")
+    parser.add_argument("--curve-every", type=int, default=25, help="held-out EPE every this many fine-tune steps")
     parser.add_argument("--base-model", help="diffusers SD inpainting folder: its attention is the init "
                         "(no teacher stage; one configuration per seed)")
     parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator (gpu with --base-model)")
     parser.add_argument("--precision", default="32-true", help="Lightning precision (bf16-mixed on a GPU)")
     parser.add_argument("--workers", type=int, default=2, help="configurations trained in parallel processes")
-    parser.add_argument("--threads", type=int, help="torch threads per worker (default: CPUs / workers)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker; fixed, not from the machine's CPU count: the thread count "
+                        "changes how float sums are split, hence the numbers")
     return parser.parse_args(argv)
 
 
-def ensure_data(root: Path) -> None:
+def ensure_data(root: Path, test_pairs: int) -> None:
     if root.is_dir():
         return
     if root.name != "zalando-hd-resized":
         raise FileNotFoundError(f"{root}: no such VITON-HD folder")
-    make_synthetic.main(["--out", str(root.parent), "--datasets", "vitonhd"])
+    make_synthetic.main(["--out", str(root.parent), "--datasets", "vitonhd", "--test", str(test_pairs)])
+
+
+def data_digest(root: Path) -> str:
+    """SHA-256 over every file's path and bytes: the same digest on two machines = the same data."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def machine() -> dict:
+    """What decides the floats: torch and its kernels' ISA, the CPU, the thread count, the pins."""
+    cpu = {}
+    if Path("/proc/cpuinfo").exists():
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "flags") and key.strip() not in cpu:
+                cpu[key.strip()] = value.strip()
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpu_model": cpu.get("model name", platform.processor()), "cpu_flags": cpu.get("flags", ""),
+            "cpus": os.cpu_count(), "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "mkl": torch.backends.mkl.is_available(), "env": {k: os.environ.get(k) for k in CPU_PINS}}
 
 
 def make_data(root: Path, args: argparse.Namespace) -> VitonHDDataModule:
@@ -121,7 +157,8 @@ def evaluate(module: LeffaModule, batches: list[dict], timesteps: list[int]) -> 
     "grids": {layer: "hxw"}}."""
     was_training, device = module.training, module.device
     module.eval()
-    flow_loss = LeffaLoss(tau=EVAL_TAU, weight=1.0, theta_timestep=math.inf)  # every sample, plain warp error
+    # every sample (t < 1000 on the paper's scale), plain warp error
+    flow_loss = LeffaLoss(tau=EVAL_TAU, weight=1.0, theta_timestep=PAPER_TRAIN_TIMESTEPS)
     num_train = module.noise_scheduler.config.num_train_timesteps
     errors: dict[int, dict[str, list[torch.Tensor]]] = {t: {} for t in timesteps}
     sums = {"mse": dict.fromkeys(timesteps, 0.0), "warp": dict.fromkeys(timesteps, 0.0)}
@@ -152,10 +189,62 @@ def evaluate(module: LeffaModule, batches: list[dict], timesteps: list[int]) -> 
             "warp": {t: total / count for t, total in sums["warp"].items()}, "grids": grids}
 
 
+def grid_measures(batches: list[dict], grid: tuple[int, int], steps: int = 300) -> dict[str, float]:
+    """Held-out EPE of three flows on an ``h x w`` token grid, upsampled as the loss does (``upsample_flow``):
+
+    - ``pooled``: the ground truth averaged over each token's cell (defined pixels only); not a floor: a cell
+      only partly on the garment averages away from its centre;
+    - ``floor``: the lowest EPE the grid can express, the grid values optimised directly for EPE (Adam from
+      ``pooled``; per pair the lower of the two). Any value in [-1, 1]^2 is a convex combination of token
+      coordinates, so attention can express it;
+    - ``loss_optimum``: the Leffa loss's own optimum near the truth: from the floor's flow, the grid values
+      optimised directly for the loss's warp term (smooth-L1 on the loss region, no network in between).
+    """
+    truth = torch.cat([batch["flow"].float() for batch in batches])
+    reference, target = torch.cat([b["reference"] for b in batches]), torch.cat([b["person"] for b in batches])
+    region = torch.cat([b["loss_region"] for b in batches])
+    height, width = truth.shape[-2:]
+    valid = (~torch.isnan(truth).any(dim=1, keepdim=True)).float()
+    filled = torch.nan_to_num(truth)
+    sums, counts = F.adaptive_avg_pool2d(filled * valid, grid), F.adaptive_avg_pool2d(valid, grid)
+    mean = sums.sum(dim=(2, 3), keepdim=True) / counts.sum(dim=(2, 3), keepdim=True).clamp(min=1e-12)
+    pooled = torch.where(counts > 0, sums / counts.clamp(min=1e-12), mean).permute(0, 2, 3, 1)
+    to_pixels = torch.tensor([width / 2, height / 2]).view(1, 2, 1, 1)
+
+    def epe_sum(flow):  # end_point_error's EPE on NaN-free tensors, so that gradients stay finite
+        distance = ((upsample_flow(flow, (height, width)) - filled) * to_pixels).square().sum(dim=1) + 1e-12
+        return (distance.sqrt() * valid[:, 0]).sum()
+
+    def warp_sum(flow):
+        warped = LeffaLoss._warp(reference, flow, (height, width))
+        return F.smooth_l1_loss(warped * region, target * region, reduction="none").mean(dim=(1, 2, 3)).sum()
+
+    def descend(start, objective, lr):
+        flow = start.clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([flow], lr=lr)
+        for _ in range(steps):
+            optimizer.zero_grad()
+            objective(flow).backward()
+            optimizer.step()
+        return flow.detach().clamp(-1, 1)
+
+    with torch.enable_grad():
+        best = descend(pooled, epe_sum, 0.01)
+        optimum = descend(best, warp_sum, 0.002)
+    floor = torch.minimum(end_point_error(pooled, truth), end_point_error(best, truth))
+    return {"pooled": end_point_error(pooled, truth).nanmean().item(), "floor": floor.nanmean().item(),
+            "loss_optimum": end_point_error(optimum, truth).nanmean().item()}
+
+
+def layer_mean(grids: dict[str, dict[str, float]], layer_grids: dict[str, str], key: str) -> float:
+    """Mean over the Leffa layers (as ``mean_epe``) of a per-grid measure."""
+    return statistics.fmean(grids[g][key] for g in layer_grids.values())
+
+
 def mean_epe(result: dict) -> float:
     """Mean over layers and the trained timesteps (t < 500)."""
     return statistics.fmean(statistics.fmean(layers.values()) for t, layers in result["epe"].items()
-                            if t < TRAINED_T)
+                            if int(t) < TRAINED_T)  # int: JSON keys are strings
 
 
 class HeldOutCurve(pl.Callback):
@@ -187,8 +276,8 @@ def fit(module: LeffaModule, data_root: Path, stage: Stage, seed: int, args: arg
 def run_configuration(seed: int, shift_size: float | None, arms: dict[str, float], args: argparse.Namespace,
                       data_root: Path, out: Path) -> dict:
     """One initialisation (teacher stage, or ``--base-model``) and its fine-tunes, ``arms`` = {name: lambda}."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
     device = "cuda" if args.accelerator in ("gpu", "cuda") else "cpu"
     resolution = tuple(args.resolution)
     batches = held_out_batches(data_root, args)
@@ -289,7 +378,15 @@ def shift_label(run: dict) -> str:
     return "pretrained" if run["shift_size"] is None else f"{run['shift_size']:g} px"
 
 
-def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]) -> str:
+def closed(init: float, value: float, floor: float) -> str:
+    """Share of the removable error (init - floor) that a fine-tune closed."""
+    return f"{100 * (init - value) / (init - floor):+.0f} %"
+
+
+def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float],
+             grids: dict[str, dict[str, float]]) -> str:
+    layer_grids = runs[0]["arms"]["init"]["grids"]
+    floor, optimum = layer_mean(grids, layer_grids, "floor"), layer_mean(grids, layer_grids, "loss_optimum")
     main_runs = [r for r in runs if r["shift_size"] is None or r["shift_size"] in args.teacher_shifts]
     arms = ("init", "no_leffa", "leffa")
     trained_t = [t for t in args.timesteps if t < TRAINED_T]
@@ -297,11 +394,14 @@ def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]
         f"Held-out attention-flow end-point error (pixels at {args.resolution[0]}x{args.resolution[1]}, lower is "
         f"better) on the {runs[0]['pairs']} paired test pairs no stage trains on: mean over the "
         f"{len(runs[0]['arms']['init']['grids'])} layers the loss uses and t in {trained_t}, flow at tau = "
-        f"{EVAL_TAU}. Diffusion MSE: the same inputs, mean over t in {args.timesteps}. Change: with vs without.",
+        f"{EVAL_TAU}. Diffusion MSE: the same inputs, mean over t in {args.timesteps}. Change: with vs without. "
+        f"Floor: the lowest EPE the layers' flow grids can express ({floor:.2f} px, mean over the layers; per grid "
+        f"below); closed: the share of the removable error (init - floor) that each fine-tune removed. The Leffa "
+        f"loss's own optimum near the truth lies at {optimum:.2f} px.",
         "",
-        "| teacher shift | seed | shift (dx, dy) px | EPE init | EPE without | EPE with | change | MSE init "
-        "| MSE without | MSE with | target met |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| teacher shift | seed | shift (dx, dy) px | EPE init | EPE without | EPE with | floor | change "
+        "| closed without | closed with | MSE init | MSE without | MSE with | target met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in main_runs:
         epe = {arm: mean_epe(run["arms"][arm]) for arm in arms}
@@ -309,14 +409,16 @@ def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]
         vector = "-" if run["shift"] is None else f"({run['shift'][0]:+.1f}, {run['shift'][1]:+.1f})"
         lines.append(f"| {shift_label(run)} | {run['seed']} | {vector} | "
                      + " | ".join(f"{epe[a]:.2f}" for a in arms)
-                     + f" | {change(epe)} | " + " | ".join(f"{mse[a]:.4f}" for a in arms)
+                     + f" | {floor:.2f} | {change(epe)} | {closed(epe['init'], epe['no_leffa'], floor)} | "
+                     + f"{closed(epe['init'], epe['leffa'], floor)} | " + " | ".join(f"{mse[a]:.4f}" for a in arms)
                      + f" | {'yes' if target_met(run) else 'no'} |")
     for label in dict.fromkeys(shift_label(r) for r in main_runs):
         group = [r for r in main_runs if shift_label(r) == label]
         epe = {a: statistics.fmean(mean_epe(r["arms"][a]) for r in group) for a in arms}
         mse = {a: statistics.fmean(mean_mse(r["arms"][a]) for r in group) for a in arms}
         lines.append(f"| **{label}, mean** | {len(group)} seeds | | " + " | ".join(f"**{epe[a]:.2f}**" for a in arms)
-                     + f" | **{change(epe)}** | "
+                     + f" | {floor:.2f} | **{change(epe)}** | {closed(epe['init'], epe['no_leffa'], floor)} | "
+                     + f"**{closed(epe['init'], epe['leffa'], floor)}** | "
                      + " | ".join(f"{mse[a]:.4f}" for a in arms)
                      + f" | {sum(target_met(r) for r in group)}/{len(group)} |")
     lines += ["", "Mean EPE per timestep (all runs above):", "",
@@ -326,17 +428,27 @@ def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]
         cells = [statistics.fmean(statistics.fmean(r["arms"][arm]["epe"][t].values()) for r in main_runs)
                  for t in args.timesteps]
         lines.append(f"| {ARM_TITLES[arm]} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
-    names = list(runs[0]["arms"]["init"]["grids"])
+    lines += ["", "Per flow grid, on the same held-out pairs (EPE, px): the ground truth averaged onto the grid "
+              "(not a floor: a token cell only partly on the garment averages away from its centre), the floor (the "
+              "grid values optimised for EPE) and the Leffa loss's optimum (the grid values optimised for the loss's "
+              "warp term, starting from the floor's flow):", "",
+              "| grid | layers | truth averaged | floor | loss optimum |", "|---|---|---|---|---|"]
+    for grid, values in grids.items():
+        count = sum(g == grid for g in layer_grids.values())
+        lines.append(f"| {grid} | {count} | {values['pooled']:.2f} | {values['floor']:.2f} | "
+                     f"{values['loss_optimum']:.2f} |")
+    names = list(layer_grids)
     labels = list(dict.fromkeys(shift_label(r) for r in main_runs))
-    lines += ["", "Per layer (mean over seeds and t < 500), init / without / with:", "",
-              "| layer | grid | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    lines += ["", "Per layer (mean over seeds and t < 500), init / without / with; floor of its grid:", "",
+              "| layer | grid | floor | " + " | ".join(labels) + " |", "|---|---|---|" + "---|" * len(labels)]
     for name in names:
         cells = []
         for label in labels:
             group = [r for r in main_runs if shift_label(r) == label]
             means = [statistics.fmean(r["arms"][a]["epe"][t][name] for r in group for t in trained_t) for a in arms]
             cells.append(" / ".join(f"{value:.2f}" for value in means))
-        lines.append(f"| {short_layer(name)} | {runs[0]['arms']['init']['grids'][name]} | " + " | ".join(cells) + " |")
+        lines.append(f"| {short_layer(name)} | {layer_grids[name]} | {grids[layer_grids[name]]['floor']:.2f} | "
+                     + " | ".join(cells) + " |")
     sweep = sorted((r for r in runs if r["seed"] == args.seeds[0] and r["shift_size"] is not None),
                    key=lambda r: r["shift_size"])
     if len(sweep) > 1:
@@ -369,8 +481,9 @@ def markdown(runs: list[dict], args: argparse.Namespace, fixed: dict[str, float]
               f"{args.batch_size}, AdamW, grad clip 1.0; init: {init}; fine-tunes: {args.finetune_steps} steps at lr "
               f"{args.learning_rate:g}, reference dropout 0.1, augmentation, uniform t; Leffa lambda "
               f"{args.leffa_weight:g}, tau {args.leffa_tau:g}, theta_resolution 1/32, theta_timestep 500, smooth-L1; "
-              f"{seconds:.0f} s of training in all, {args.workers} worker(s) x {runs[0]['threads']} thread(s) on "
-              f"{platform.machine()}."]
+              f"{seconds:.0f} s of training in all, {args.workers} worker(s) x {runs[0]['threads']} thread(s); torch "
+              f"{torch.__version__}, kernels {torch.backends.cpu.get_cpu_capability()} ("
+              + ", ".join(f"{k}={os.environ.get(k)}" for k in CPU_PINS) + f") on {machine()['cpu_model']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -413,17 +526,21 @@ def figure(runs: list[dict], args: argparse.Namespace, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.threads = args.threads or max(1, (os.cpu_count() or 1) // max(1, args.workers))
     start = time.perf_counter()
     data_root, out = Path(args.data), Path(args.out)
-    ensure_data(data_root)
+    ensure_data(data_root, args.test_pairs)
     out.mkdir(parents=True, exist_ok=True)
     runs = run_all(args, data_root, out)
-    fixed = fixed_flow_errors(held_out_batches(data_root, args))
-    table = markdown(runs, args, fixed)
+    torch.set_num_threads(args.threads)
+    batches = held_out_batches(data_root, args)
+    fixed = fixed_flow_errors(batches)
+    grids = {g: grid_measures(batches, tuple(int(v) for v in g.split("x")))
+             for g in dict.fromkeys(runs[0]["arms"]["init"]["grids"].values())}
+    table = markdown(runs, args, fixed, grids)
     (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"args": vars(args), "fixed_flow_epe": fixed, "runs": runs},
-                                                 indent=1))
+    (out / "results.json").write_text(json.dumps({"args": vars(args), "machine": machine(),
+                                                  "data_sha256": data_digest(data_root), "fixed_flow_epe": fixed,
+                                                  "grids": grids, "runs": runs}, indent=1))
     figure(runs, args, out / "epe_vs_step.png")
     print(table)
     print(f"wrote {out / 'results.md'}, results.json and epe_vs_step.png in {time.perf_counter() - start:.0f} s")

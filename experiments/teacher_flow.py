@@ -2,7 +2,7 @@
 
 A pretrained model (SD) starts Leffa's fine-tune with attention that already points roughly at the right
 reference tokens; a randomly initialised tiny model has none, and the Leffa loss alone cannot create it
-(README, experiment section). ``TeacherSeededModule`` stands in for that pretraining: its training steps add,
+(docs/experiments.md). ``TeacherSeededModule`` stands in for that pretraining: its training steps add,
 to the diffusion loss, a term pulling every Leffa layer's attention flow toward a *teacher* flow, the
 ground truth with a known systematic error (a constant shift of a few pixels). The resulting initialisation
 is approximately, not exactly, right. Nothing here is used by the training framework.

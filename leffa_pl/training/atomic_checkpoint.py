@@ -22,5 +22,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, temporary)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        # Resuming never executes code from a checkpoint file.
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        # Resuming never executes code from a checkpoint file. Tensors come to the CPU (the strategy moves them on),
+        # as with Lightning's own default: torch.load's would put every rank's copy on the device each tensor was
+        # saved from, cuda:0 for all ranks.
+        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)

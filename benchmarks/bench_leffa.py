@@ -5,7 +5,7 @@ mark (VmHWM, reset through /proc/self/clear_refs after the inputs exist) minus t
 that moment, so it counts every allocation torch makes; on CUDA it is torch's peak allocated memory.
 The naive path is skipped where its estimated peak would not fit in the available memory.
 
-    python benchmarks/bench_leffa.py                 # the README table (SD1.5 first level: 8 heads of 40)
+    python benchmarks/bench_leffa.py                 # the docs/performance.md table (SD1.5 first level: 8 heads of 40)
     python benchmarks/bench_leffa.py --grids 16x12 32x24 --repeats 1
 """
 

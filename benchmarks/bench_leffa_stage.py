@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -26,6 +23,7 @@ from pathlib import Path
 
 import torch
 from bench_train import count_step_flops
+from common import recorded
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from leffa_pl.model.leffa_model import LeffaModel
@@ -34,7 +32,6 @@ from leffa_pl.planning.memory_probe import PeakTensorMemory
 from leffa_pl.planning.plan import ARCHITECTURES
 from leffa_pl.training.trainable import select_trainable
 
-RESULTS = Path(__file__).resolve().parent / "results" / "leffa_stage.md"
 MIB = 2**20
 BATCH = 2
 ROWS = {  # name: (architecture, image size, precision, gradient checkpointing, fake tensors)
@@ -165,36 +162,22 @@ def breakdown_table(name: str, off: Counter, on: Counter, top: int = 40) -> list
     return lines
 
 
-def commit() -> str:
-    result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=list(ROWS))
     parser.add_argument("--breakdown", action="store_true", help="also the tensors the loss keeps at the peak")
     parser.add_argument("--label", default="", help="a word for this run in the results file (e.g. before)")
     args = parser.parse_args()
-    started = time.perf_counter()
-    load = os.getloadavg()[0]
     lines = ["| row | tensors | settings | activations/sample, off (MiB) | on (MiB) | extra/sample (MiB) "
              "| TFLOP/sample, off | on | on/off | time |", "|---|---|---|---|---|---|---|---|---|---|"]
     details = []
-    for name in args.rows:
-        row, detail = measure_row(name, args.breakdown)
-        lines += row
-        details += detail
-        print(row[0], flush=True)
-    header = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {args.label} (commit {commit()})\n\n"
-              f"`{' '.join(['python', *sys.argv])}`; {platform.machine()}, {os.cpu_count()} cores, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}; load average {load:.1f} at the start, "
-              f"{os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - started:.0f} s\n")
-    text = "\n".join([header, *lines, *details]) + "\n"
-    print(text)
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as results:
-        results.write(text)
+    with recorded("leffa_stage", args.label):
+        for name in args.rows:
+            row, detail = measure_row(name, args.breakdown)
+            lines += row
+            details += detail
+            print(row[0], file=sys.stderr, flush=True)
+        print("\n".join([*lines, *details]))
 
 
 if __name__ == "__main__":

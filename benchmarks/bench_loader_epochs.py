@@ -17,24 +17,20 @@ tables). Appends a table to benchmarks/results/loader_epochs.md with the machine
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import lightning
 import torch
+from common import recorded
 from torch.utils.data import DataLoader
 
 from leffa_pl.data import synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
 
 NATIVE = (1024, 768)
-RESULTS = Path(__file__).resolve().parent / "results" / "loader_epochs.md"
 
 
 def epochs(root: Path, mode: str, args) -> list[tuple[float, float]]:
@@ -66,11 +62,6 @@ def epochs(root: Path, mode: str, args) -> list[tuple[float, float]]:
     return times
 
 
-def commit() -> str:
-    result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=16, help="training pairs (pairs / batch size batches per epoch)")
@@ -81,35 +72,22 @@ def main() -> None:
                         help="parent process sizes to measure at (GiB allocated and touched before the loaders)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    started, load = time.perf_counter(), os.getloadavg()[0]
-    lines = ["| parent ballast | loader | first epoch: to 1st batch | later epochs: to 1st batch (median) "
-             "| later epochs: whole epoch (median) |", "|---|---|---|---|---|"]
-    with tempfile.TemporaryDirectory() as tmp:
+    with recorded("loader_epochs"), tempfile.TemporaryDirectory() as tmp:
+        print(f"{args.workers} workers, batch {args.batch_size} at 512x384 ({args.pairs} pairs: "
+              f"{args.pairs // args.batch_size} batches per epoch), {args.epochs} epochs, augmentation on, files "
+              f"{NATIVE[0]}x{NATIVE[1]} in the page cache\n")
+        print("| parent ballast | loader | first epoch: to 1st batch | later epochs: to 1st batch (median) "
+              "| later epochs: whole epoch (median) |\n|---|---|---|---|---|", flush=True)
         root = synthetic_vton.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 1, NATIVE)
-        ballast = None
         for gib in args.ballast_gib:
-            ballast = None
             ballast = torch.ones(int(gib * 2**30) // 4) if gib else None  # written: resident, not just reserved
             for mode in ("rebuilt, 2 iter()", "rebuilt", "persistent"):
                 times = epochs(root, mode, args)
                 later = times[1:]
-                row = (f"| {gib:g} GiB | {mode} | {times[0][0] * 1000:.0f} ms "
-                       f"| {statistics.median(t[0] for t in later) * 1000:.0f} ms "
-                       f"| {statistics.median(t[1] for t in later) * 1000:.0f} ms |")
-                lines.append(row)
-                print(row, flush=True)
-        del ballast
-    header = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} (commit {commit()})\n\n"
-              f"`{' '.join(['python', *sys.argv])}`; {platform.machine()}, {os.cpu_count()} cores, "
-              f"torch {torch.__version__}; {args.workers} workers, batch {args.batch_size} at 512x384 "
-              f"({args.pairs} pairs: {args.pairs // args.batch_size} batches per epoch), {args.epochs} epochs, "
-              f"augmentation on, files 1024x768 in the page cache; load average {load:.1f} at the start, "
-              f"{os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - started:.0f} s\n")
-    text = "\n".join([header, *lines]) + "\n"
-    print(text)
-    RESULTS.parent.mkdir(exist_ok=True)
-    with RESULTS.open("a") as results:
-        results.write(text)
+                print(f"| {gib:g} GiB | {mode} | {times[0][0] * 1000:.0f} ms "
+                      f"| {statistics.median(t[0] for t in later) * 1000:.0f} ms "
+                      f"| {statistics.median(t[1] for t in later) * 1000:.0f} ms |", flush=True)
+            del ballast
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ the pieces here (``Config``, ``measure_in_subprocess``, ``planner_prediction``, 
 
     python benchmarks/bench_train.py                     # make bench-train
     python benchmarks/bench_train.py --rows sd15         # make bench-train ROWS=sd15
-    python benchmarks/bench_train.py --rows sd15 --leffa on --threads 2    # benchmarks/results/train_sd15_cpu.md
+    python benchmarks/bench_train.py --rows sd15 --leffa on --threads 2
+
+Each run is appended to benchmarks/results/train_cpu.md with the machine, load, commit and command.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from common import recorded
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
@@ -405,6 +408,11 @@ def main() -> None:
         print(json.dumps(measure(Config(**fields))))
         return
 
+    with recorded("train_cpu"):
+        report(args)
+
+
+def report(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     print(f"Training step (LeffaModule.training_step + backward + clip + optimizer) via Lightning, CPU "
           f"({platform.machine()}, {os.cpu_count()} cores), {torch.get_num_threads()} threads, torch "

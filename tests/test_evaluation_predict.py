@@ -23,7 +23,6 @@ from leffa_pl.evaluation.predict import (
     LeffaPredictor,
     OutputFolderError,
     PredictionOptions,
-    load_model,
     output_name,
     plan_predictions,
     predict_pairs,
@@ -32,6 +31,7 @@ from leffa_pl.evaluation.predict import (
 from leffa_pl.evaluation.score import target_id
 from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.loading import load_model
 from leffa_pl.model.sampler import SamplerSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

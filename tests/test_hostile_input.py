@@ -361,7 +361,7 @@ def tiny_weights():
 
 
 def test_row3_exports_and_checkpoints_of_the_other_task_are_refused(tmp_path, tiny_weights):
-    from leffa_pl.evaluation.predict import load_model
+    from leffa_pl.model.loading import load_model
 
     write_export(tiny_weights, tmp_path / "export", (".pth", ".safetensors"), POSE)
     lightning = tmp_path / "pose.ckpt"

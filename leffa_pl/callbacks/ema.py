@@ -25,7 +25,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-EMA_KEY = "ema"  # checkpoint[EMA_KEY] = {"shadow": {parameter name: average}, "n_averaged": tensor}
+from leffa_pl.model.checkpoint import EMA_KEY
 
 
 def _lerp_ema(decay: float):

@@ -20,7 +20,7 @@ EXIT_SIGTERM = 128 + signal.SIGTERM  # the shell's status of a process ended by 
 
 
 class CheckpointOnSigterm(pl.Callback):
-    """On SIGTERM, writes ``last.ckpt`` into the ``ModelCheckpoint``'s folder (where the README's resume
+    """On SIGTERM, writes ``last.ckpt`` into the ``ModelCheckpoint``'s folder (where docs/training.md's resume
     recipe looks), so that ``--ckpt_path=<run>/checkpoints/last.ckpt`` continues at the next batch."""
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:

@@ -36,13 +36,12 @@ from leffa_pl.evaluation.predict import (
     OutputFolderError,
     PredictionOptions,
     PredictionPlan,
-    check_resolution,
-    load_model,
     predict_pairs,
 )
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, score_images
 from leffa_pl.model.checkpoint import CheckpointError
+from leffa_pl.model.loading import check_resolution, load_model
 from leffa_pl.model.sampler import SCHEDULERS, SamplerSettings
 
 TRY_ON_PROTOCOLS = {"paired": "vton-paired", "unpaired": "vton-unpaired"}

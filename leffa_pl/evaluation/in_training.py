@@ -7,11 +7,11 @@ import os
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 
+from leffa_pl.evaluation.metric_suite import build_metric_suite
 from leffa_pl.evaluation.protocols import get_protocol
 from leffa_pl.evaluation.report import ScoreResult, log_results
 from leffa_pl.metrics.perceptual import build_lpips_network
-from leffa_pl.metrics.suite import PAIRED_METRICS, MetricSuite, quantize_images
-from leffa_pl.metrics.weights import WeightsUnavailable
+from leffa_pl.metrics.suite import SET_METRICS, MetricSuite, quantize_images
 from leffa_pl.training.step_outputs import ValidationStepOutput
 
 SET_METRICS_REASON = ("not computed inside training: the validation subset is too small for FID/KID. "
@@ -36,19 +36,15 @@ class ValidationScores(pl.Callback):
         self.resolution: tuple[int, int] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        metrics = tuple(name for name in self.protocol.metrics if name in PAIRED_METRICS)
-        unavailable = {name: SET_METRICS_REASON for name in self.protocol.metrics
-                       if name not in PAIRED_METRICS}
-        network = None
-        if "lpips" in metrics:
-            try:
-                network = build_lpips_network(self.protocol.lpips_net, self.lpips_weights,
-                                              self.allow_download, option="--scores.lpips_weights")
-            except WeightsUnavailable as error:
-                unavailable["lpips"] = str(error)
-                rank_zero_warn(f"{self.prefix}/lpips is not computed in this run (the other validation scores "
-                               f"are): {error}")
-        self.suite = MetricSuite(metrics + tuple(unavailable), lpips_network=network, unavailable=unavailable)
+        def lpips_network():
+            return build_lpips_network(self.protocol.lpips_net, self.lpips_weights, self.allow_download,
+                                       option="--scores.lpips_weights")
+
+        self.suite = build_metric_suite(self.protocol, lpips_network=lpips_network,
+                                        not_computed=dict.fromkeys(SET_METRICS, SET_METRICS_REASON))
+        if "lpips" in self.suite.unavailable:
+            rank_zero_warn(f"{self.prefix}/lpips is not computed in this run (the other validation scores "
+                           f"are): {self.suite.unavailable['lpips']}")
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.suite.to(pl_module.device).reset()

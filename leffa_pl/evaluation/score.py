@@ -22,14 +22,14 @@ from torch.utils.data import DataLoader
 
 from leffa_pl.data import deepfashion, dresscode
 from leffa_pl.evaluation.images import IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError, image_size
+from leffa_pl.evaluation.metric_suite import build_metric_suite
 from leffa_pl.evaluation.protocols import PROTOCOLS, Protocol, get_protocol
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.metrics.features import build_fid_feature_extractor, feature_extractor_identity
 from leffa_pl.metrics.perceptual import build_lpips_network
 from leffa_pl.metrics.real_statistics import RealStatistics, RealStatisticsCache, describe_real_set
 from leffa_pl.metrics.ssim import SSIM_VARIANTS
-from leffa_pl.metrics.suite import MetricSuite
-from leffa_pl.metrics.weights import WeightsUnavailable
+from leffa_pl.metrics.suite import SET_METRICS
 
 TARGET_SEPARATOR = "__to__"
 PREDICTION_RECORD = "prediction.json"  # written by leffa-pl-evaluate's prediction (evaluation/predict.py)
@@ -250,30 +250,17 @@ def score_images(generated: Sequence[Path], protocol: str | Protocol, targets: S
         if min(resolution) < variant.size:
             raise ScoreInputError(f"{variant.name} needs images of at least {variant.size} pixels a side, "
                                   f"the generated ones are {resolution[0]}x{resolution[1]}")
-    set_metrics = [name for name in protocol.metrics if name in ("fid", "kid")]
-    unavailable: dict[str, str] = {}
     details: dict[str, object] = {"ground_truth_resize": f"PIL {protocol.ground_truth_resize} (antialiased) to "
                                                          f"{resolution[0]}x{resolution[1]} when the size differs"}
-    extractor = None
-    if set_metrics and not real_images:
-        unavailable.update({name: f"no real image set given. Give {protocol.real_set} (--real)"
-                            for name in set_metrics})
-    elif set_metrics:
-        try:
-            extractor = _fid_extractor(protocol, options).to(options.device).eval()
-        except WeightsUnavailable as error:
-            unavailable.update({name: str(error) for name in set_metrics})
-    lpips_network = None
-    if "lpips" in protocol.metrics:
-        try:
-            lpips_network = _lpips_network(protocol, options).to(options.device)
-            details["lpips"] = f"{options.lpips_net or protocol.lpips_net} network, inputs in [-1, 1]"
-        except WeightsUnavailable as error:
-            unavailable["lpips"] = str(error)
-
-    suite = MetricSuite(protocol.metrics, fid_features=extractor, lpips_network=lpips_network,
-                        unavailable=unavailable, kid_subsets=options.kid_subsets,
-                        kid_subset_size=options.kid_subset_size, seed=options.seed).to(options.device)
+    no_real_set = {} if real_images else {name: f"no real image set given. Give {protocol.real_set} (--real)"
+                                          for name in SET_METRICS}
+    suite = build_metric_suite(protocol, lambda: _fid_extractor(protocol, options).to(options.device).eval(),
+                               lambda: _lpips_network(protocol, options).to(options.device), no_real_set,
+                               kid_subsets=options.kid_subsets, kid_subset_size=options.kid_subset_size,
+                               seed=options.seed).to(options.device)
+    if suite.lpips_network is not None:
+        details["lpips"] = f"{options.lpips_net or protocol.lpips_net} network, inputs in [-1, 1]"
+    extractor = suite.fid_features
     if extractor is not None:
         identity = feature_extractor_identity(extractor)
         statistics, cache_file, hit = cached_real_statistics(real_images, extractor, identity, resolution,

@@ -38,10 +38,11 @@ from leffa_pl.data.io import read_gray, read_label, read_rgb
 from leffa_pl.data.layout import parse_size
 from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
 from leffa_pl.data.transforms import contract_sample, image_to_tensor
-from leffa_pl.evaluation.predict import check_resolution, load_model, pair_seed
+from leffa_pl.evaluation.predict import pair_seed
 from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
 from leffa_pl.model.checkpoint import CheckpointError
+from leffa_pl.model.loading import check_resolution, load_model
 from leffa_pl.model.lora import load_lora
 from leffa_pl.model.sampler import SCHEDULERS, LeffaSampler, SamplerSettings
 from leffa_pl.preprocess.annotate import (

@@ -1,6 +1,6 @@
 """FID/KID feature extractors: 2048-d Inception-v3 pool features of uint8 images ``[B, 3, H, W]``.
 
-Two extractors are in use in the literature (see the README, "Evaluation"):
+Two extractors are in use in the literature (see docs/evaluation.md):
 - ``tf-inception``: the TF-FID Inception (pytorch-fid, clean-fid, torch-fidelity, torchmetrics' default),
   inputs resized to 299x299 with TF1.x-compatible bilinear interpolation. Leffa's try-on evaluator.
 - ``torchvision-inception``: torchvision's ImageNet Inception-v3 as the CFLD/PIDM pose-transfer code uses

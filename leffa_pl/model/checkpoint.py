@@ -19,6 +19,8 @@ from leffa_pl.atomic_write import atomic_write
 
 SAFETENSORS_SUFFIX = ".safetensors"
 MAX_LISTED_KEYS = 8
+# LeffaEMA's entry in a Lightning checkpoint: {"shadow": {parameter name: average}, "n_averaged": tensor}
+EMA_KEY = "ema"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
 PICKLE_PROTOCOL_2_PLUS = b"\x80"  # the legacy format: a bare pickle (protocol 2 or later)
 

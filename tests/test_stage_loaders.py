@@ -61,7 +61,8 @@ class Recorder(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = ((self.weight - batch["person"]) ** 2).mean()
-        self.rows.append((self.global_step, set(batch["pid"].tolist()), tuple(batch["person_id"]), loss.item()))
+        pids = set(batch["pid"].tolist()) if "pid" in batch else set()
+        self.rows.append((self.global_step, pids, tuple(batch["person_id"]), loss.item()))
         return loss
 
     def configure_optimizers(self):
@@ -138,3 +139,26 @@ def test_under_ddp_the_data_module_shards_the_loader_itself(root):
         assert isinstance(loader.sampler, DistributedSampler) and loader.batch_sampler.sampler is loader.sampler
         shards.append([i for batch in loader for i in batch["person_id"]])
     assert len(shards[0]) == len(shards[1]) == 3 and not set(shards[0]) & set(shards[1])
+
+
+class OneLoaderPerStage(pl.Callback):
+    """Every epoch of the (one) stage trains on the same loader object: Lightning did not re-instantiate it."""
+
+    def __init__(self):
+        self.loaders = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.loaders.append(trainer.train_dataloader)
+
+    def on_train_end(self, trainer, pl_module):
+        assert len(self.loaders) == 2 and self.loaders[0] is self.loaders[1]
+        assert isinstance(self.loaders[0].sampler, DistributedSampler) and self.loaders[0].persistent_workers
+
+
+def test_two_ddp_processes_keep_their_loader_through_the_stage(root, tmp_path):
+    # 6 pairs, 2 ranks, batch 1: 3 batches per rank and epoch, so the stage's 6 steps are 2 epochs
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                         enable_checkpointing=False, default_root_dir=tmp_path,
+                         callbacks=[StageSchedule([Stage("only", 6, (32, 24), 1)]), OneLoaderPerStage()])
+    trainer.fit(Recorder(), single(root, num_workers=1, persistent_workers=True))  # asserts in each process

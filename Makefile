@@ -64,6 +64,12 @@ synthetic-data: $(INSTALLED)
 bench-data: $(INSTALLED)
 	$(PY) benchmarks/bench_data.py
 
+# Epoch start to first batch: training loader rebuilt every epoch vs kept with persistent workers (512x384, 2 workers);
+# appended to benchmarks/results/loader_epochs.md.
+.PHONY: bench-loader-epochs
+bench-loader-epochs: $(INSTALLED)
+	$(PY) benchmarks/bench_loader_epochs.py
+
 # ---- training: `make train-vton|train-pose` (embedded demo) or `... DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
 # ARGS: more leffa-pl fit arguments, e.g. ARGS="--run.dir=runs/vton1 --trainer.max_steps=20000 --ckpt_path=...".
 # RESUME=1: resume the run folder's run from its last.ckpt (after a preemption or a crash).

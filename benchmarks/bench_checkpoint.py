@@ -1,11 +1,13 @@
-"""Peak host memory while a training checkpoint is written: Lightning's ``TorchCheckpointIO`` (serialises into a
-``BytesIO``, then writes it) against ``AtomicCheckpointIO`` (streams ``torch.save`` into the temporary file).
+"""Peak host memory while a training checkpoint is written and read back: Lightning's ``TorchCheckpointIO``
+(serialises into a ``BytesIO``, then writes it; reads the whole file into memory) against ``AtomicCheckpointIO``
+(streams ``torch.save`` into the temporary file; loads memory-mapped). At a resume every rank loads the checkpoint.
 
 The checkpoint is what Lightning writes for ``LeffaModule`` under ``configs/trainer/gpu.yaml``: the module's
 state dict, AdamW's state after one step (two fp32 moments per trainable parameter) and ``LeffaEMA``'s shadow of
 the trainable weights, for a Leffa model with SD1.5's UNet at a quarter of its width (64-128-256-256 channels,
 random weights, nothing downloaded) and the tiny VAE. Each IO runs in a fresh process: the resident-set
-high-water mark is reset just before the save (``/proc/self/clear_refs``), so the peak is the save's own.
+high-water mark is reset just before the save or load (``/proc/self/clear_refs``), so the peak is its own. A load
+row reads the file the save row wrote, after dropping it from the page cache where allowed (``posix_fadvise``).
 
     python benchmarks/bench_checkpoint.py          # make bench-checkpoint
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,9 +24,10 @@ import time
 from pathlib import Path
 
 import torch
+from common import recorded
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from leffa_pl.callbacks.ema import EMA_KEY
+from leffa_pl.model.checkpoint import EMA_KEY
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.presets import sd15_inpainting_unet_config, tiny_vae_config
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
@@ -59,43 +61,62 @@ def checkpoint() -> dict:
             EMA_KEY: {"shadow": {name: p.detach().clone() for name, p in trainable}, "n_averaged": torch.tensor(1)}}
 
 
-def measure(io_name: str, folder: Path) -> dict:
-    content = checkpoint()
-    path = folder / "measured.ckpt"
+def measure(io_name: str, operation: str, path: Path) -> dict:
+    io = IOS[io_name]()
+    if operation == "save":
+        content = checkpoint()
+    else:
+        with path.open("rb") as file:  # the page cache would make a load look free
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     before = status_bytes("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current resident size
     started = time.perf_counter()
-    IOS[io_name]().save_checkpoint(content, path)
-    return {"seconds": time.perf_counter() - started, "before": before, "peak": status_bytes("VmHWM"),
-            "file": path.stat().st_size}
+    if operation == "save":
+        io.save_checkpoint(content, path)
+    else:
+        loaded = io.load_checkpoint(path)
+    seconds = time.perf_counter() - started
+    result = {"seconds": seconds, "before": before, "peak": status_bytes("VmHWM"), "file": path.stat().st_size}
+    if operation == "load":
+        result["tensors"] = sum(t.numel() * t.element_size() for t in _tensors(loaded))
+    return result
+
+
+def _tensors(tree) -> list[torch.Tensor]:
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    values = tree.values() if isinstance(tree, dict) else tree if isinstance(tree, (list, tuple)) else []
+    return [tensor for value in values for tensor in _tensors(value)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # io name, save|load, path
     args = parser.parse_args()
     if args.measure:
-        with tempfile.TemporaryDirectory() as folder:
-            print(json.dumps(measure(args.measure, Path(folder))))
+        name, operation, path = args.measure
+        print(json.dumps(measure(name, operation, Path(path))))
         return
-    print(f"# bench-checkpoint: peak host RSS during one checkpoint save, fresh process per row, torch "
-          f"{torch.__version__}, {platform.machine()} ({os.cpu_count()} cores), load average "
-          f"{os.getloadavg()[0]:.1f}; command: python benchmarks/bench_checkpoint.py\n")
-    print("| checkpoint IO | file | RSS before | peak RSS during the save | peak - before | seconds |")
-    print("|---|---|---|---|---|---|")
-    growth = {}
-    for name in IOS:
-        result = subprocess.run([sys.executable, __file__, "--measure", name], capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{name}: {result.stderr[-4000:]}")
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        growth[name] = row["peak"] - row["before"]
-        print(f"| {name} | {row['file'] / MIB:,.0f} MiB | {row['before'] / MIB:,.0f} MiB "
-              f"| {row['peak'] / MIB:,.0f} MiB | {growth[name] / MIB:+,.0f} MiB | {row['seconds']:.1f} |", flush=True)
-    before, after = growth.values()
-    print(f"\nsave's own memory, before / after: {before / max(after, MIB):.0f}x; load average "
-          f"{os.getloadavg()[0]:.1f} at the end")
-
+    with recorded("checkpoint"), tempfile.TemporaryDirectory() as folder:
+        print("Peak host RSS during one checkpoint save and one load, a fresh process per row\n")
+        print("| checkpoint IO | operation | file | RSS before | peak RSS during it | peak - before | seconds |")
+        print("|---|---|---|---|---|---|---|")
+        growth = {}
+        for operation in ("save", "load"):
+            for name in IOS:
+                path = Path(folder) / f"{name.split()[0]}.ckpt"
+                result = subprocess.run([sys.executable, __file__, "--measure", name, operation, str(path)],
+                                        capture_output=True, text=True)
+                if result.returncode != 0:
+                    raise RuntimeError(f"{name} {operation}: {result.stderr[-4000:]}")
+                row = json.loads(result.stdout.strip().splitlines()[-1])
+                growth[name, operation] = row["peak"] - row["before"]
+                print(f"| {name} | {operation} | {row['file'] / MIB:,.0f} MiB | {row['before'] / MIB:,.0f} MiB "
+                      f"| {row['peak'] / MIB:,.0f} MiB | {growth[name, operation] / MIB:+,.0f} MiB "
+                      f"| {row['seconds']:.1f} |", flush=True)
+        before, after = IOS
+        print("\n" + "; ".join(f"{operation}'s own memory: {growth[before, operation] / MIB:+,.0f} MiB before, "
+                               f"{growth[after, operation] / MIB:+,.0f} MiB after" for operation in ("save", "load")))
 
 if __name__ == "__main__":
     main()

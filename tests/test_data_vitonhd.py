@@ -158,6 +158,7 @@ def test_augmentation_keeps_the_contract_and_alignment(root):
 
 def _batches(dm, seed):
     lightning.seed_everything(seed, workers=True)
+    dm.teardown("fit")  # a new loader (the data module keeps its loader while the stage stays)
     return [batch for batch in dm.train_dataloader()]
 
 
@@ -180,6 +181,7 @@ def test_a_training_loader_resumed_mid_epoch_repeats_the_rest_of_the_epoch(root)
     state = loader.state_dict()
     rest = list(batches)
     lightning.seed_everything(5, workers=True)  # a loader built with another shuffle seed: the state restores it
+    dm.teardown("fit")
     resumed = dm.train_dataloader()
     resumed.load_state_dict(state)
     again = list(resumed)

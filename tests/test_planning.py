@@ -11,8 +11,15 @@ import yaml
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.activations import StepSettings, fit_activation_model, measure_activations
-from leffa_pl.planning.disk import checkpoint_bytes, plan_disk
-from leffa_pl.planning.plan import TrainingSetup, build_model, read_setup, read_stages, static_memory
+from leffa_pl.planning.disk import checkpoint_bytes, plan_disk, plan_host_memory
+from leffa_pl.planning.plan import (
+    TrainingSetup,
+    build_model,
+    optimizer_state_bytes,
+    read_setup,
+    read_stages,
+    static_memory,
+)
 from leffa_pl.training.trainable import select_trainable
 
 SETUP = TrainingSetup(devices=1, strategy="ddp", precision="32-true", gradient_checkpointing=False,
@@ -104,6 +111,22 @@ def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tm
     assert disk.checkpoint == planned and disk.checkpoints_at_once == 2 + 1 + 3 + 1  # keep, writing, stages, SIGTERM
     assert disk.export == 2 * sum(t.nbytes for t in model.state_dict().values())  # .pth and .safetensors
     assert disk.total == disk.checkpoints + disk.export + disk.images and disk.images > 0
+
+
+def test_host_memory_of_a_save_and_a_resume_follows_the_strategy():
+    model = build_model("tiny", "both")
+    config = yaml.safe_load(Path("configs/trainer/gpu.yaml").read_text())
+    config["stages"] = {"stages": read_stages(Path("configs/stages/vton_paper.yaml"))}
+    disk = plan_disk(config, model)
+    weights = sum(t.nbytes for t in model.state_dict().values())
+    moments = optimizer_state_bytes([p for p in model.parameters() if p.requires_grad], "adamw")
+    ddp = plan_host_memory(model, disk, "ddp")
+    # streamed save: one fp32 tensor at a time; memory-mapped resume: the file's pages, shared in the page cache
+    assert ddp.model_load == weights and ddp.save == max(p.numel() * 4 for p in model.parameters())
+    assert ddp.resume == 0 and ddp.save_in_memory == disk.checkpoint
+    fsdp = plan_host_memory(model, disk, "fsdp")
+    # FSDP's full state dict gathers the checkpoint on rank 0; its loader materialises the optimizer state per rank
+    assert (fsdp.save, fsdp.resume) == (disk.checkpoint, moments) and fsdp.peak == max(weights, disk.checkpoint)
 
 
 LORA = LoraSettings(rank=4, alpha=8, reference_unet=True, frozen_dtype="bfloat16")

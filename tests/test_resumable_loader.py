@@ -37,7 +37,7 @@ def _round_trip(state: dict) -> dict:
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_a_loaded_state_continues_the_epoch_and_later_epochs_are_unchanged(num_workers):
     original = ResumableDataLoader(Numbers(), batch_size=3, shuffle=True, num_workers=num_workers,
-                                   generator=torch.Generator().manual_seed(1))
+                                   shuffle_generator=torch.Generator().manual_seed(1))
     iterator = iter(original)
     first_two = [next(iterator).tolist() for _ in range(2)]  # workers have prefetched further: not counted
     state = _round_trip(original.state_dict())
@@ -47,7 +47,7 @@ def test_a_loaded_state_continues_the_epoch_and_later_epochs_are_unchanged(num_w
 
     data = Numbers()
     resumed = ResumableDataLoader(data, batch_size=3, shuffle=True, num_workers=num_workers,
-                                  generator=torch.Generator().manual_seed(2))
+                                  shuffle_generator=torch.Generator().manual_seed(2))
     resumed.load_state_dict(state)
     assert _ids(resumed) == epoch[2:]
     assert resumed.state_dict()["batches_served"] == len(epoch)
@@ -66,5 +66,5 @@ def test_each_rank_skips_the_first_batches_of_its_own_shard():
     for rank in (0, 1):
         shard = _ids(rank_loader(rank))
         resumed = rank_loader(rank)
-        resumed.load_state_dict({"batches_served": 1, "generator_state": resumed.generator.get_state()})
+        resumed.load_state_dict({"batches_served": 1, "generator_state": resumed.shuffle_generator.get_state()})
         assert _ids(resumed) == shard[1:]

@@ -63,7 +63,7 @@ class RandomTryOnDataModule(pl.LightningDataModule):
         step = self.trainer.global_step if self.trainer is not None else 0
         generator = torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
         return ResumableDataLoader(RandomTryOnDataset(self.size, self.resolution, self.with_flow),
-                                   batch_size=self.batch_size, shuffle=self.shuffle, generator=generator)
+                                   batch_size=self.batch_size, shuffle=self.shuffle, shuffle_generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(RandomTryOnDataset(2, self.resolution, self.with_flow), batch_size=2)

@@ -1,8 +1,10 @@
 """Training stages (resolution, batch size, accumulation, Leffa loss on/off) switched by optimizer step.
 
 Each stage lasts ``steps`` optimizer steps. The callback makes every epoch end at a stage boundary
-(``trainer.limit_train_batches``) and has dataloaders rebuilt each epoch, so a new stage starts
-with freshly built loaders (DistributedSampler included) at its own resolution and batch size.
+(``trainer.limit_train_batches``) and has Lightning ask for the dataloaders every epoch
+(``reload_dataloaders_every_n_epochs = 1``, which also recomputes the epoch's batch limit). The data modules
+return the same training loader while the stage's resolution and batch size stay, so its persistent workers
+live through the stage, and build a new one (DistributedSampler included) when a stage changes them.
 
 Resuming: Lightning restores the batch counters of the epoch the checkpoint was written in and
 carries on with *that* epoch (at an epoch-end checkpoint it only finishes it; mid-epoch it runs its

@@ -8,10 +8,15 @@ a ``PairDataset`` for a split (``_dataset``), which declares the files of each p
 
 Validation uses small evenly spaced subsets of the test splits in ``val_splits`` (try-on: paired then
 unpaired: ``dataloader_idx`` 0 and 1; DeepFashion has one test pairing: one loader, index 0), named by
-``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``. Under DDP
-Lightning injects the DistributedSampler. Shuffling and augmentation are reproducible under
-``lightning.seed_everything(seed, workers=True)``, and the training loader resumes mid-epoch
-(``ResumableDataLoader``).
+``val_names``; ``test_dataloader``/``predict_dataloader`` serve the whole ``test_split``.
+
+The training loader is built once per stage (``TrainLoaderCache``): the stage schedule has Lightning ask for it
+every epoch, and gets the same loader back while the resolution and batch size stay, so its workers
+(``persistent_workers``, on by default) live through the stage; a stage of another resolution or batch size
+builds a new one. Shuffling and augmentation come from one seed per pass (``ResumableDataLoader``), so they are
+reproducible under ``lightning.seed_everything(seed)``, do not depend on the workers, and a run resumed mid-epoch
+repeats the uninterrupted one. Under DDP the data module builds the DistributedSampler itself (``train_sampler``:
+Lightning would re-instantiate the loader at every epoch otherwise); Lightning shards the evaluation loaders.
 
 Constructors take their own settings and pass the rest on as ``**settings`` (keyword arguments only):
 LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the base's signature, so
@@ -20,14 +25,17 @@ LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
 from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport, no_such_folder
@@ -41,19 +49,65 @@ if TYPE_CHECKING:
 
 
 def shuffle_generator(trainer: Any) -> torch.Generator:
-    """The training shuffle's generator, seeded by the seed and the optimizer step the loader is built at (the
-    state ``ResumableDataLoader`` checkpoints and restores)."""
+    """The training loader's shuffle generator (its pass seeds), seeded by the seed and the optimizer step the
+    loader is built at (the state ``ResumableDataLoader`` checkpoints and restores)."""
     step = trainer.global_step if trainer is not None else 0
     return torch.Generator().manual_seed((torch.initial_seed() + 1_000_003 * step) % 2**63)
 
 
-def build_loader(dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, pin_memory: bool,
-                 persistent_workers: bool, generator: torch.Generator | None = None,
-                 loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-    """A loader with the data modules' settings; pinned memory only helps (and only exists) with an accelerator."""
-    return loader_class(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                        pin_memory=pin_memory and torch.accelerator.is_available(),
-                        persistent_workers=persistent_workers and num_workers > 0, generator=generator)
+def train_sampler(dataset: Dataset, trainer: Any) -> DistributedSampler | None:
+    """The training shard of this rank under DDP, as Lightning would inject it (its seed, shuffled, set to each
+    epoch by Lightning), built here so that Lightning keeps the loader (and its persistent workers) instead of
+    re-instantiating it at every epoch; None on one device."""
+    if trainer is None or trainer.world_size <= 1:
+        return None
+    return DistributedSampler(dataset, shuffle=True, seed=int(os.getenv("PL_GLOBAL_SEED", 0)),
+                              **trainer.distributed_sampler_kwargs)
+
+
+# Lightning warns about persistent workers with pinned memory under per-epoch reloads: re-created persistent loaders
+# leak pinned-memory threads and files (pytorch/pytorch#91252, Lightning#18487). The stage schedule's reloads get the
+# same training loader back (TrainLoaderCache), and evaluation loaders have no persistent workers.
+warnings.filterwarnings("ignore", message=r"The combination of `DataLoader\(`pin_memory=True`, `persistent_workers",
+                        category=PossibleUserWarning)
+
+
+class TrainLoaderCache:
+    """The training loader of the current stage: ``get`` returns the cached one while the trainer and the key
+    (resolution, batch size) are unchanged, so Lightning's per-epoch reload gets the same loader, whose
+    persistent workers live on; another key drops it (its workers end) and builds a new one."""
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._loader: DataLoader | None = None
+
+    def get(self, trainer: Any, key: tuple, build: Callable[[], DataLoader]) -> DataLoader:
+        if self._loader is None or self._key != (id(trainer), key):
+            self.clear()  # its workers end once Lightning lets go of it too
+            self._loader, self._key = build(), (id(trainer), key)
+        return self._loader
+
+    def clear(self) -> None:
+        self._loader, self._key = None, None
+
+
+def build_loader(dataset: Dataset, batch_size: int, num_workers: int, pin_memory: bool) -> DataLoader:
+    """An evaluation loader (in order) with the data modules' settings; pinned memory only helps (and only
+    exists) with an accelerator. Its workers end with each pass: a validation reads a few batches, and
+    Lightning builds new evaluation loaders every epoch."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
+                      pin_memory=pin_memory and torch.accelerator.is_available())
+
+
+def build_train_loader(dataset: Dataset, trainer: Any, batch_size: int, num_workers: int, pin_memory: bool,
+                       persistent_workers: bool) -> ResumableDataLoader:
+    """The training loader: shuffled by pass seeds from ``shuffle_generator`` (a DistributedSampler's shard under
+    DDP), resumable mid-epoch."""
+    sampler = train_sampler(dataset, trainer)
+    return ResumableDataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler,
+                               num_workers=num_workers, pin_memory=pin_memory and torch.accelerator.is_available(),
+                               persistent_workers=persistent_workers and num_workers > 0,
+                               shuffle_generator=shuffle_generator(trainer))
 
 
 class PersonImageDataModule(LightningDataModule):
@@ -67,7 +121,7 @@ class PersonImageDataModule(LightningDataModule):
     val_splits: tuple[str, ...] = ()
 
     def __init__(self, root: str, resolution: tuple[int, int] = (512, 384), batch_size: int = 8,
-                 num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = False,
+                 num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True,
                  val_size: int = 8, augment: bool = True, flip_p: float = 0.5, affine_p: float = 0.5,
                  color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
         super().__init__()
@@ -85,6 +139,7 @@ class PersonImageDataModule(LightningDataModule):
         self._checked: set[str] = set()
         self._announced = False
         self._resize_logged = False
+        self._train_loaders = TrainLoaderCache()
 
     # -- what a dataset provides ------------------------------------------------------------------
     @property
@@ -180,10 +235,8 @@ class PersonImageDataModule(LightningDataModule):
             rank_zero_info(f"[leffa_pl.data] {self.describe()}")
             self._announced = True
 
-    def _loader(self, dataset: Dataset, shuffle: bool, generator: torch.Generator | None = None,
-                loader_class: type[DataLoader] = DataLoader) -> DataLoader:
-        return build_loader(dataset, self.batch_size, shuffle, self.num_workers, self.pin_memory,
-                            self.persistent_workers, generator, loader_class)
+    def _loader(self, dataset: Dataset) -> DataLoader:
+        return build_loader(dataset, self.batch_size, self.num_workers, self.pin_memory)
 
     def train_dataset(self) -> PairDataset:
         """The training split at the current resolution, augmented as configured."""
@@ -191,19 +244,25 @@ class PersonImageDataModule(LightningDataModule):
         return self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
 
     def train_dataloader(self) -> ResumableDataLoader:
-        """Shuffled by ``shuffle_generator`` (loaders are rebuilt every epoch by the stage schedule), so a
-        resumed run shuffles like the uninterrupted one. Under DDP Lightning's DistributedSampler shuffles
-        instead (seeded, by epoch). Resumable mid-epoch (``ResumableDataLoader``)."""
-        return self._loader(self.train_dataset(), shuffle=True, generator=shuffle_generator(self.trainer),
-                            loader_class=ResumableDataLoader)
+        """Built once per stage: while the resolution and batch size stay, every call (Lightning asks at each
+        epoch under the stage schedule) returns the same loader, so persistent workers live through the stage.
+        Shuffled and augmented by pass seeds from ``shuffle_generator``, so a resumed run repeats the
+        uninterrupted one; under DDP a DistributedSampler shards it (``train_sampler``). Resumable mid-epoch
+        (``ResumableDataLoader``)."""
+        return self._train_loaders.get(self.trainer, (self.resolution, self.batch_size), lambda: build_train_loader(
+            self.train_dataset(), self.trainer, self.batch_size, self.num_workers, self.pin_memory,
+            self.persistent_workers))
+
+    def teardown(self, stage: str) -> None:
+        self._train_loaders.clear()  # the workers end with the fit
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False), False)
+        return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False))
                 for split in self.val_splits]
 
     def test_dataloader(self) -> DataLoader:
         pairs = self.pairs(self.test_split)[0]
-        return self._loader(self._dataset(self.test_split, pairs, self.resolution, augment=False), False)
+        return self._loader(self._dataset(self.test_split, pairs, self.resolution, augment=False))
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

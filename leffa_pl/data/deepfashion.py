@@ -51,7 +51,7 @@ from leffa_pl.data.files import DataFileError, FileProblem, RequiredFile, check_
 from leffa_pl.data.io import read_stored
 from leffa_pl.data.layout import DENSEPOSE_PARTS
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.transforms import AugmentConfig, JointAugment, SampleRandomness, Views, contract_sample, resize_views
+from leffa_pl.data.transforms import AugmentConfig, JointAugment, Views, contract_sample, resize_views, sample_rng
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -317,7 +317,6 @@ class DeepFashionDataset(PairDataset[DeepFashionPair]):
         self.layout = layout
         self.annotations = keypoints or {}
         self.augment = augment
-        self._randomness = SampleRandomness()
 
     def files(self, pair: DeepFashionPair) -> dict[str, RequiredFile]:
         return {
@@ -340,7 +339,7 @@ class DeepFashionDataset(PairDataset[DeepFashionPair]):
         views = Views(person=data["person"], reference=data["reference"], labels={"densepose": data["densepose"]})
         views = resize_views(views, self.resolution)
         if self.augment is not None:
-            views = self.augment(views, self._randomness(index))
+            views = self.augment(views, sample_rng(index))
         iuv = views.labels["densepose"]
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=np.ones(iuv.shape[:2], np.uint8), densepose=iuv_to_tensor(iuv),

@@ -31,10 +31,10 @@ from leffa_pl.data.transforms import (
     DENSEPOSE_FLIP_LUT,
     AugmentConfig,
     JointAugment,
-    SampleRandomness,
     Views,
     contract_sample,
     resize_views,
+    sample_rng,
 )
 
 CATEGORIES = ("upper_body", "lower_body", "dresses")
@@ -196,7 +196,6 @@ class DressCodeDataset(PairDataset[DressCodePair]):
         self.mask_recipe = mask_recipes.get(mask_recipe).name
         self.with_flow = with_flow
         self.augment = augment
-        self._randomness = SampleRandomness()
 
     def files(self, pair: DressCodePair) -> dict[str, RequiredFile]:
         paths = DressCodePaths(self.root)
@@ -229,7 +228,7 @@ class DressCodeDataset(PairDataset[DressCodePair]):
                                                                  self.resolution).astype(np.uint8)
         views.labels["loss_region"] = masks.dresscode_garment_region(labels, category).astype(np.uint8)
         if self.augment is not None:
-            views = self.augment(views, self._randomness(index))
+            views = self.augment(views, sample_rng(index))
         person_id, reference_id = self.sample_ids(index)
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],

@@ -2,13 +2,13 @@
 
 ``MixedDataModule`` holds data modules (``PersonImageDataModule``s, configured as usual) and trains on an epoch
 of ``epoch_size`` samples of which dataset i contributes exactly its share ``weights[i] / sum(weights)``
-(largest remainder rounding). Which samples of a dataset an epoch uses is the epoch's *plan*
-(``MixedDataset``): random permutations of the dataset one after another, so each sample is used once before
-any is used twice, drawn from a generator seeded by the seed and the epoch. The training loader shuffles the
-plan's positions like any data module's (``shuffle_generator``, ``ResumableDataLoader``), so a batch mixes the
-datasets, a run resumed mid-epoch goes on with the same samples in the same order, and under DDP Lightning's
-DistributedSampler shards the positions (every rank holds the same plan under ``seed_everything``), which keeps
-the shares.
+(largest remainder rounding). Which samples of a dataset a pass uses is the pass's *plan* (``MixedDataset``):
+random permutations of the dataset one after another, so each sample is used once before any is used twice,
+drawn from the pass seed. The training loader shuffles the plan's positions like any data module's
+(``ResumableDataLoader``: one pass seed orders the positions, plans them and seeds the augmentations), so a
+batch mixes the datasets, a run resumed mid-epoch goes on with the same samples in the same order, and under
+DDP a DistributedSampler shards the positions (every rank draws the same plan under ``seed_everything``), which
+keeps the shares. The loader is built once per stage, as a single module's.
 
 Every sample follows the one contract (``contract.py``); the optional ``flow`` is kept only when every
 dataset has it (a batch's samples must have the same keys). ``set_stage`` switches every module's resolution
@@ -27,10 +27,10 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from leffa_pl.data.datamodule import PersonImageDataModule, build_loader, shuffle_generator
+from leffa_pl.data.datamodule import PersonImageDataModule, TrainLoaderCache, build_train_loader
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.registry import DATA_MODULES
-from leffa_pl.data.resumable_loader import ResumableDataLoader
+from leffa_pl.data.resumable_loader import ResumableDataLoader, SampleKey
 
 
 def shares(weights: Sequence[float], total: int) -> list[int]:
@@ -44,28 +44,40 @@ def shares(weights: Sequence[float], total: int) -> list[int]:
 
 
 class MixedDataset(Dataset):
-    """An epoch's plan over several datasets: position -> (dataset, index), ``counts[i]`` positions of dataset i,
-    each dataset's indices drawn as consecutive random permutations from ``generator``."""
+    """A pass's plan over several datasets: position -> (dataset, index), ``counts[i]`` positions of dataset i,
+    each dataset's indices drawn as consecutive random permutations. The plan is drawn from the pass seed of
+    the ``SampleKey`` it is indexed with (workers draw it once per pass; every DDP rank draws the same), so it
+    changes every pass while the dataset object, which persistent workers hold, stays the same."""
 
-    def __init__(self, datasets: Sequence[PairDataset], counts: Sequence[int], generator: torch.Generator):
+    def __init__(self, datasets: Sequence[PairDataset], counts: Sequence[int]):
         empty = [i for i, (dataset, count) in enumerate(zip(datasets, counts)) if count and not len(dataset)]
         if empty:
             raise ValueError(f"mixed datasets {empty} have no samples")
-        self.datasets = list(datasets)
-        self.plan: list[tuple[int, int]] = []
-        for which, (dataset, count) in enumerate(zip(datasets, counts)):
-            passes = math.ceil(count / len(dataset)) if count else 0
-            order = [torch.randperm(len(dataset), generator=generator) for _ in range(passes)]
-            indices = torch.cat(order)[:count].tolist() if order else []
-            self.plan += [(which, index) for index in indices]
+        self.datasets, self.counts = list(datasets), list(counts)
         self.with_flow = all(dataset.with_flow for dataset in self.datasets)
+        self._plan: tuple[int, list[tuple[int, int]]] | None = None  # (pass seed, plan)
+
+    def plan(self, seed: int) -> list[tuple[int, int]]:
+        """The plan of the pass with seed ``seed``."""
+        if self._plan is None or self._plan[0] != seed:
+            generator = torch.Generator().manual_seed(seed)
+            plan = []
+            for which, (dataset, count) in enumerate(zip(self.datasets, self.counts)):
+                passes = math.ceil(count / len(dataset)) if count else 0
+                order = [torch.randperm(len(dataset), generator=generator) for _ in range(passes)]
+                plan += [(which, index) for index in (torch.cat(order)[:count].tolist() if order else [])]
+            self._plan = seed, plan
+        return self._plan[1]
 
     def __len__(self) -> int:
-        return len(self.plan)
+        return sum(self.counts)
 
     def __getitem__(self, position: int) -> dict:
-        which, index = self.plan[position]
-        sample = self.datasets[which][index]
+        """``position`` of the pass of ``position.seed`` (a ``SampleKey``; a plain index: the plan of seed 0)."""
+        seed = getattr(position, "seed", 0)
+        which, index = self.plan(seed)[position]
+        # The sample's own key: its augmentation differs where a pass uses an index twice.
+        sample = self.datasets[which][SampleKey(index, (seed + 1_000_003 * int(position)) % 2**63)]
         if not self.with_flow:
             sample.pop("flow", None)
         return sample
@@ -85,7 +97,7 @@ class MixedDataModule(LightningDataModule):
     def __init__(self, datamodules: list[PersonImageDataModule], weights: list[float] | None = None,
                  names: list[str] | None = None, epoch_size: int | None = None,
                  resolution: tuple[int, int] = (512, 384), batch_size: int = 8, num_workers: int = 4,
-                 pin_memory: bool = True, persistent_workers: bool = False):
+                 pin_memory: bool = True, persistent_workers: bool = True):
         super().__init__()
         if not datamodules:
             raise ValueError("MixedDataModule needs at least one data module")
@@ -105,6 +117,7 @@ class MixedDataModule(LightningDataModule):
             raise ValueError(f"epoch_size must be > 0, got {epoch_size}")
         self.datamodules, self.weights, self.names, self.epoch_size = list(datamodules), weights, names, epoch_size
         self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self._train_loaders = TrainLoaderCache()
         self.set_stage(resolution, batch_size)
 
     @staticmethod
@@ -145,15 +158,18 @@ class MixedDataModule(LightningDataModule):
         return len(module.pairs(module.train_split)[0])
 
     def train_dataset(self) -> MixedDataset:
-        """This epoch's plan at the current resolution, seeded by the seed and the epoch (restored on resume)."""
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        generator = torch.Generator().manual_seed((torch.initial_seed() + 7_919 * (epoch + 1)) % 2**63)
+        """The modules' training sets at the current resolution, planned per pass (``MixedDataset``)."""
         datasets = [module.train_dataset() for module in self.datamodules]
-        return MixedDataset(datasets, shares(self.weights, self._epoch_size()), generator)
+        return MixedDataset(datasets, shares(self.weights, self._epoch_size()))
 
     def train_dataloader(self) -> ResumableDataLoader:
-        return build_loader(self.train_dataset(), self.batch_size, True, self.num_workers, self.pin_memory,
-                            self.persistent_workers, shuffle_generator(self.trainer), ResumableDataLoader)
+        """Built once per stage and resumable, as ``PersonImageDataModule.train_dataloader``."""
+        return self._train_loaders.get(self.trainer, (self.resolution, self.batch_size), lambda: build_train_loader(
+            self.train_dataset(), self.trainer, self.batch_size, self.num_workers, self.pin_memory,
+            self.persistent_workers))
+
+    def teardown(self, stage: str) -> None:
+        self._train_loaders.clear()
 
     def val_dataloader(self) -> list[DataLoader]:
         return [loader for module in self.datamodules for loader in module.val_dataloader()]

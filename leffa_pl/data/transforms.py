@@ -14,14 +14,12 @@ negated because the reference is mirrored too.
 from __future__ import annotations
 
 import random
-from collections import Counter
 from dataclasses import dataclass, field, replace
 
 import albumentations as A
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import get_worker_info
 
 
 def _swap_lut(pairs: list[tuple[int, int]], size: int = 256) -> np.ndarray:
@@ -76,23 +74,14 @@ def resize_views(views: Views, size: tuple[int, int]) -> Views:
                  flow=None if views.flow is None else resize_label(views.flow, size))
 
 
-class SampleRandomness:
-    """Random generators per sample, reproducible under ``seed_everything``.
-
-    In a DataLoader worker the seed is (base seed of the loader iterator, sample index, visit number):
-    workers share the base seed (worker seed - worker id), so samples do not depend on how many workers
-    there are; the visit number keeps persistent workers, whose seeds never change, from repeating the
-    same augmentation every epoch. In the main process the base comes from torch's global generator.
-    """
-
-    def __init__(self):
-        self._visits: Counter[int] = Counter()
-
-    def __call__(self, index: int) -> np.random.Generator:
-        info = get_worker_info()
-        base = info.seed - info.id if info is not None else int(torch.randint(0, 2**62, ()).item())
-        self._visits[index] += 1
-        return np.random.default_rng([base % 2**63, index, self._visits[index]])
+def sample_rng(index: int) -> np.random.Generator:
+    """The random generator of a sample's augmentation. For a ``SampleKey`` (what ``ResumableDataLoader`` hands
+    out) it is set by (pass seed, index): the same whichever worker loads the sample, however many workers
+    there are and whether they persist. For a plain index it is drawn from torch's generator of the process."""
+    seed = getattr(index, "seed", None)
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, ()).item())
+    return np.random.default_rng([seed, int(index)])
 
 
 @dataclass(frozen=True)

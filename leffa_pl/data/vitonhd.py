@@ -33,11 +33,11 @@ from leffa_pl.data.transforms import (
     DENSEPOSE_FLIP_LUT,
     AugmentConfig,
     JointAugment,
-    SampleRandomness,
     Views,
     contract_sample,
     image_to_tensor,
     resize_views,
+    sample_rng,
 )
 
 Split = Literal["train", "test_paired", "test_unpaired"]
@@ -213,7 +213,6 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         self.mask_recipe = mask_recipes.get(mask_recipe).name
         self.with_flow = with_flow
         self.augment = augment
-        self._randomness = SampleRandomness()
 
     def files(self, pair: VitonHDPair) -> dict[str, RequiredFile]:
         paths = VitonHDPaths(self.root)
@@ -253,7 +252,7 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
                 self.mask_recipe, native, "upper_body", self.resolution).astype(np.uint8)
         views.labels["loss_region"] = masks.vitonhd_garment_region(parse).astype(np.uint8)
         if self.augment is not None:
-            views = self.augment(views, self._randomness(index))
+            views = self.augment(views, sample_rng(index))
         person_id, reference_id = self.sample_ids(index)
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],

@@ -26,7 +26,7 @@ from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.model.leffa_model import LeffaModel
-from leffa_pl.planning.plan import GIB, _layered, build_model, optimizer_state_bytes, read_stages
+from leffa_pl.planning.plan import GIB, _layered, _strategy_kind, build_model, optimizer_state_bytes, read_stages
 from leffa_pl.training.trainable import select_trainable
 
 PNG_CHANNELS = 3
@@ -127,18 +127,26 @@ class HostMemory:
     """Host RAM of one rank beyond the Python process itself (data-loader workers not counted)."""
 
     model_load: int  # the fp32 weights built on the host before they move to the device
-    save_streamed: int  # rank 0 while writing a checkpoint: the largest tensor copied off the device at a time
-    save_in_memory: int  # what Lightning's own BytesIO save would add: the whole checkpoint
+    save: int  # rank 0 while writing a checkpoint (see plan_host_memory)
+    save_in_memory: int  # what Lightning's own BytesIO save would add on top: the whole checkpoint
+    resume: int  # each rank while a resume loads the checkpoint (see plan_host_memory)
 
     @property
     def peak(self) -> int:
-        return max(self.model_load, self.save_streamed)
+        return max(self.model_load, self.save, self.resume)
 
 
-def plan_host_memory(model: LeffaModel, disk: DiskPlan) -> HostMemory:
+def plan_host_memory(model: LeffaModel, disk: DiskPlan, strategy: str = "ddp", optimizer: str = "adamw") -> HostMemory:
+    """DDP: a save streams one tensor at a time off the device (``AtomicCheckpointIO``), a resume maps the file
+    (its pages are shared by the node's ranks in the page cache, counted 0 here). FSDP with ``state_dict_type: full``
+    (``gpu_fsdp.yaml``): rank 0 gathers the whole checkpoint into host memory before writing it, and at a resume
+    Lightning's FSDP loader (not the checkpoint IO) materialises the full optimizer state on every rank."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if strategy == "fsdp":
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return HostMemory(weights, disk.checkpoint, disk.checkpoint, optimizer_state_bytes(trainable, optimizer))
     largest = max(p.numel() * 4 for p in model.parameters())  # an fp32 weight or moment
-    return HostMemory(weights, largest, disk.checkpoint)
+    return HostMemory(weights, largest, disk.checkpoint, 0)
 
 
 def format_resources(disk: DiskPlan, host: HostMemory, devices: int) -> str:
@@ -150,11 +158,11 @@ def format_resources(disk: DiskPlan, host: HostMemory, devices: int) -> str:
         f"(GiB; {devices} ranks, each loads the model; rank 0 writes the checkpoints)",
         "",
         "| one checkpoint | checkpoints at once | checkpoints | exports | images | disk total "
-        "| host RAM: model load | host RAM: checkpoint save (streamed) | (Lightning's BytesIO save) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| host RAM: model load | checkpoint save | (Lightning's BytesIO save) | resume, each rank |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         f"| {gb(disk.checkpoint)} | {disk.checkpoints_at_once} ({disk.retention}) | {gb(disk.checkpoints)} "
         f"| {gb(disk.export)} | {gb(disk.images)} | {gb(disk.total)} | {gb(host.model_load)} "
-        f"| +{gb(host.save_streamed)} | +{gb(host.save_in_memory)} |",
+        f"| +{gb(host.save)} | +{gb(host.save_in_memory)} | +{gb(host.resume)} |",
     ])
 
 
@@ -173,8 +181,11 @@ def main(argv: list[str] | None = None) -> None:
     config["stages"] = {"stages": read_stages(args.stages)}
     model = build_model(args.architecture, (config.get("model") or {}).get("trainable", "both"))
     disk = plan_disk(config, model)
-    devices = args.devices or int((config.get("trainer") or {}).get("devices", 1))
-    print(format_resources(disk, plan_host_memory(model, disk), devices))
+    trainer = config.get("trainer") or {}
+    devices = args.devices or int(trainer.get("devices", 1))
+    host = plan_host_memory(model, disk, _strategy_kind(trainer.get("strategy")),
+                            (config.get("model") or {}).get("optimizer", "adamw"))
+    print(format_resources(disk, host, devices))
 
 
 def model_for_check(base_model: str | None, trainable: str) -> LeffaModel:

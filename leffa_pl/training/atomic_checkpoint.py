@@ -12,8 +12,9 @@ from leffa_pl.atomic_write import atomic_write
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Streams ``torch.save`` into ``atomic_write``'s temporary file (same folder, then a rename); loads
-    weights-only. Lightning's own save serialises the whole checkpoint into a ``BytesIO`` first: a second copy of
-    the checkpoint in host memory at every save (``make bench-checkpoint``). Local paths only."""
+    weights-only and memory-mapped. Lightning's own save serialises the whole checkpoint into a ``BytesIO`` first:
+    a second copy of the checkpoint in host memory at every save; its load reads the whole file into each rank's
+    memory (``make bench-checkpoint``). Local paths only."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -22,7 +23,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, temporary)
 
     def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
-        # Resuming never executes code from a checkpoint file. Tensors come to the CPU (the strategy moves them on),
-        # as with Lightning's own default: torch.load's would put every rank's copy on the device each tensor was
-        # saved from, cuda:0 for all ranks.
-        return super().load_checkpoint(path, map_location=map_location or "cpu", weights_only=True)
+        # Weights-only: resuming never executes code from a checkpoint file. Memory-mapped: the tensors stay in the
+        # file's pages until used, so the ranks of a node share one copy in the page cache instead of each reading
+        # the whole checkpoint into its own memory. On the CPU, as with Lightning's own IO (the strategy moves them
+        # on): torch.load's default would put every rank's copy on the device it was saved from, cuda:0.
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True, mmap=True)

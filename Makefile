@@ -33,6 +33,12 @@ plan: $(INSTALLED)
 	$(PY) -m leffa_pl.planning.disk --stages $(CONFIG) --architecture $(ARCH) --trainer $(TRAINER) \
 	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
 
+# What fits where (docs/fits.md): each stage of vton_paper (sd15) and pose_paper (sdxl) on one 24, 48, 80 GB GPU and
+# on 8 x 80 GB, the levers that make it fit and the largest batch under each (planned; minutes of fake-tensor fits).
+.PHONY: plan-fits
+plan-fits: $(INSTALLED)
+	$(PY) -m leffa_pl.planning.fits --out docs/fits.md
+
 .PHONY: bench-leffa bench-ddp bench-leffa-stage
 bench-leffa: $(INSTALLED)
 	$(PY) benchmarks/bench_leffa.py

@@ -51,6 +51,7 @@ ARCHITECTURES = {
 # bitsandbytes' 8-bit Adam: one byte per state element, one fp32 absmax per block; small tensors stay 32-bit.
 BNB_BLOCK, BNB_MIN_8BIT_SIZE = 256, 4096
 GIB = 2**30
+HEADROOM = 0.1  # kept free for the CUDA context, allocator fragmentation, kernel workspaces
 
 
 @dataclass(frozen=True)
@@ -313,8 +314,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trainer", type=Path, nargs="+", default=[Path("configs/trainer/gpu.yaml")],
                         help="trainer configs, layered in order (e.g. gpu.yaml gpu_fsdp.yaml)")
     parser.add_argument("--devices", type=int, help="override the trainer config's devices")
-    parser.add_argument("--headroom", type=float, default=0.1,
-                        help="fraction kept free for the CUDA context, allocator fragmentation, kernel workspaces")
+    parser.add_argument("--headroom", type=float, default=HEADROOM,
+                        help="fraction of the memory kept free (CUDA context, fragmentation, kernel workspaces)")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON here")
     args = parser.parse_args(argv)
     for path in (args.stages, *args.trainer):

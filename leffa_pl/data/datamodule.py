@@ -26,7 +26,6 @@ LightningCLI (jsonargparse) follows ``super().__init__(..., **settings)`` to the
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
@@ -34,7 +33,6 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
@@ -63,13 +61,6 @@ def train_sampler(dataset: Dataset, trainer: Any) -> DistributedSampler | None:
         return None
     return DistributedSampler(dataset, shuffle=True, seed=int(os.getenv("PL_GLOBAL_SEED", 0)),
                               **trainer.distributed_sampler_kwargs)
-
-
-# Lightning warns about persistent workers with pinned memory under per-epoch reloads: re-created persistent loaders
-# leak pinned-memory threads and files (pytorch/pytorch#91252, Lightning#18487). The stage schedule's reloads get the
-# same training loader back (TrainLoaderCache), and evaluation loaders have no persistent workers.
-warnings.filterwarnings("ignore", message=r"The combination of `DataLoader\(`pin_memory=True`, `persistent_workers",
-                        category=PossibleUserWarning)
 
 
 class TrainLoaderCache:

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leffa_pl.callbacks.stage_schedule import Stage
-from leffa_pl.model.leffa_model import LeffaModel
-from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.activations import StepActivations, StepSettings, fit_activation_model
 from leffa_pl.planning.plan import (
     GIB,
@@ -96,10 +94,6 @@ LADDER = (
 
 
 @functools.cache
-def _model(architecture: str, trainable: str, lora: LoraSettings | None) -> LeffaModel:
-    return build_model(architecture, trainable, lora)
-
-
 @functools.cache
 def _activations(architecture: str, setup: TrainingSetup, leffa_loss: bool) -> StepActivations:
     """The fitted activation model (``setup``: see ``_activation_setup``)."""
@@ -124,7 +118,7 @@ def plan_cell(architecture: str, stage: Stage, rung: Rung, gpus: Gpus, headroom:
     if rung.sharded and gpus.devices == 1:
         return None
     setup = rung.setup(gpus.devices)
-    static = static_memory(_model(architecture, setup.trainable, setup.lora), setup)
+    static = static_memory(build_model(architecture, setup.trainable, setup.lora), setup)
     activations = _activations(architecture, _activation_setup(setup), stage.leffa_loss)
     paper = dataclasses.replace(stage, accumulate_grad_batches=stage.accumulate_grad_batches * PAPER_DEVICES
                                 // gpus.devices)
@@ -158,7 +152,7 @@ def static_table(architecture: str) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for rung in LADDER:
         setup = rung.setup(PAPER_DEVICES if rung.sharded else 1)
-        model = _model(architecture, setup.trainable, setup.lora)
+        model = build_model(architecture, setup.trainable, setup.lora)
         static = static_memory(model, setup)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         lines.append(f"| {rung.label} | {trainable:,} | {static.weights / GIB:.1f} | {static.gradients / GIB:.1f} "

@@ -39,7 +39,7 @@ from leffa_pl.training.trainable import TrainableChoice, select_trainable
 
 
 def filter_lightning_noise() -> None:
-    """Filters two Lightning warnings that no setting of ours can act on (applied on import)."""
+    """Filters the Lightning warnings that no setting of ours can act on (applied on import)."""
     # diffusers' from_pretrained returns models in eval mode, which Lightning keeps and warns about (~1,700 modules)
     # at every fit: harmless here, the UNets have dropout 0 and group/layer norms only.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning)
@@ -47,6 +47,11 @@ def filter_lightning_noise() -> None:
     # warning per epoch.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
+    # Persistent workers with pinned memory under per-epoch reloads: re-created persistent loaders leak pinned-memory
+    # threads (pytorch/pytorch#91252, Lightning#18487). The data modules return the same training loader at each
+    # reload of a stage (TrainLoaderCache), and their evaluation loaders have no persistent workers.
+    warnings.filterwarnings("ignore", message=r"The combination of `DataLoader\(`pin_memory=True`, `persistent_workers",
+                            category=PossibleUserWarning)
 
 
 filter_lightning_noise()

@@ -26,7 +26,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the stand-ins live with the tests
 from preprocess_standins import build_all  # noqa: E402
 
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person  # noqa: E402
+from leffa_pl.datasets import registry  # noqa: E402
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person  # noqa: E402
 from leffa_pl.preprocess import prepare  # noqa: E402
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights  # noqa: E402
 
@@ -94,7 +95,7 @@ def prepare_overhead(root: Path, layout: str, pairs: int) -> float:
                                 densepose=str(standins["densepose_model"]), pose_model=str(standins["pose_model"]),
                                 detector=str(standins["detector"]), box_threshold=0.0, offline=True)
     timed = TimedPreprocessor(Preprocessor(weights))
-    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), layout)  # load the stand-ins first
+    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), registry.get(layout))  # load the stand-ins first
     start = time.perf_counter()
     summary = prepare.prepare_dataset(sources, root / layout, layout, SIZE, timed, test_fraction=0.5, progress=False)
     assert not summary.failed, summary.failed

@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 from preprocess_standins import densepose_torchscript
 
-from leffa_pl.data import deepfashion, synthetic_deepfashion
 from leffa_pl.data.check_data import main as check_data
 from leffa_pl.data.datamodule import DeepFashionDataModule
-from leffa_pl.data.deepfashion import read_iuv
 from leffa_pl.data.io import read_rgb
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
+from leffa_pl.datasets.deepfashion.reader import read_iuv
 from leffa_pl.preprocess.densepose import TorchScriptDensePose
 
 

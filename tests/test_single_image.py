@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 from preprocess_standins import build_all, cli_options
 
-from leffa_pl.data import vitonhd
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.inference.single_image import pose_main, tryon_main
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.preprocess import weights

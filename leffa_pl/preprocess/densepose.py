@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 import torchvision  # noqa: F401  registers torchvision's operators (nms, roi_align) that the export calls
 
-from leffa_pl.data import deepfashion, vitonhd
 from leffa_pl.data.layout import DENSEPOSE_PARTS as PARTS
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 DensePoseRendering = Literal["leffa-app", "first", "all"]
 IuvScaling = Literal["scale", "minmax"]

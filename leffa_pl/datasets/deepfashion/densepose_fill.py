@@ -17,11 +17,19 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from leffa_pl.data import deepfashion
 from leffa_pl.data.files import DataFileError
 from leffa_pl.data.io import read_rgb
-from leffa_pl.preprocess.densepose import IUV_SCALINGS, DensePoseEstimator, IuvScaling
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.preprocess import weights
+from leffa_pl.preprocess.annotate import resolve_device
+from leffa_pl.preprocess.densepose import IUV_SCALINGS, DensePoseEstimator, IuvScaling, TorchScriptDensePose
 from leffa_pl.preprocess.files import write_png
+
+
+def estimator(model: str | None, device: str) -> DensePoseEstimator:
+    """The DensePose network (``model``: its TorchScript file, or None for the pinned download, looked up as
+    ``leffa-pl-prepare`` does) on ``device`` (``auto``: CUDA when present)."""
+    return TorchScriptDensePose(weights.resolve_file(weights.DENSEPOSE_R50, model), resolve_device(device))
 
 
 def missing_maps(root: str | Path) -> dict[Path, Path]:

@@ -476,7 +476,7 @@ def test_row8_leffa_settings_without_a_leffa_stage_warn():
 
 # ------------------------------------------------------------------------------------------ weights
 def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, caplog):
-    from leffa_pl.preprocess import weights
+    from leffa_pl.annotators import weight_files as weights
 
     path = tmp_path / "parsing.onnx"
     path.write_bytes(b"weights")
@@ -490,7 +490,7 @@ def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, ca
 
 
 def test_default_weights_are_pinned_where_the_hub_ids_are_known(tmp_path):
-    from leffa_pl.preprocess import weights
+    from leffa_pl.annotators import weight_files as weights
 
     assert all(len(spec.sha256 or "") == 64 for spec in (weights.SCHP_ATR, weights.SCHP_LIP, weights.DENSEPOSE_R50))
     assert weights.SCHP_ATR.revision == weights.SCHP_LIP.revision == weights.LEFFA_WEIGHTS_REVISION

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 from preprocess_standins import build_all, cli_options
 
+from leffa_pl.annotators import weight_files as weights
 from leffa_pl.data import check_data
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
 from leffa_pl.datasets import registry
 from leffa_pl.datasets.synthetic_people import DRESS, PANTS, UPPER, draw_person
-from leffa_pl.preprocess import prepare, weights
+from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
 
 SIZE = (128, 96)

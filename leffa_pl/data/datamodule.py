@@ -46,7 +46,7 @@ from leffa_pl.datasets.dresscode import reader as dresscode
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 if TYPE_CHECKING:
-    from leffa_pl.preprocess.densepose import DensePoseEstimator
+    from leffa_pl.annotators.densepose import DensePoseEstimator
 
 
 def shuffle_generator(trainer: Any) -> torch.Generator:

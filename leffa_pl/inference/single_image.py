@@ -31,14 +31,18 @@ import numpy as np
 import torch
 
 from leffa_pl import exit_codes
+from leffa_pl.annotators.device import resolve_device
+from leffa_pl.annotators.weight_files import WeightsNotFoundError
 from leffa_pl.atomic_write import MAX_NAME_BYTES, unwritable_reason
 from leffa_pl.data import mask_recipes
+from leffa_pl.data.file_writers import write_json, write_png
 from leffa_pl.data.files import DataFileError, check_name
 from leffa_pl.data.io import read_gray
 from leffa_pl.data.layout import parse_size
 from leffa_pl.data.transforms import contract_sample
 from leffa_pl.datasets import registry
 from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
 from leffa_pl.evaluation.predict import pair_seed
 from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
@@ -52,12 +56,9 @@ from leffa_pl.preprocess.annotate import (
     add_weight_arguments,
     inpaint_mask,
     needs_app_parsing,
-    resolve_device,
     weights_from_args,
 )
-from leffa_pl.preprocess.files import write_json, write_png
 from leffa_pl.preprocess.photos import Photo, PhotoError, Placement, check_size, fit, list_photos, load_photo
-from leffa_pl.preprocess.weights import WeightsNotFoundError
 
 
 @dataclass
@@ -213,7 +214,7 @@ def pose_sample(runner: ImageGenerator, job: Job) -> tuple[dict, Photo, Placemen
     reference_fit = fit(reference.image, size, pad="edge")[0]
     iuv = _given_map(job.densepose, target, deepfashion.read_iuv, size)
     if iuv is None:
-        iuv = runner.preprocessor.densepose(target_fit).deepfashion_iuv(runner.preprocessor.weights.iuv_scaling)
+        iuv = iuv_map(runner.preprocessor.densepose(target_fit), runner.preprocessor.weights.iuv_scaling)
     ones = np.ones(size, np.uint8)
     sample = contract_sample(target_fit, reference_fit, ones, deepfashion.iuv_to_tensor(iuv), ones,
                              person_id=job.person.name, reference_id=job.garment.name)

@@ -13,12 +13,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-import torch
 
-from leffa_pl.data import mask_recipes, masks
-from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPE_NAMES
-from leffa_pl.preprocess import weights
-from leffa_pl.preprocess.densepose import (
+from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.densepose import (
     IUV_SCALINGS,
     RENDERINGS,
     DensePoseEstimator,
@@ -27,6 +24,8 @@ from leffa_pl.preprocess.densepose import (
     IuvScaling,
     TorchScriptDensePose,
 )
+from leffa_pl.data import mask_recipes, masks
+from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPE_NAMES
 from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
 
@@ -80,11 +79,6 @@ def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeight
                              pose_model=args.pose_model, detector=args.detector, device=device,
                              offline=args.offline, box_threshold=args.box_threshold,
                              densepose_rendering=args.densepose_rendering, iuv_scaling=args.iuv_scaling)
-
-
-def resolve_device(name: str) -> str:
-    """``auto``: CUDA when present, else CPU."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 @dataclass

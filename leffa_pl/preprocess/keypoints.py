@@ -15,8 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from leffa_pl.datasets.dresscode import reader as dresscode
-from leffa_pl.preprocess.weights import (
+from leffa_pl.annotators.weight_files import (
     PERSON_DETECTOR,
     PERSON_DETECTOR_REVISION,
     VITPOSE,
@@ -24,6 +23,7 @@ from leffa_pl.preprocess.weights import (
     pretrained_error,
     pretrained_source,
 )
+from leffa_pl.datasets.dresscode import reader as dresscode
 
 # COCO-17: 0 nose, 1/2 left/right eye, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists, 11/12 hips,
 # 13/14 knees, 15/16 ankles (left first). COCO-18 / BODY_25 index -> COCO-17 index; "neck" and "mid_hip"

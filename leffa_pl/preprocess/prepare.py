@@ -34,8 +34,12 @@ from typing import Sequence
 from tqdm import tqdm
 
 from leffa_pl import exit_codes
+from leffa_pl.annotators.densepose import DensePoseModelError
+from leffa_pl.annotators.device import resolve_device
+from leffa_pl.annotators.weight_files import WeightsNotFoundError
 from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
 from leffa_pl.data import mask_recipes
+from leffa_pl.data.file_writers import write_text
 from leffa_pl.data.files import DataFileError, check_name
 from leffa_pl.data.layout import parse_size
 from leffa_pl.datasets import registry
@@ -46,14 +50,10 @@ from leffa_pl.preprocess.annotate import (
     Preprocessor,
     add_weight_arguments,
     needs_app_parsing,
-    resolve_device,
     weights_from_args,
 )
-from leffa_pl.preprocess.densepose import DensePoseModelError
-from leffa_pl.preprocess.files import write_text
 from leffa_pl.preprocess.parsing import ParsingModelError
 from leffa_pl.preprocess.photos import PhotoError, check_size, fit, list_photos, load_photo
-from leffa_pl.preprocess.weights import WeightsNotFoundError
 
 MANIFEST = "prepare-manifest.csv"
 SETTINGS = "prepare.json"

@@ -7,10 +7,10 @@ from typing import Sequence
 
 import numpy as np
 
+from leffa_pl.data.file_writers import write_jpeg, write_json, write_npz, write_palette_png, write_png, write_text
 from leffa_pl.datasets.dresscode import reader as dresscode
 from leffa_pl.datasets.writing import SPLITS, Item, unpaired
 from leffa_pl.preprocess.annotate import PersonAnnotation
-from leffa_pl.preprocess.files import write_jpeg, write_json, write_npz, write_palette_png, write_png, write_text
 from leffa_pl.preprocess.keypoints import dresscode_json
 
 

@@ -7,10 +7,10 @@ from typing import Sequence
 
 import numpy as np
 
+from leffa_pl.data.file_writers import write_jpeg, write_json, write_palette_png, write_png, write_text
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.datasets.writing import AGNOSTIC_GRAY, GARMENT_BACKGROUND, SPLITS, Item, unpaired
 from leffa_pl.preprocess.annotate import PersonAnnotation, inpaint_mask
-from leffa_pl.preprocess.files import write_jpeg, write_json, write_palette_png, write_png, write_text
 from leffa_pl.preprocess.keypoints import openpose_json
 
 
@@ -47,7 +47,8 @@ class VitonHDLayout:
         write_palette_png(files["labels"], annotation.labels)
         write_json(files["keypoints"], openpose_json(annotation.keypoints))
         # No chroma subsampling: the PARULA colours decode back to the same part indices.
-        write_jpeg(files["densepose"], annotation.densepose.vitonhd_rendering(), quality=100, subsampling=0)
+        write_jpeg(files["densepose"], vitonhd.encode_densepose(annotation.densepose.shown_parts), quality=100,
+                   subsampling=0)
         write_png(files["mask"], mask.astype(np.uint8) * 255)
         write_jpeg(files["agnostic"], np.where(mask[..., None], np.uint8(AGNOSTIC_GRAY), person))
         write_jpeg(files["garment_mask"], ((garment < GARMENT_BACKGROUND).any(-1) * 255).astype(np.uint8))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from preprocess_standins import densepose_torchscript
 
 from leffa_pl.data import deepfashion, synthetic_deepfashion
 from leffa_pl.data.check_data import main as check_data
@@ -16,6 +15,7 @@ from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.deepfashion import read_iuv
 from leffa_pl.data.io import read_rgb
 from leffa_pl.preprocess.densepose import TorchScriptDensePose
+from leffa_pl.testing.preprocess_standins import densepose_torchscript
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Preprocessing networks behind their interfaces (random-weight stand-ins of the real signatures, see
-preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read back by the
-data readers with the same values, for VITON-HD and DressCode."""
+leffa_pl/testing/preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read
+back by the data readers with the same values, for VITON-HD and DressCode."""
 
 import dataclasses
 import hashlib
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_standins import build_all, schp_onnx
 
 from leffa_pl.data import dresscode, vitonhd
 from leffa_pl.data.io import read_gray, read_label, read_npz, read_rgb
@@ -19,6 +18,7 @@ from leffa_pl.preprocess.densepose import DensePoseModelError, TorchScriptDenseP
 from leffa_pl.preprocess.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.layouts import DressCodeLayout, Item, VitonHDLayout
 from leffa_pl.preprocess.parsing import ParsingModelError, SchpParser, cihp_labels
+from leffa_pl.testing.preprocess_standins import build_all, schp_onnx
 
 SIZE = (128, 96)
 

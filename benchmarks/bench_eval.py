@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from leffa_pl.evaluation.protocols import PROTOCOLS
+from leffa_pl.datasets.registry import protocols
 from leffa_pl.metrics.features import (
     FID_EXTRACTORS,
     build_fid_feature_extractor,
@@ -93,7 +93,7 @@ def main() -> None:
     notes += lpips_notes
 
     def suite_step(protocol: str) -> Callable:
-        spec = PROTOCOLS[protocol]
+        spec = protocols()[protocol]
         suite = MetricSuite(spec.metrics, fid_features=extractors[spec.fid_extractor],
                             lpips_network=networks[spec.lpips_net]).to(args.device)
         return suite.update

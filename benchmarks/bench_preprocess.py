@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
 from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
 from leffa_pl.testing.preprocess_standins import build_all
@@ -91,7 +92,7 @@ def prepare_overhead(root: Path, layout: str, pairs: int) -> float:
                                 densepose=str(standins["densepose_model"]), pose_model=str(standins["pose_model"]),
                                 detector=str(standins["detector"]), box_threshold=0.0, offline=True)
     timed = TimedPreprocessor(Preprocessor(weights))
-    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), layout)  # load the stand-ins first
+    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), registry.get(layout))  # load the stand-ins first
     start = time.perf_counter()
     summary = prepare.prepare_dataset(sources, root / layout, layout, SIZE, timed, test_fraction=0.5, progress=False)
     assert not summary.failed, summary.failed

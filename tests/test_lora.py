@@ -12,8 +12,8 @@ from safetensors import safe_open
 
 from leffa_pl.callbacks.export_checkpoint import ADAPTER_FILE, ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import vitonhd
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.inference.single_image import tryon_main
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel

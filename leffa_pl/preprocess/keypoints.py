@@ -15,8 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from leffa_pl.data import dresscode
-from leffa_pl.preprocess.weights import (
+from leffa_pl.annotators.weight_files import (
     PERSON_DETECTOR,
     PERSON_DETECTOR_REVISION,
     VITPOSE,
@@ -24,6 +23,7 @@ from leffa_pl.preprocess.weights import (
     pretrained_error,
     pretrained_source,
 )
+from leffa_pl.datasets.dresscode import reader as dresscode
 
 # COCO-17: 0 nose, 1/2 left/right eye, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists, 11/12 hips,
 # 13/14 knees, 15/16 ankles (left first). COCO-18 / BODY_25 index -> COCO-17 index; "neck" and "mid_hip"
@@ -31,6 +31,7 @@ from leffa_pl.preprocess.weights import (
 NECK, MID_HIP = "neck", "mid_hip"
 COCO18_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
 BODY25_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, MID_HIP, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3] + [None] * 6
+FROM_COCO17 = {"body25": BODY25_FROM_COCO17, "coco18": COCO18_FROM_COCO17}  # by the stored keypoint format
 MIDPOINTS = {NECK: (5, 6), MID_HIP: (11, 12)}
 OPENPOSE_VERSION = 1.3
 MIN_SCORE = 0.3  # keypoints scored lower are written as missing
@@ -139,11 +140,11 @@ class VitPoseEstimator:
                              scores=pose["scores"].cpu().numpy().astype(np.float32))
 
 
-def layout_xy(keypoints: BodyKeypoints, layout: str, size: tuple[int, int] | None = None,
+def layout_xy(keypoints: BodyKeypoints, keypoint_format: str, size: tuple[int, int] | None = None,
               min_score: float = MIN_SCORE) -> np.ndarray:
     """[K, 2] (x, y) pixels, NaN where missing, in the order the data modules read back from the stored JSON:
-    BODY_25 for ``vitonhd``, COCO-18 for ``dresscode`` (what ``masks.py`` takes)."""
-    order = BODY25_FROM_COCO17 if layout == "vitonhd" else COCO18_FROM_COCO17
+    ``keypoint_format`` ``body25`` (VITON-HD) or ``coco18`` (DressCode), what ``masks.py`` takes."""
+    order = FROM_COCO17[keypoint_format]
     points = np.array(_converted(keypoints, order, min_score), np.float32)
     xy = points[:, :2].copy()
     xy[points[:, 2] <= 0] = np.nan

@@ -7,7 +7,7 @@ with augmentation on: decode, resize, masks, augmentation, tensors; (2) times th
 one thread, and extrapolates it to the real training splits (VITON-HD 11,647 pairs, DressCode 48,392). The file
 cache is warm (the files were just written): a cold disk adds its read time to every level but ``exists``.
 
-    python benchmarks/bench_data.py [--pairs 12] [--repeats 2]
+    python -m benchmarks.bench_data [--pairs 12] [--repeats 2]
 """
 
 from __future__ import annotations

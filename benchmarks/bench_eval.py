@@ -2,7 +2,7 @@
 
 Pretrained weights are looked up offline only (torch hub cache); where they are missing the networks are
 randomly initialised with the same architecture, which does not change the timing. The output says which.
-Run: ``make bench-eval`` (or ``python benchmarks/bench_eval.py --device cuda``).
+Run: ``make bench-eval`` (or ``python -m benchmarks.bench_eval --device cuda``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ with ``persistent_workers=True`` (its first epoch starts the workers: reported a
 the parent process that big first (a training process holds the model: forking workers copies its page
 tables). Appends a table to benchmarks/results/loader_epochs.md with the machine, load, commit and command.
 
-    python benchmarks/bench_loader_epochs.py [--pairs 16] [--epochs 6] [--workers 2] [--ballast-gib 0 1.5]
+    python -m benchmarks.bench_loader_epochs [--pairs 16] [--epochs 6] [--workers 2] [--ballast-gib 0 1.5]
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import lightning
 import torch
-from common import recorded
 from torch.utils.data import DataLoader
 
+from benchmarks.common import recorded
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 

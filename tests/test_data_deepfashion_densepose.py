@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from preprocess_standins import densepose_torchscript
 
 from leffa_pl.annotators.densepose import TorchScriptDensePose
 from leffa_pl.data.check_data import main as check_data
@@ -18,6 +17,7 @@ from leffa_pl.datasets.deepfashion import reader as deepfashion
 from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
 from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
 from leffa_pl.datasets.deepfashion.reader import read_iuv
+from leffa_pl.testing.preprocess_standins import densepose_torchscript
 
 
 @pytest.fixture(scope="module")

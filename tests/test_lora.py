@@ -9,7 +9,6 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from safetensors import safe_open
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.export_checkpoint import ADAPTER_FILE, ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
@@ -20,6 +19,7 @@ from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.model.loading import load_model
 from leffa_pl.model.lora import METADATA_KEY, LoraSettings, load_lora, merged_state_dict
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_standins import build_all, cli_options
 
 from leffa_pl.annotators import weight_files as weights
 from leffa_pl.data import check_data
@@ -19,6 +18,7 @@ from leffa_pl.datasets import registry
 from leffa_pl.datasets.synthetic_people import DRESS, PANTS, UPPER, draw_person
 from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
+from leffa_pl.testing.preprocess_standins import build_all, cli_options
 
 SIZE = (128, 96)
 PHOTO = (160, 120)  # photos are fitted to SIZE

@@ -1,6 +1,6 @@
 """Preprocessing networks behind their interfaces (random-weight stand-ins of the real signatures, see
-preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read back by the
-data readers with the same values, for VITON-HD and DressCode."""
+leffa_pl/testing/preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read
+back by the data readers with the same values, for VITON-HD and DressCode."""
 
 import dataclasses
 import hashlib
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_standins import build_all, schp_onnx
 
 from leffa_pl.annotators import weight_files as weights
 from leffa_pl.annotators.annotation import PersonAnnotation, inpaint_mask
@@ -24,6 +23,7 @@ from leffa_pl.datasets.vitonhd.writer import VitonHDLayout
 from leffa_pl.datasets.writing import Item
 from leffa_pl.preprocess.annotate import NoPersonError, Preprocessor, PreprocessWeights
 from leffa_pl.preprocess.parsing import ParsingModelError, SchpParser, cihp_labels
+from leffa_pl.testing.preprocess_standins import build_all, schp_onnx
 
 SIZE = (128, 96)
 VITONHD = registry.get("vitonhd")

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from preprocess_standins import schp_palette_onnx
 
 from leffa_pl.annotators.densepose import ChartInstance, DensePoseResult, chart_instance
 from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.preprocess.annotate import Preprocessor, add_weight_arguments, weights_from_args
 from leffa_pl.preprocess.parsing import APP_FRAME, ATR_NECK, ParsingModelError, SchpParser
+from leffa_pl.testing.preprocess_standins import schp_palette_onnx
 
 GOLDEN = Path(__file__).parent / "golden" / "maps"
 SETTINGS = json.loads((GOLDEN / "settings.json").read_text())

@@ -14,13 +14,13 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch._inductor.config
-from training_helpers import RandomTryOnDataModule, SGDLeffaModule
 
 from leffa_pl.callbacks.ema import LeffaEMA
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.model.checkpoint import read_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.testing.training import RandomTryOnDataModule, SGDLeffaModule
 from leffa_pl.training.leffa_module import LeffaModule
 
 

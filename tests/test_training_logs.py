@@ -6,10 +6,10 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.leffa_module import LeffaModule
 
 HEIGHT, WIDTH, PADDING, TILES_PER_ROW = 32, 24, 2, 11  # LeffaImageLogger: 3 + 2 x 4 tiles a row

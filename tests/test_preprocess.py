@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.annotation import PersonAnnotation, inpaint_mask
 from leffa_pl.annotators.densepose import DensePoseModelError, TorchScriptDensePose
+from leffa_pl.annotators.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
 from leffa_pl.data.io import read_gray, read_label, read_npz, read_rgb
 from leffa_pl.datasets import registry
 from leffa_pl.datasets.dresscode import reader as dresscode
@@ -19,8 +21,7 @@ from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.datasets.vitonhd.writer import VitonHDLayout
 from leffa_pl.datasets.writing import Item
-from leffa_pl.preprocess.annotate import NoPersonError, PersonAnnotation, Preprocessor, PreprocessWeights, inpaint_mask
-from leffa_pl.preprocess.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
+from leffa_pl.preprocess.annotate import NoPersonError, Preprocessor, PreprocessWeights
 from leffa_pl.preprocess.parsing import ParsingModelError, SchpParser, cihp_labels
 from leffa_pl.testing.preprocess_standins import build_all, schp_onnx
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from leffa_pl import exit_codes
+from leffa_pl.annotators.annotation import inpaint_mask
 from leffa_pl.annotators.device import resolve_device
 from leffa_pl.annotators.weight_files import WeightsNotFoundError
 from leffa_pl.atomic_write import MAX_NAME_BYTES, unwritable_reason
@@ -54,7 +55,6 @@ from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
     add_weight_arguments,
-    inpaint_mask,
     needs_app_parsing,
     weights_from_args,
 )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.annotation import PersonAnnotation, StoredFormat
 from leffa_pl.annotators.densepose import (
     IUV_SCALINGS,
     RENDERINGS,
@@ -24,17 +24,9 @@ from leffa_pl.annotators.densepose import (
     IuvScaling,
     TorchScriptDensePose,
 )
-from leffa_pl.data import mask_recipes, masks
+from leffa_pl.annotators.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator
 from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPE_NAMES
-from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
-
-
-class StoredFormat(Protocol):
-    """What a dataset stores its parsing and keypoints as (a ``DatasetSpec`` or a layout writer)."""
-
-    label_set: LabelSet
-    keypoint_format: str
 
 
 class NoPersonError(ValueError):
@@ -79,16 +71,6 @@ def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeight
                              pose_model=args.pose_model, detector=args.detector, device=device,
                              offline=args.offline, box_threshold=args.box_threshold,
                              densepose_rendering=args.densepose_rendering, iuv_scaling=args.iuv_scaling)
-
-
-@dataclass
-class PersonAnnotation:
-    """A person photo's label map (the layout's label set), keypoints and DensePose, at the photo's size."""
-
-    labels: np.ndarray
-    keypoints: BodyKeypoints
-    densepose: DensePoseResult
-    mask_labels: tuple[np.ndarray, LabelSet] | None = None  # what the mask recipe reads, when not ``labels``
 
 
 @dataclass
@@ -162,13 +144,3 @@ def needs_app_parsing(recipe: str | None) -> bool:
     """Whether ``recipe`` is one of the Leffa app's, which read its parsing (ATR + neck at 384x512; leffa-dc
     folds the neck into the head as the app's function does); that parsing needs the LIP network too."""
     return recipe in APP_RECIPE_NAMES
-
-
-def inpaint_mask(recipe: str, layout: StoredFormat, labels: np.ndarray, keypoints: BodyKeypoints,
-                 category: masks.DressCodeCategory = "upper_body", label_set: LabelSet | None = None) -> np.ndarray:
-    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels (in
-    ``label_set``, default the layout's) and the keypoints as the layout stores them."""
-    person = mask_recipes.ParsedPerson(labels, label_set or layout.label_set,
-                                       layout_xy(keypoints, layout.keypoint_format), layout.keypoint_format,
-                                       labels.shape[:2])
-    return mask_recipes.inpaint_mask(recipe, person, category, labels.shape[:2])

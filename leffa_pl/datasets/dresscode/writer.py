@@ -7,11 +7,21 @@ from typing import Sequence
 
 import numpy as np
 
+from leffa_pl.annotators.annotation import PersonAnnotation
+from leffa_pl.annotators.keypoints import COCO18_FROM_COCO17, MIN_SCORE, BodyKeypoints, stored_points
 from leffa_pl.data.file_writers import write_jpeg, write_json, write_npz, write_palette_png, write_png, write_text
 from leffa_pl.datasets.dresscode import reader as dresscode
 from leffa_pl.datasets.writing import SPLITS, Item, unpaired
-from leffa_pl.preprocess.annotate import PersonAnnotation
-from leffa_pl.preprocess.keypoints import dresscode_json
+
+
+def dresscode_json(keypoints: BodyKeypoints, size: tuple[int, int], min_score: float = MIN_SCORE) -> dict:
+    """DressCode ``keypoints/{id}_2.json`` content: COCO-18 [x, y, score, index] in the 384x512 frame, for a
+    photo of ``size`` (H, W); missing points are [0, 0, 0, index]."""
+    frame_h, frame_w = dresscode.KEYPOINT_FRAME
+    sx, sy = frame_w / size[1], frame_h / size[0]
+    rows = [[round(x * sx, 3), round(y * sy, 3), round(score, 4), index]
+            for index, (x, y, score) in enumerate(stored_points(keypoints, COCO18_FROM_COCO17, min_score))]
+    return {"keypoints": rows}
 
 
 class DressCodeLayout:

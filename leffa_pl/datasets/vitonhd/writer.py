@@ -7,11 +7,17 @@ from typing import Sequence
 
 import numpy as np
 
+from leffa_pl.annotators.annotation import PersonAnnotation, inpaint_mask
+from leffa_pl.annotators.keypoints import BODY25_FROM_COCO17, MIN_SCORE, OPENPOSE_VERSION, BodyKeypoints, stored_points
 from leffa_pl.data.file_writers import write_jpeg, write_json, write_palette_png, write_png, write_text
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.datasets.writing import AGNOSTIC_GRAY, GARMENT_BACKGROUND, SPLITS, Item, unpaired
-from leffa_pl.preprocess.annotate import PersonAnnotation, inpaint_mask
-from leffa_pl.preprocess.keypoints import openpose_json
+
+
+def openpose_json(keypoints: BodyKeypoints, min_score: float = MIN_SCORE) -> dict:
+    """VITON-HD ``openpose_json`` content: one person, BODY_25 (x, y, confidence) in pixels, missing = 0, 0, 0."""
+    flat = [round(value, 3) for point in stored_points(keypoints, BODY25_FROM_COCO17, min_score) for value in point]
+    return {"version": OPENPOSE_VERSION, "people": [{"person_id": [-1], "pose_keypoints_2d": flat}]}
 
 
 class VitonHDLayout:

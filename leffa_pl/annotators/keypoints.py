@@ -1,5 +1,6 @@
-"""Body keypoints: transformers' ViTPose (COCO-17) on the box of its person detector, and the two formats the
-try-on datasets store (OpenPose BODY_25 JSON for VITON-HD, COCO-18 ``{"keypoints": ...}`` for DressCode).
+"""Body keypoints: transformers' ViTPose (COCO-17) on the box of its person detector, converted to the two point
+orders the try-on datasets store (OpenPose BODY_25 for VITON-HD, COCO-18 for DressCode; their writers write the
+JSON: ``datasets/<name>/writer.py``).
 
 The OpenPose neck is the shoulders' midpoint and the mid-hip the hips' midpoint (score: the lower of the
 two); a point below ``min_score`` is written as missing. The detector is any transformers object-detection
@@ -23,7 +24,6 @@ from leffa_pl.annotators.weight_files import (
     pretrained_error,
     pretrained_source,
 )
-from leffa_pl.datasets.dresscode import reader as dresscode
 
 # COCO-17: 0 nose, 1/2 left/right eye, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists, 11/12 hips,
 # 13/14 knees, 15/16 ankles (left first). COCO-18 / BODY_25 index -> COCO-17 index; "neck" and "mid_hip"
@@ -61,28 +61,12 @@ class KeypointEstimator(Protocol):
     def __call__(self, image: np.ndarray) -> BodyKeypoints | None: ...
 
 
-def _converted(keypoints: BodyKeypoints, order: list, min_score: float) -> list[tuple[float, float, float]]:
+def stored_points(keypoints: BodyKeypoints, order: list, min_score: float) -> list[tuple[float, float, float]]:
     points = []
     for index in order:
         x, y, score = keypoints.point(index)
         points.append((x, y, score) if score >= min_score and index is not None else (0.0, 0.0, 0.0))
     return points
-
-
-def openpose_json(keypoints: BodyKeypoints, min_score: float = MIN_SCORE) -> dict:
-    """VITON-HD ``openpose_json`` content: one person, BODY_25 (x, y, confidence) in pixels, missing = 0, 0, 0."""
-    flat = [round(value, 3) for point in _converted(keypoints, BODY25_FROM_COCO17, min_score) for value in point]
-    return {"version": OPENPOSE_VERSION, "people": [{"person_id": [-1], "pose_keypoints_2d": flat}]}
-
-
-def dresscode_json(keypoints: BodyKeypoints, size: tuple[int, int], min_score: float = MIN_SCORE) -> dict:
-    """DressCode ``keypoints/{id}_2.json`` content: COCO-18 [x, y, score, index] in the 384x512 frame, for a
-    photo of ``size`` (H, W); missing points are [0, 0, 0, index]."""
-    frame_h, frame_w = dresscode.KEYPOINT_FRAME
-    sx, sy = frame_w / size[1], frame_h / size[0]
-    rows = [[round(x * sx, 3), round(y * sy, 3), round(score, 4), index]
-            for index, (x, y, score) in enumerate(_converted(keypoints, COCO18_FROM_COCO17, min_score))]
-    return {"keypoints": rows}
 
 
 class VitPoseEstimator:
@@ -145,7 +129,7 @@ def layout_xy(keypoints: BodyKeypoints, keypoint_format: str, size: tuple[int, i
     """[K, 2] (x, y) pixels, NaN where missing, in the order the data modules read back from the stored JSON:
     ``keypoint_format`` ``body25`` (VITON-HD) or ``coco18`` (DressCode), what ``masks.py`` takes."""
     order = FROM_COCO17[keypoint_format]
-    points = np.array(_converted(keypoints, order, min_score), np.float32)
+    points = np.array(stored_points(keypoints, order, min_score), np.float32)
     xy = points[:, :2].copy()
     xy[points[:, 2] <= 0] = np.nan
     return xy

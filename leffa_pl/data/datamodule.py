@@ -47,7 +47,7 @@ from leffa_pl.datasets.dresscode import reader as dresscode
 from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 if TYPE_CHECKING:
-    from leffa_pl.annotators.densepose import DensePoseEstimator
+    from leffa_pl.datasets.deepfashion.densepose_fill import DensePoseEstimator
 
 
 def shuffle_generator(trainer: Any) -> torch.Generator:

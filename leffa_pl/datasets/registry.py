@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from leffa_pl.datasets.deepfashion.spec import SPEC as DEEPFASHION
 from leffa_pl.datasets.dresscode.spec import SPEC as DRESSCODE
+from leffa_pl.datasets.protocols import Protocol
 from leffa_pl.datasets.spec import DatasetSpec
 from leffa_pl.datasets.vitonhd.spec import SPEC as VITONHD
-from leffa_pl.evaluation.protocols import Protocol
 
 _SPECS: dict[str, DatasetSpec] = {}
 

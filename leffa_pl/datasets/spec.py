@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from leffa_pl.evaluation.protocols import Protocol
+from leffa_pl.datasets.protocols import Protocol
 
 
 class RealSetError(ValueError):

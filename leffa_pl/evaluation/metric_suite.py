@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from leffa_pl.evaluation.protocols import Protocol
+from leffa_pl.datasets.protocols import Protocol
 from leffa_pl.metrics.suite import SET_METRICS, MetricSuite
 from leffa_pl.metrics.weights import WeightsUnavailable
 

@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader
 
 from leffa_pl.datasets.deepfashion import reader as deepfashion
 from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.protocols import Protocol
 from leffa_pl.datasets.registry import get_protocol, protocols
 from leffa_pl.evaluation.images import IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError, image_size
 from leffa_pl.evaluation.metric_suite import build_metric_suite
-from leffa_pl.evaluation.protocols import Protocol
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.metrics.features import build_fid_feature_extractor, feature_extractor_identity
 from leffa_pl.metrics.perceptual import build_lpips_network

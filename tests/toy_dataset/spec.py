@@ -1,7 +1,7 @@
 """The toy dataset's ``DatasetSpec``."""
 
+from leffa_pl.datasets.protocols import VTON_PAIRED
 from leffa_pl.datasets.spec import DatasetSpec, SyntheticRecipe
-from leffa_pl.evaluation.protocols import VTON_PAIRED
 from toy_dataset.reader import ToyDataModule
 from toy_dataset.synthetic import write_synthetic
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leffa_pl.datasets.deepfashion.reader import PAIR_FILES, SPLIT_LISTS
-from leffa_pl.evaluation.protocols import Protocol, PublishedResult
+from leffa_pl.datasets.protocols import Protocol, PublishedResult
 
 # The evaluators behind the published numbers, read at these commits (docs/evaluation.md).
 PIDM_EVALUATOR = ("ankanbhunia/PIDM utils/metrics.py (e4f1d88): FID with `inception.InceptionV3` (pytorch-fid's "

@@ -13,8 +13,8 @@ from leffa_pl.data.mask_recipes.leffa_app import LEFFA_DC
 from leffa_pl.datasets.dresscode import reader
 from leffa_pl.datasets.dresscode.synthetic import make_dresscode
 from leffa_pl.datasets.dresscode.writer import DressCodeLayout
+from leffa_pl.datasets.protocols import VTON_PAIRED, VTON_UNPAIRED
 from leffa_pl.datasets.spec import DatasetSpec, DensePoseCodec, SyntheticRecipe
-from leffa_pl.evaluation.protocols import VTON_PAIRED, VTON_UNPAIRED
 
 
 def write_synthetic(path: Path, args: argparse.Namespace) -> None:

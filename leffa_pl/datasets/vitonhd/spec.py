@@ -8,11 +8,11 @@ from pathlib import Path
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.io import read_rgb
 from leffa_pl.data.mask_recipes.leffa_app import LEFFA_HD
+from leffa_pl.datasets.protocols import VTON_PAIRED, VTON_UNPAIRED
 from leffa_pl.datasets.spec import DatasetSpec, DensePoseCodec, SyntheticRecipe
 from leffa_pl.datasets.vitonhd import reader
 from leffa_pl.datasets.vitonhd.synthetic import make_vitonhd
 from leffa_pl.datasets.vitonhd.writer import VitonHDLayout
-from leffa_pl.evaluation.protocols import VTON_PAIRED, VTON_UNPAIRED
 
 
 def write_synthetic(path: Path, args: argparse.Namespace) -> None:

@@ -16,7 +16,7 @@ import torch
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint
@@ -27,6 +27,7 @@ from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.planning.disk import model_for_check, plan_disk
 from leffa_pl.planning.plan import GIB
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.module_settings import FLAT_SETTINGS, flat_settings_refusal, new_key
 from leffa_pl.training.run_folder import (
     RunFolderError,
     check_free_space,
@@ -52,6 +53,13 @@ class LeffaCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for name in RETIRED_MODEL_SETTINGS:
             parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
+        # The flat settings that moved into config sections (leffa_pl/training/module_settings.py): refused in a
+        # config or on the command line (parse_arguments), moved into their sections from a --ckpt_path checkpoint
+        # written before (before_instantiate_classes). Shown in --help: a suppressed option is lost when a config
+        # has ${...} (jsonargparse's omegaconf+ mode re-reads the config without it).
+        for name in FLAT_SETTINGS:
+            parser.add_argument(f"--model.{name}", default=argparse.SUPPRESS, help=f"moved to --{new_key(name)} "
+                                "(refused)")
         parser.add_argument("--run.dir", type=str | None, default=None,
                             help="the run's folder; the trainer configs put checkpoints/, export/ and "
                                  "tensorboard/ in it as ${run.dir}/...")
@@ -73,12 +81,15 @@ class LeffaCLI(LightningCLI):
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
-        # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
         subcommand = self.config.get("subcommand")
+        refusal = flat_settings_refusal((self.config[subcommand] if subcommand else self.config).model)
+        if refusal:  # before --ckpt_path's hyper_parameters join the config: what the user gave
+            parser.error(refusal)
+        # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
         if subcommand == "fit" and self.config.fit.run.resume:
             self.config.fit.ckpt_path = last_checkpoint(self.config.fit.as_dict())
         if subcommand and self.config[subcommand].get("ckpt_path"):
-            settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
+            settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS, *FLAT_SETTINGS]
             data = self.config[subcommand].get("data")
             check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
                                     data.get("class_path") if data is not None and subcommand == "fit" else None)
@@ -101,6 +112,12 @@ class LeffaCLI(LightningCLI):
                 rank_zero_warn(f"model.{name}={value!r} (from the --ckpt_path checkpoint's hyper_parameters or the "
                                f"config) is a retired setting, dropped: LeffaModule no longer takes it; "
                                f"{replacement} sets it now")
+        for name, (section, key) in FLAT_SETTINGS.items():  # only a checkpoint's, parse_arguments refused the rest
+            value = model.pop(name, None)
+            if value is not None:
+                model[f"{section}.{key}"] = value
+                rank_zero_info(f"model.{name}={value!r} (the --ckpt_path checkpoint's, written before the config "
+                               f"sections) -> model.{section}.{key}")
         # The stage schedule counts optimizer steps and ends epochs at stage boundaries: epochs set no limit (this
         # spares Lightning's "max_epochs was not set ... 1000" warning).
         if config.get("trainer") is not None and config.trainer.get("max_epochs") is None:

@@ -41,16 +41,16 @@ plan-fits: $(INSTALLED)
 
 .PHONY: bench-leffa bench-ddp bench-leffa-stage
 bench-leffa: $(INSTALLED)
-	$(PY) benchmarks/bench_leffa.py
+	$(PY) -m benchmarks.bench_leffa
 
 # What the Leffa loss adds to a step: activation bytes per sample (with the tensors it keeps at the peak) and the
 # FLOP ratio, SD1.5 under fake tensors at 512x384 and 1024x768 and the tiny model; appended to benchmarks/results/.
 bench-leffa-stage: $(INSTALLED)
-	$(PY) benchmarks/bench_leffa_stage.py --breakdown
+	$(PY) -m benchmarks.bench_leffa_stage --breakdown
 
 # 2-process CPU DDP step: plain ddp (unreached parameters frozen) vs find_unused_parameters (tiny model).
 bench-ddp: $(INSTALLED)
-	$(PY) benchmarks/bench_ddp.py
+	$(PY) -m benchmarks.bench_ddp
 
 .PHONY: synthetic-data bench-data
 
@@ -62,13 +62,13 @@ synthetic-data: $(INSTALLED)
 	$(MAKE_SYNTHETIC)
 
 bench-data: $(INSTALLED)
-	$(PY) benchmarks/bench_data.py
+	$(PY) -m benchmarks.bench_data
 
 # Epoch start to first batch: training loader rebuilt every epoch vs kept with persistent workers (512x384, 2 workers);
 # appended to benchmarks/results/loader_epochs.md.
 .PHONY: bench-loader-epochs
 bench-loader-epochs: $(INSTALLED)
-	$(PY) benchmarks/bench_loader_epochs.py
+	$(PY) -m benchmarks.bench_loader_epochs
 
 # ---- training: `make train-vton|train-pose` (embedded demo) or `... DATA=... BASE_MODEL=... [INIT=...] [DEVICES=8]`
 # ARGS: more leffa-pl fit arguments, e.g. ARGS="--run.dir=runs/vton1 --trainer.max_steps=20000 --ckpt_path=...".
@@ -127,18 +127,18 @@ tensorboard: $(INSTALLED)
 # Peak host RAM while a checkpoint is written: Lightning's BytesIO save vs AtomicCheckpointIO's streamed save.
 .PHONY: bench-checkpoint
 bench-checkpoint: $(INSTALLED)
-	$(PY) benchmarks/bench_checkpoint.py
+	$(PY) -m benchmarks.bench_checkpoint
 
 .PHONY: bench-eval bench-fingerprint bench-preprocess
 bench-eval: $(INSTALLED)
-	$(PY) benchmarks/bench_eval.py
+	$(PY) -m benchmarks.bench_eval
 
 # SHA-256 of the weights that prediction records in prediction.json: time per GiB.
 bench-fingerprint: $(INSTALLED)
-	$(PY) benchmarks/bench_fingerprint.py
+	$(PY) -m benchmarks.bench_fingerprint
 
 bench-preprocess: $(INSTALLED)
-	$(PY) benchmarks/bench_preprocess.py
+	$(PY) -m benchmarks.bench_preprocess
 
 # ---- evaluation: predict a test split with a checkpoint, then score it (leffa-pl-evaluate).
 # `make eval-vton` / `make eval-deepfashion` with no DATA: the synthetic dataset, the demo export when
@@ -196,15 +196,15 @@ exp-flow: $(EXPERIMENTS_INSTALLED)
 # the SDXL size's planned parameter memory. `make bench-train ROWS=sd15` for some of them (tiny sd15 sdxl).
 ROWS ?=
 bench-train: $(INSTALLED)
-	$(PY) benchmarks/bench_train.py $(if $(ROWS),--rows $(ROWS))
+	$(PY) -m benchmarks.bench_train $(if $(ROWS),--rows $(ROWS))
 
 # One GPU, under 8 minutes: SD1.5 size at 512x384 and 1024x768, paper settings, Leffa off/on, ddp vs single device,
 # peak memory beside the planner's, samples/s, MFU (not run yet: no GPU was available).
 .PHONY: bench-gpu
 bench-gpu: $(INSTALLED)
-	$(PY) benchmarks/bench_gpu.py
+	$(PY) -m benchmarks.bench_gpu
 
 # Channels-last and torch.compile (inductor) on the training step: eager / channels_last / compile / both (tiny, CPU).
 .PHONY: bench-levers
 bench-levers: $(INSTALLED)
-	$(PY) benchmarks/bench_levers.py
+	$(PY) -m benchmarks.bench_levers

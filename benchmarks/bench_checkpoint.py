@@ -9,7 +9,7 @@ random weights, nothing downloaded) and the tiny VAE. Each IO runs in a fresh pr
 high-water mark is reset just before the save or load (``/proc/self/clear_refs``), so the peak is its own. A load
 row reads the file the save row wrote, after dropping it from the page cache where allowed (``posix_fadvise``).
 
-    python benchmarks/bench_checkpoint.py          # make bench-checkpoint
+    python -m benchmarks.bench_checkpoint          # make bench-checkpoint
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from common import recorded
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from benchmarks.common import REPO_ROOT, recorded, rerun_command
 from leffa_pl.model.checkpoint import EMA_KEY
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.presets import sd15_inpainting_unet_config, tiny_vae_config
@@ -105,8 +104,8 @@ def main() -> None:
         for operation in ("save", "load"):
             for name in IOS:
                 path = Path(folder) / f"{name.split()[0]}.ckpt"
-                result = subprocess.run([sys.executable, __file__, "--measure", name, operation, str(path)],
-                                        capture_output=True, text=True)
+                result = subprocess.run([*rerun_command(__spec__.name), "--measure", name, operation, str(path)],
+                                        capture_output=True, text=True, cwd=REPO_ROOT)
                 if result.returncode != 0:
                     raise RuntimeError(f"{name} {operation}: {result.stderr[-4000:]}")
                 row = json.loads(result.stdout.strip().splitlines()[-1])

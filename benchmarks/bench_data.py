@@ -7,7 +7,7 @@ with augmentation on: decode, resize, masks, augmentation, tensors; (2) times th
 one thread, and extrapolates it to the real training splits (VITON-HD 11,647 pairs, DressCode 48,392). The file
 cache is warm (the files were just written): a cold disk adds its read time to every level but ``exists``.
 
-    python benchmarks/bench_data.py [--pairs 12] [--repeats 2]
+    python -m benchmarks.bench_data [--pairs 12] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -22,11 +22,14 @@ from pathlib import Path
 import lightning
 import torch
 
-from leffa_pl.data import dresscode, synthetic_vton, vitonhd
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.files import CHECK_LEVELS
 from leffa_pl.data.layout import FLOW_FOLDER
 from leffa_pl.data.transforms import AugmentConfig
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 NATIVE = (1024, 768)
 RESOLUTIONS = ((512, 384), (1024, 768))
@@ -68,9 +71,9 @@ def main() -> None:
     augment = AugmentConfig()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        viton_root = synthetic_vton.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 2, NATIVE)
+        viton_root = vitonhd_synthetic.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 2, NATIVE)
         dc_pairs = max(1, args.pairs // 3)
-        dc_root = synthetic_vton.make_dresscode(Path(tmp) / "DressCode", dc_pairs, 2, NATIVE)
+        dc_root = dresscode_synthetic.make_dresscode(Path(tmp) / "DressCode", dc_pairs, 2, NATIVE)
         print(f"generated {args.pairs} + {3 * dc_pairs} train pairs at {NATIVE[0]}x{NATIVE[1]} "
               f"in {time.perf_counter() - start:.1f} s")
         print(f"CPU: {platform.processor() or platform.machine()}, torch threads 1, augmentation on (train split)")

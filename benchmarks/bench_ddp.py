@@ -6,7 +6,7 @@ plain DDP with the frozen set of ``leffa_pl.training.trainable`` (the default no
 ``find_unused_parameters=True`` (DDP walks the autograd graph every step); and the previous setup, every UNet
 weight trainable under ``find_unused_parameters=True``. Time: median step on rank 0 after the warm-up.
 
-    python benchmarks/bench_ddp.py            # make bench-ddp
+    python -m benchmarks.bench_ddp            # make bench-ddp
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 
 import lightning.pytorch as pl
 import torch
-from bench_train import RepeatedSampleData, StepMeter
 
+from benchmarks.bench_train import RepeatedSampleData, StepMeter
+from benchmarks.common import REPO_ROOT, rerun_command
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.training.leffa_module import LeffaModule
@@ -73,10 +73,10 @@ def main() -> None:
     print("|---|---|---|---|---|")
     baseline = None
     for strategy, freeze in CONFIGURATIONS:
-        command = [sys.executable, __file__, "--measure", json.dumps([strategy, freeze]),
+        command = [*rerun_command(__spec__.name), "--measure", json.dumps([strategy, freeze]),
                    "--resolution", args.resolution, "--batch-size", str(args.batch_size),
                    "--warmup", str(args.warmup), "--steps", str(args.steps)]
-        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        run = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
         lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
         if run.returncode != 0 or not lines:
             raise RuntimeError(f"{strategy} failed:\n{run.stderr[-4000:]}")

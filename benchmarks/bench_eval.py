@@ -2,7 +2,7 @@
 
 Pretrained weights are looked up offline only (torch hub cache); where they are missing the networks are
 randomly initialised with the same architecture, which does not change the timing. The output says which.
-Run: ``make bench-eval`` (or ``python benchmarks/bench_eval.py --device cuda``).
+Run: ``make bench-eval`` (or ``python -m benchmarks.bench_eval --device cuda``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from leffa_pl.evaluation.protocols import PROTOCOLS
+from leffa_pl.datasets.registry import protocols
 from leffa_pl.metrics.features import (
     FID_EXTRACTORS,
     build_fid_feature_extractor,
@@ -93,7 +93,7 @@ def main() -> None:
     notes += lpips_notes
 
     def suite_step(protocol: str) -> Callable:
-        spec = PROTOCOLS[protocol]
+        spec = protocols()[protocol]
         suite = MetricSuite(spec.metrics, fid_features=extractors[spec.fid_extractor],
                             lpips_network=networks[spec.lpips_net]).to(args.device)
         return suite.update

@@ -24,8 +24,8 @@ Budget (an estimate: no GPU was available to measure it): per row ~10 s of start
 minutes, the two LoRA rows in about one, the channels-last row in under one, the compile row with an unmeasured
 compilation (skipped if the budget is spent).
 
-    python benchmarks/bench_gpu.py                                                   # make bench-gpu
-    python benchmarks/bench_gpu.py --device cpu --model tiny --resolutions 64x48 --batch-sizes 2 --precision 32-true \\
+    python -m benchmarks.bench_gpu                                                   # make bench-gpu
+    python -m benchmarks.bench_gpu --device cpu --model tiny --resolutions 64x48 --batch-sizes 2 --precision 32-true \\
          --leffa on --strategies auto --lora-ranks 4 --levers --warmup 1 --steps 1 --peak-tflops 1 --threads 1
                                                                                        # CPU smoke (a test)
 """
@@ -42,8 +42,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from bench_train import Config, measure_in_subprocess, planner_prediction
 
+from benchmarks.bench_train import Config, measure_in_subprocess, planner_prediction
+from benchmarks.common import REPO_ROOT, rerun_command
 from leffa_pl.data.layout import parse_size
 from leffa_pl.planning.activations import ActivationModel, StepActivations
 from leffa_pl.planning.plan import GIB, StaticMemory, step_peak
@@ -90,9 +91,9 @@ def start_prediction(configs: list[Config], threads: int | None) -> subprocess.P
     per trainable set (``Config.label``)."""
     groups = {config.label: asdict(config) for config in configs}
     request = {"configs": list(groups.values()), "leffa": sorted({config.leffa for config in configs})}
-    command = [sys.executable, __file__, "--predict", json.dumps(request)]
+    command = [*rerun_command(__spec__.name), "--predict", json.dumps(request)]
     command += ["--threads", str(threads)] if threads else []
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
 
 
 def collect_prediction(process: subprocess.Popen) -> dict[str, tuple[StaticMemory, dict[bool, StepActivations]]]:

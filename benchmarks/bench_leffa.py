@@ -5,8 +5,8 @@ mark (VmHWM, reset through /proc/self/clear_refs after the inputs exist) minus t
 that moment, so it counts every allocation torch makes; on CUDA it is torch's peak allocated memory.
 The naive path is skipped where its estimated peak would not fit in the available memory.
 
-    python benchmarks/bench_leffa.py                 # the docs/performance.md table (SD1.5 first level: 8 heads of 40)
-    python benchmarks/bench_leffa.py --grids 16x12 32x24 --repeats 1
+    python -m benchmarks.bench_leffa                 # the docs/performance.md table (SD1.5 first level: 8 heads of 40)
+    python -m benchmarks.bench_leffa --grids 16x12 32x24 --repeats 1
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import ctypes
 import gc
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import REPO_ROOT, rerun_command
 from leffa_pl.data.layout import parse_size
 from leffa_pl.losses.attention_flow import attention_flow, naive_attention_flow
 
@@ -100,10 +100,10 @@ def _status_kib_meminfo(field: str) -> int:
 
 
 def measure_in_subprocess(method: str, grid: tuple[int, int], args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--measure", method, "--grids", f"{grid[0]}x{grid[1]}",
+    command = [*rerun_command(__spec__.name), "--measure", method, "--grids", f"{grid[0]}x{grid[1]}",
                "--heads", str(args.heads), "--head-dim", str(args.head_dim), "--batch", str(args.batch),
                "--repeats", str(args.repeats), "--device", args.device]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO_ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"measurement {method} {grid} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])

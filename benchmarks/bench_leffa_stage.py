@@ -8,8 +8,8 @@ checkpointing off, so only the loss's own recomputation is counted). ``--breakdo
 keeps alive at the step's memory peak (layer, tensor, dtype, bytes). Results are appended to
 benchmarks/results/leffa_stage.md with the machine, load, commit and command.
 
-    python benchmarks/bench_leffa_stage.py                      # make bench-leffa-stage
-    python benchmarks/bench_leffa_stage.py --rows tiny --breakdown
+    python -m benchmarks.bench_leffa_stage                      # make bench-leffa-stage
+    python -m benchmarks.bench_leffa_stage --rows tiny --breakdown
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from bench_train import count_step_flops
-from common import recorded
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from benchmarks.bench_train import count_step_flops
+from benchmarks.common import recorded
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.planning.activations import StepSettings, probe_step
 from leffa_pl.planning.memory_probe import PeakTensorMemory

@@ -9,8 +9,8 @@ generation of both UNets, forward and backward), reported apart. Each compiled r
 (``TORCHINDUCTOR_CACHE_DIR``): the cost a first run pays; a resumed run on the same machine reuses the cache.
 GPU rows are ``make bench-gpu``.
 
-    python benchmarks/bench_levers.py                  # make bench-levers
-    python benchmarks/bench_levers.py --resolutions 64x48 --steps 3
+    python -m benchmarks.bench_levers                  # make bench-levers
+    python -m benchmarks.bench_levers --resolutions 64x48 --steps 3
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import platform
 import tempfile
 
 import torch
-from bench_train import Config, gib, measure_in_subprocess
 
+from benchmarks.bench_train import Config, gib, measure_in_subprocess
 from leffa_pl.data.layout import parse_size
 
 LEVERS = [("eager", False, False), ("channels_last", True, False), ("compile", False, True), ("both", True, True)]

@@ -11,7 +11,7 @@ with ``persistent_workers=True`` (its first epoch starts the workers: reported a
 the parent process that big first (a training process holds the model: forking workers copies its page
 tables). Appends a table to benchmarks/results/loader_epochs.md with the machine, load, commit and command.
 
-    python benchmarks/bench_loader_epochs.py [--pairs 16] [--epochs 6] [--workers 2] [--ballast-gib 0 1.5]
+    python -m benchmarks.bench_loader_epochs [--pairs 16] [--epochs 6] [--workers 2] [--ballast-gib 0 1.5]
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import lightning
 import torch
-from common import recorded
 from torch.utils.data import DataLoader
 
-from leffa_pl.data import synthetic_vton
+from benchmarks.common import recorded
 from leffa_pl.data.datamodule import VitonHDDataModule
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 NATIVE = (1024, 768)
 
@@ -78,7 +78,7 @@ def main() -> None:
               f"{NATIVE[0]}x{NATIVE[1]} in the page cache\n")
         print("| parent ballast | loader | first epoch: to 1st batch | later epochs: to 1st batch (median) "
               "| later epochs: whole epoch (median) |\n|---|---|---|---|---|", flush=True)
-        root = synthetic_vton.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 1, NATIVE)
+        root = vitonhd_synthetic.make_vitonhd(Path(tmp) / "zalando-hd-resized", args.pairs, 1, NATIVE)
         for gib in args.ballast_gib:
             ballast = torch.ones(int(gib * 2**30) // 4) if gib else None  # written: resident, not just reserved
             for mode in ("rebuilt, 2 iter()", "rebuilt", "persistent"):

@@ -4,9 +4,9 @@ Measured: (1) the keypoint step with its real architectures, ViTPose-base and th
 (transformers' default configs of those models, RANDOMLY INITIALISED: the hub weights cannot be fetched here,
 and the time does not depend on the values); (2) everything else ``leffa-pl-prepare`` does per pair (reading
 and fitting the photos, the mask recipe, writing the layout's files) with the random-weight stand-ins of
-``tests/preprocess_standins.py``, whose own network time is subtracted. NOT measured: SCHP (parsing) and
+``leffa_pl/testing/preprocess_standins.py``, whose own network time is subtracted. NOT measured: SCHP (parsing) and
 DensePose R50-FPN, whose architectures cannot be built here without their released files.
-Run: ``make bench-preprocess`` (``python benchmarks/bench_preprocess.py --device cuda``).
+Run: ``make bench-preprocess`` (``python -m benchmarks.bench_preprocess --device cuda``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,12 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the stand-ins live with the tests
-from preprocess_standins import build_all  # noqa: E402
-
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person  # noqa: E402
-from leffa_pl.preprocess import prepare  # noqa: E402
-from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights  # noqa: E402
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.preprocess import prepare
+from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
+from leffa_pl.testing.preprocess_standins import build_all
 
 SIZE = (1024, 768)
 
@@ -94,7 +92,7 @@ def prepare_overhead(root: Path, layout: str, pairs: int) -> float:
                                 densepose=str(standins["densepose_model"]), pose_model=str(standins["pose_model"]),
                                 detector=str(standins["detector"]), box_threshold=0.0, offline=True)
     timed = TimedPreprocessor(Preprocessor(weights))
-    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), layout)  # load the stand-ins first
+    timed.inner.annotate(np.asarray(Image.open(sources[0].person)), registry.get(layout))  # load the stand-ins first
     start = time.perf_counter()
     summary = prepare.prepare_dataset(sources, root / layout, layout, SIZE, timed, test_fraction=0.5, progress=False)
     assert not summary.failed, summary.failed

@@ -16,7 +16,7 @@ Rows (``--rows``, default all):
 - ``tiny``: the tiny model at the demo stages' resolutions, AdamW.
 - ``sd15``: the SD1.5-size model (``leffa_pl.planning.plan.ARCHITECTURES["sd15"]``: random weights, nothing
   downloaded, 2 x 860M UNet parameters) at 256x192 and 384x288, batch 1, fp32, gradient checkpointing, two
-  trainable sets: both UNets (full training) with plain SGD (``StatelessSGDModule``: no optimizer state, so
+  trainable sets: both UNets (full training) with plain SGD (``SGDLeffaModule``: no optimizer state, so
   weights + gradients fit a 24 GiB machine; AdamW's two moments would add 12 GiB), and LoRA rank 64
   (``model.trainable=lora``, ``configs/model/lora.yaml``'s targets, frozen base in fp32: CPU trains in fp32)
   with AdamW; beside the planner's prediction (``plan.step_peak``: weights, gradients, optimizer state exact from
@@ -29,9 +29,9 @@ Rows (``--rows``, default all):
 The GPU rows (SD1.5 size at 512x384 and 1024x768, bf16, DDP) are ``benchmarks/bench_gpu.py``, which imports
 the pieces here (``Config``, ``measure_in_subprocess``, ``planner_prediction``, ...).
 
-    python benchmarks/bench_train.py                     # make bench-train
-    python benchmarks/bench_train.py --rows sd15         # make bench-train ROWS=sd15
-    python benchmarks/bench_train.py --rows sd15 --leffa on --threads 2
+    python -m benchmarks.bench_train                     # make bench-train
+    python -m benchmarks.bench_train --rows sd15         # make bench-train ROWS=sd15
+    python -m benchmarks.bench_train --rows sd15 --leffa on --threads 2
 
 Each run is appended to benchmarks/results/train_cpu.md with the machine, load, commit and command.
 """
@@ -44,17 +44,16 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from common import recorded
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_flop
 
+from benchmarks.common import REPO_ROOT, recorded, rerun_command
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.model.lora import LoraSettings
@@ -70,6 +69,7 @@ from leffa_pl.planning.plan import (
     static_memory,
     step_peak,
 )
+from leffa_pl.testing.training import SGDLeffaModule
 from leffa_pl.training.leffa_module import LeffaModule
 
 ROWS = ("tiny", "sd15", "sdxl")
@@ -100,7 +100,7 @@ class Config:
     gradient_checkpointing: bool
     warmup: int
     steps: int
-    optimizer: str = "adamw"  # or "sgd": StatelessSGDModule
+    optimizer: str = "adamw"  # or "sgd": SGDLeffaModule
     strategy: str = "auto"  # Lightning's: "auto" (one device) or "ddp"
     count_flops: bool = False  # model FLOPs of one step (count_step_flops)
     channels_last: bool = False  # model.channels_last
@@ -219,18 +219,9 @@ class StepMeter(pl.Callback):
                                else _status_bytes("VmHWM"))
 
 
-class StatelessSGDModule(LeffaModule):
-    """``LeffaModule`` with plain SGD (no momentum, no weight decay: no optimizer state and no temporaries the
-    size of the parameters). Benchmark only: it lets both SD1.5-size UNets and their gradients fit a 24 GiB CPU
-    machine; it is not a way to train Leffa, so it is not in ``training/optimizers.py``."""
-
-    def configure_optimizers(self):
-        return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)
-
-
 def build_module(config: Config) -> LeffaModule:
     # theta_timestep 1000 and no reference dropout: every sample takes the Leffa loss (see the docstring).
-    module_class = StatelessSGDModule if config.optimizer == "sgd" else LeffaModule
+    module_class = SGDLeffaModule if config.optimizer == "sgd" else LeffaModule
     with torch.device(config.device):  # random initialisation where the model will run (fast on a GPU)
         module = module_class(reference_dropout=0.0, leffa_loss=LeffaLossSettings(theta_timestep=1000),
                               gradient_checkpointing=config.gradient_checkpointing,
@@ -289,11 +280,11 @@ def measure(config: Config) -> dict:
 def measure_in_subprocess(config: Config, threads: int | None = None, timeout: float | None = None) -> dict:
     """``measure`` in a fresh process (``--measure`` of this script): its own memory high-water mark and CUDA
     peak statistics. A process that runs past ``timeout`` seconds is stopped and reported as ``timed_out``."""
-    command = [sys.executable, __file__, "--measure", json.dumps(asdict(config))]
+    command = [*rerun_command(__spec__.name), "--measure", json.dumps(asdict(config))]
     command += ["--threads", str(threads)] if threads else []
     started = time.perf_counter()
     try:
-        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout)
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=timeout, cwd=REPO_ROOT)
     except subprocess.TimeoutExpired:
         return {"timed_out": True, "wall_seconds": time.perf_counter() - started}
     if result.returncode != 0:

@@ -14,7 +14,6 @@ import contextlib
 import io
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,23 @@ from typing import Iterator, TextIO
 
 import torch
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from leffa_pl.revision import commit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
-def commit() -> str:
-    result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False,
-                            cwd=RESULTS_DIR.parent)
-    return result.stdout.strip() or "unknown"
+def command_line() -> str:
+    """How this process was started, as typed: ``python -m benchmarks.bench_x --flag``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    program = ["-m", spec.name] if spec is not None else sys.argv[:1]
+    return " ".join(["python", *program, *sys.argv[1:]])
+
+
+def rerun_command(module: str) -> list[str]:
+    """The command that runs benchmark ``module`` (its ``__spec__.name``) in a fresh process; run it with
+    ``cwd=REPO_ROOT``: benchmarks/ is a package of the repository, not installed."""
+    return [sys.executable, "-m", module]
 
 
 def cpu_model() -> str:
@@ -69,7 +78,7 @@ def recorded(name: str, label: str = "") -> Iterator[None]:
         gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
         header = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} {label} (commit {commit()})"
                   f"{' ' + status.upper() if status else ''}\n\n"
-                  f"`{' '.join(['python', *sys.argv])}`; {cpu_model()} ({platform.machine()}, {os.cpu_count()} "
+                  f"`{command_line()}`; {cpu_model()} ({platform.machine()}, {os.cpu_count()} "
                   f"cores{gpu}), {torch.get_num_threads()} threads, torch {torch.__version__}; load average "
                   f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; {time.perf_counter() - started:.0f} s"
                   "\n\n")

@@ -4,16 +4,13 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
+from benchmarks import bench_gpu
+from benchmarks.common import REPO_ROOT
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.plan import TrainingSetup, build_model, static_memory
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-import bench_gpu  # noqa: E402  (benchmarks/ is not a package)
 
 
 def test_default_rows_are_the_paper_grid_lora_then_one_row_per_lever_on_the_first_resolution():
@@ -33,7 +30,7 @@ def test_default_rows_are_the_paper_grid_lora_then_one_row_per_lever_on_the_firs
 
 def test_cpu_smoke_run_counts_flops_plans_memory_and_prints_the_row(tmp_path):
     out = tmp_path / "rows.json"
-    command = [sys.executable, "benchmarks/bench_gpu.py", "--device", "cpu", "--model", "tiny",
+    command = [sys.executable, "-m", "benchmarks.bench_gpu", "--device", "cpu", "--model", "tiny",
                "--resolutions", "64x48", "--batch-sizes", "2", "--precision", "32-true", "--leffa", "on",
                "--strategies", "auto", "--lora-ranks", "4", "--levers", "--warmup", "1", "--steps", "1",
                "--peak-tflops", "0.5",

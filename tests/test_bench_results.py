@@ -1,13 +1,9 @@
 """benchmarks/common.recorded: what a benchmark prints is kept in its results file under a header naming the
 command, the machine and its load; an interrupted run is kept too and says so."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import common  # noqa: E402  (benchmarks/ is not a package)
+from benchmarks import common
 
 
 def test_printed_results_are_appended_under_a_header(tmp_path, monkeypatch, capsys):

@@ -12,11 +12,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.checkpoints import RetainedCheckpoints
 from leffa_pl.callbacks.ema import EMA_KEY, LeffaEMA
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 
 SCALE = 1000

@@ -33,7 +33,8 @@ def write_config(folder: Path, run_dir: Path, *callbacks: dict) -> Path:
                            "init_args": {"dirpath": "${run.dir}/checkpoints", "save_last": True}},
                           *callbacks]},
         "model": {"learning_rate": 1e-3},
-        "data": {"class_path": "training_helpers.RandomTryOnDataModule", "init_args": {"size": 16, "shuffle": True}},
+        "data": {"class_path": "leffa_pl.testing.training.RandomTryOnDataModule",
+                 "init_args": {"size": 16, "shuffle": True}},
         "stages": {"stages": STAGES},
         "export": {"dirpath": "${run.dir}/export"},
     }
@@ -47,7 +48,7 @@ def losses(path: Path) -> list[tuple[int, float]]:
 
 
 def loss_log(path: Path) -> dict:
-    return {"class_path": "training_helpers.LossLog", "init_args": {"path": str(path)}}
+    return {"class_path": "leffa_pl.testing.training.LossLog", "init_args": {"path": str(path)}}
 
 
 def test_sigterm_saves_last_ckpt_exits_143_and_the_resumed_run_reproduces_the_losses(tmp_path):
@@ -55,7 +56,7 @@ def test_sigterm_saves_last_ckpt_exits_143_and_the_resumed_run_reproduces_the_lo
     full = write_config(tmp_path / "full", tmp_path / "full" / "run", loss_log(tmp_path / "full.txt"))
     main(["fit", f"--config={full}"])
     killed = write_config(tmp_path / "killed", tmp_path / "killed" / "run", loss_log(tmp_path / "killed.txt"),
-                          {"class_path": "training_helpers.SigtermAtStep", "init_args": {"step": 3}})
+                          {"class_path": "leffa_pl.testing.training.SigtermAtStep", "init_args": {"step": 3}})
 
     with pytest.raises(SystemExit) as stopped:
         main(["fit", f"--config={killed}"])

@@ -11,10 +11,12 @@ import torch.distributed as dist
 from PIL import Image
 from subprocess_limits import spawn_with_limit
 
-from leffa_pl.data import check_data, synthetic_vton
+from leffa_pl.data import check_data
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError
 from leffa_pl.data.io import parsing_palette, read_json, read_label, read_pair_list, read_rgb
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 SIZE = (64, 48)
 
@@ -22,8 +24,8 @@ SIZE = (64, 48)
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     base = tmp_path_factory.mktemp("pristine")
-    return (synthetic_vton.make_vitonhd(base / "zalando-hd-resized", n_train=4, n_test=2, size=SIZE),
-            synthetic_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE))
+    return (vitonhd_synthetic.make_vitonhd(base / "zalando-hd-resized", n_train=4, n_test=2, size=SIZE),
+            dresscode_synthetic.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE))
 
 
 def scramble_middle(path):

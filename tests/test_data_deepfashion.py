@@ -8,13 +8,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from leffa_pl.data import check_data, deepfashion, synthetic_deepfashion, synthetic_vton
+from leffa_pl.data import check_data
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError
 from leffa_pl.data.io import read_rgb
-from leffa_pl.data.registry import DATA_MODULES
 from leffa_pl.data.transforms import AugmentConfig
+from leffa_pl.datasets import registry, synthetic_people
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
 
 NATIVE = (88, 60)  # the 1101x750 aspect, small
 BLOUSE = ["fashionWOMENBlouses_Shirtsid0000635004_1front.jpg", "fashionWOMENBlouses_Shirtsid0000635004_2side.jpg"]
@@ -276,14 +278,14 @@ def test_validation_and_test_loaders(synthetic):
     assert len(dm.test_dataloader().dataset) == 2 * 6
     assert [p.person for p in dm.predict_dataloader().dataset.pairs] == [
         p.person for p in dm.test_dataloader().dataset.pairs]
-    assert "deepfashion" in DATA_MODULES
+    assert registry.get("deepfashion").data_module is DeepFashionDataModule
 
 
 def test_sample_keeps_the_clothes_of_a_person_across_poses(synthetic):
     height, width = NATIVE
-    outfit = {synthetic_vton.UPPER: True, synthetic_vton.PANTS: False}
-    poses = [synthetic_vton.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
-    people = [synthetic_vton.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
+    outfit = {synthetic_people.UPPER: True, synthetic_people.PANTS: False}
+    poses = [synthetic_people.random_pose(np.random.default_rng([1, 2, 0, view]), height, width) for view in (1, 2)]
+    people = [synthetic_people.draw_person(np.random.default_rng([1, 2, 0]), height, width, outfit, pose)
               for pose in poses]
     assert np.array_equal(people[0].garment.flat, people[1].garment.flat)  # the same garment ...
     assert not np.array_equal(people[0].image, people[1].image)  # ... in another pose

@@ -8,14 +8,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from preprocess_standins import densepose_torchscript
 
-from leffa_pl.data import deepfashion, synthetic_deepfashion
+from leffa_pl.annotators.densepose import TorchScriptDensePose
 from leffa_pl.data.check_data import main as check_data
 from leffa_pl.data.datamodule import DeepFashionDataModule
-from leffa_pl.data.deepfashion import read_iuv
 from leffa_pl.data.io import read_rgb
-from leffa_pl.preprocess.densepose import TorchScriptDensePose
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
+from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
+from leffa_pl.datasets.deepfashion.reader import read_iuv
+from leffa_pl.testing.preprocess_standins import densepose_torchscript
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def test_prepare_data_fills_exactly_the_missing_maps_then_is_a_no_op(tmp_path, s
     for name in removed:
         image = f"{name[:-4]}.jpg"
         path = deepfashion.image_path(root, "train" if image in train else "test", image, "flat")
-        assert np.array_equal(read_iuv(root / "densepose" / name), network(read_rgb(path)).deepfashion_iuv())
+        assert np.array_equal(read_iuv(root / "densepose" / name), iuv_map(network(read_rgb(path))))
     data.setup("fit")
     assert len(data.pairs("train")[0]) == 4 and len(data.pairs("test")[0]) == 2  # no pair skipped any more
     assert check_data([str(root), "--dataset", "deepfashion", "--level", "open"]) == 0
@@ -86,8 +88,8 @@ def test_computed_maps_take_the_chosen_iuv_scaling(tmp_path, standin):
     photo = read_rgb(deepfashion.image_path(root, "train" if image in train else "test", image, "flat"))
     found = TorchScriptDensePose(standin)(photo)
     written = read_iuv(root / "densepose" / name)
-    assert np.array_equal(written, found.deepfashion_iuv("minmax"))
-    assert not np.array_equal(written, found.deepfashion_iuv("scale"))
+    assert np.array_equal(written, iuv_map(found, "minmax"))
+    assert not np.array_equal(written, iuv_map(found, "scale"))
     with pytest.raises(ValueError, match="IUV scaling 'stretch' is not one of"):
         _module(root, standin, densepose_iuv_scaling="stretch", compute_densepose=True).prepare_data()
 

@@ -6,19 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from leffa_pl.data import dresscode, synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule
 from leffa_pl.data.files import DatasetFilesError
 from leffa_pl.data.io import read_label
 from leffa_pl.data.transforms import AugmentConfig
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
 
 NATIVE = (128, 96)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return synthetic_vton.make_dresscode(tmp_path_factory.mktemp("dresscode") / "DressCode", n_train=2, n_test=2,
+    return dresscode_synthetic.make_dresscode(tmp_path_factory.mktemp("dresscode") / "DressCode", n_train=2, n_test=2,
                                       size=NATIVE, seed=2)
 
 

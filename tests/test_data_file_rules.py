@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leffa_pl.data import synthetic_deepfashion, synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DeepFashionDataModule, DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError
+from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 NATIVE = (64, 48)
 WORKING = (32, 24)
@@ -19,8 +21,8 @@ WORKING = (32, 24)
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory):
     base = tmp_path_factory.mktemp("pristine")
-    return {"vitonhd": synthetic_vton.make_vitonhd(base / "zalando-hd-resized", 2, 1, NATIVE),
-            "dresscode": synthetic_vton.make_dresscode(base / "DressCode", 1, 2, NATIVE, categories=("dresses",)),
+    return {"vitonhd": vitonhd_synthetic.make_vitonhd(base / "zalando-hd-resized", 2, 1, NATIVE),
+            "dresscode": dresscode_synthetic.make_dresscode(base / "DressCode", 1, 2, NATIVE, categories=("dresses",)),
             "deepfashion": synthetic_deepfashion.make_deepfashion(base / "deepfashion", 1, 1, 2, (66, 45))}
 
 

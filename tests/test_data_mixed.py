@@ -11,11 +11,12 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import synthetic_vton
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
 from leffa_pl.data.layout import FLOW_FOLDER
 from leffa_pl.data.mixed import MixedDataModule, shares
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 NATIVE = (64, 48)
 
@@ -23,8 +24,8 @@ NATIVE = (64, 48)
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("mixed")
-    return (synthetic_vton.make_vitonhd(base / "zalando-hd-resized", n_train=6, n_test=2, size=NATIVE, seed=5),
-            synthetic_vton.make_dresscode(base / "DressCode", n_train=1, n_test=1, size=NATIVE, seed=5))
+    return (vitonhd_synthetic.make_vitonhd(base / "zalando-hd-resized", n_train=6, n_test=2, size=NATIVE, seed=5),
+            dresscode_synthetic.make_dresscode(base / "DressCode", n_train=1, n_test=1, size=NATIVE, seed=5))
 
 
 def mixed(roots, **kwargs) -> MixedDataModule:

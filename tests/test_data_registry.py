@@ -4,7 +4,8 @@ import pytest
 from jsonargparse import ArgumentParser
 
 from leffa_pl.data.datamodule import DeepFashionDataModule, VitonHDDataModule
-from leffa_pl.data.registry import DATA_MODULES, build_data_module
+from leffa_pl.data.registry import build_data_module
+from leffa_pl.datasets import registry
 
 BASE_SETTINGS = {"resolution", "batch_size", "num_workers", "pin_memory", "persistent_workers", "val_size",
                  "augment", "flip_p", "affine_p", "color_p", "file_check", "check_workers"}
@@ -31,7 +32,7 @@ def test_settings_reach_the_module_and_its_hyperparameters():
 
 
 def test_registry_refuses_unknown_datasets_and_foreign_settings():
-    assert sorted(DATA_MODULES) == ["deepfashion", "dresscode", "vitonhd"]
+    assert sorted(registry.names()) == ["deepfashion", "dresscode", "vitonhd"]
     with pytest.raises(ValueError, match="category does not apply"):
         build_data_module("vitonhd", "somewhere", category="dresses")
     with pytest.raises(ValueError, match="unknown dataset 'viton'"):

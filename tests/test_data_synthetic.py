@@ -9,8 +9,12 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from leffa_pl.data import make_synthetic, synthetic_vton, vitonhd
+from leffa_pl.data import make_synthetic
 from leffa_pl.data.io import read_label, read_rgb
+from leffa_pl.datasets import synthetic_people
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 SIZE = (96, 72)
 
@@ -18,8 +22,8 @@ SIZE = (96, 72)
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory):
     base = tmp_path_factory.mktemp("sample")
-    return (synthetic_vton.make_vitonhd(base / "zalando-hd-resized", n_train=3, n_test=2, size=SIZE, seed=3),
-            synthetic_vton.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE, seed=3))
+    return (vitonhd_synthetic.make_vitonhd(base / "zalando-hd-resized", n_train=3, n_test=2, size=SIZE, seed=3),
+            dresscode_synthetic.make_dresscode(base / "DressCode", n_train=1, n_test=2, size=SIZE, seed=3))
 
 
 def _tree(root):
@@ -72,9 +76,9 @@ def test_dresscode_layout_and_formats(roots):
 
 
 def test_generation_is_deterministic(roots, tmp_path):
-    again = synthetic_vton.make_vitonhd(tmp_path / "again", n_train=3, n_test=2, size=SIZE, seed=3)
+    again = vitonhd_synthetic.make_vitonhd(tmp_path / "again", n_train=3, n_test=2, size=SIZE, seed=3)
     assert _tree(again) == _tree(roots[0])
-    other = synthetic_vton.make_vitonhd(tmp_path / "other", n_train=3, n_test=2, size=SIZE, seed=4)
+    other = vitonhd_synthetic.make_vitonhd(tmp_path / "other", n_train=3, n_test=2, size=SIZE, seed=4)
     assert _tree(other)["train/image/00000_00.jpg"] != _tree(roots[0])["train/image/00000_00.jpg"]
 
 
@@ -107,7 +111,7 @@ def test_densepose_rendering_decodes_to_the_part_index():
 
 def test_jpeg_densepose_decodes_to_the_drawn_parts(tmp_path):
     rng = np.random.default_rng(0)
-    person = synthetic_vton.draw_person(rng, 128, 96, {synthetic_vton.UPPER: True, synthetic_vton.PANTS: False})
+    person = synthetic_people.draw_person(rng, 128, 96, {synthetic_people.UPPER: True, synthetic_people.PANTS: False})
     path = tmp_path / "dense.jpg"
     Image.fromarray(vitonhd.encode_densepose(person.densepose)).save(path, quality=95)
     decoded = vitonhd.decode_densepose(read_rgb(path))

@@ -8,20 +8,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leffa_pl.data import synthetic_vton, vitonhd
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.files import DataFileError
 from leffa_pl.data.io import read_label
 from leffa_pl.data.transforms import AugmentConfig
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 NATIVE = (128, 96)
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "zalando-hd-resized", n_train=6, n_test=4,
-                                    size=NATIVE, seed=1)
+    return vitonhd_synthetic.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "zalando-hd-resized", n_train=6,
+                                          n_test=4, size=NATIVE, seed=1)
 
 
 def module(root, **kwargs):

@@ -8,7 +8,8 @@ import pytest
 from metrics_support import TinyFeatures, forbid_network, perturbed, write_image
 from PIL import Image
 
-from leffa_pl.data import dresscode, synthetic_vton
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.dresscode import synthetic as dresscode_synthetic
 from leffa_pl.evaluation import score
 from leffa_pl.evaluation.evaluate import category_groups, report_name, score_categories
 from leffa_pl.evaluation.predict import plan_predictions
@@ -23,7 +24,7 @@ def no_network(monkeypatch, tmp_path):
 
 
 def test_each_category_is_scored_against_its_own_ground_truth_and_real_set(tmp_path):
-    root = synthetic_vton.make_dresscode(tmp_path / "DressCode", n_train=1, n_test=2, size=SIZE, seed=4)
+    root = dresscode_synthetic.make_dresscode(tmp_path / "DressCode", n_train=1, n_test=2, size=SIZE, seed=4)
     pairs, problems = dresscode.read_pairs(root, "test_paired", "all")
     assert not problems
     dataset = dresscode.DressCodeDataset(root, pairs, SIZE)
@@ -56,7 +57,7 @@ def test_each_category_is_scored_against_its_own_ground_truth_and_real_set(tmp_p
 
 
 def test_a_single_category_or_a_dataset_without_categories_has_no_subsets(tmp_path):
-    root = synthetic_vton.make_dresscode(tmp_path / "DressCode", n_train=1, n_test=2, size=SIZE,
+    root = dresscode_synthetic.make_dresscode(tmp_path / "DressCode", n_train=1, n_test=2, size=SIZE,
                                          categories=("dresses",))
     pairs, _ = dresscode.read_pairs(root, "test_paired", "all")
     dataset = dresscode.DressCodeDataset(root, pairs, SIZE)
@@ -66,7 +67,7 @@ def test_a_single_category_or_a_dataset_without_categories_has_no_subsets(tmp_pa
 def test_leffa_pl_score_scores_one_category_against_its_test_persons(tmp_path, capsys):
     """The documented command for images made elsewhere (named <person image stem>.png, as LaDI-VTON and
     CatVTON write them): the real set is the first column of the category's test_pairs_paired.txt."""
-    root = synthetic_vton.make_dresscode(tmp_path / "DressCode", n_train=2, n_test=2, size=SIZE, seed=6)
+    root = dresscode_synthetic.make_dresscode(tmp_path / "DressCode", n_train=2, n_test=2, size=SIZE, seed=6)
     category = root / "lower_body"
     persons = [line.split()[0] for line in (category / "test_pairs_paired.txt").read_text().splitlines()]
     rng = np.random.default_rng(1)

@@ -9,10 +9,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from metrics_support import backbone_file, forbid_network
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader
-from training_helpers import RandomTryOnDataset
 
 from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.metrics.suite import MetricSuite, quantize_images
+from leffa_pl.testing.training import RandomTryOnDataset
 
 
 @pytest.fixture(autouse=True)

@@ -16,8 +16,8 @@ from metrics_support import backbone_file, forbid_network
 from PIL import Image
 from subprocess_limits import run_with_limit
 
-from leffa_pl.data import synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 from leffa_pl.evaluation import evaluate
 from leffa_pl.evaluation.predict import (
     LeffaPredictor,
@@ -47,7 +47,7 @@ def no_network(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("data") / "zalando-hd-resized", n_train=1,
+    return vitonhd_synthetic.make_vitonhd(tmp_path_factory.mktemp("data") / "zalando-hd-resized", n_train=1,
                                     n_test=N_TEST, size=SIZE, seed=5)
 
 
@@ -281,7 +281,7 @@ def test_two_ddp_processes_write_each_pair_once(root, reference, tmp_path):
 
 
 def test_evaluate_deepfashion_scores_every_test_pair_against_the_training_images(tmp_path):
-    from leffa_pl.data import synthetic_deepfashion
+    from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
 
     root = synthetic_deepfashion.make_deepfashion(tmp_path / "deepfashion", train_people=1, test_people=1,
                                                views=2, size=(110, 75), seed=2)

@@ -16,15 +16,19 @@ from PIL import Image
 
 from leffa_pl.atomic_write import MAX_NAME_BYTES, atomic_write
 from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint, export_complete, write_export
-from leffa_pl.data import check_data, deepfashion, dresscode, synthetic_vton, vitonhd
+from leffa_pl.data import check_data
 from leffa_pl.data.datamodule import DeepFashionDataModule, VitonHDDataModule
 from leffa_pl.data.files import DataFileError, RequiredFile, check_name, name_problem
 from leffa_pl.data.io import probe_file, read_rgb
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
+from leffa_pl.datasets.vitonhd.writer import VitonHDLayout
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.provenance import RECORD_KEY, Provenance, TaskMismatchError
 from leffa_pl.preprocess import prepare
-from leffa_pl.preprocess.layouts import VitonHDLayout
 from leffa_pl.preprocess.photos import PhotoError, list_photos, load_photo
 
 HOSTILE_NAMES = ["../x.jpg", "../../../outside/x.jpg", "/etc/passwd", "a/b.jpg", "a\\b.jpg", "..", ".",
@@ -115,7 +119,7 @@ def test_photos_inside_the_output_folder_are_refused_before_writing(tmp_path):
 # ----------------------------------------------------------------------------------------- row 11
 @pytest.fixture(scope="module")
 def vitonhd_root(tmp_path_factory):
-    return synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "root", n_train=2, n_test=2,
+    return vitonhd_synthetic.make_vitonhd(tmp_path_factory.mktemp("vitonhd") / "root", n_train=2, n_test=2,
                                        size=(64, 48), seed=3)
 
 
@@ -475,7 +479,7 @@ def test_row8_leffa_settings_without_a_leffa_stage_warn():
 
 # ------------------------------------------------------------------------------------------ weights
 def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, caplog):
-    from leffa_pl.preprocess import weights
+    from leffa_pl.annotators import weight_files as weights
 
     path = tmp_path / "parsing.onnx"
     path.write_bytes(b"weights")
@@ -489,7 +493,7 @@ def test_downloaded_weights_are_checked_against_the_recorded_sha256(tmp_path, ca
 
 
 def test_default_weights_are_pinned_where_the_hub_ids_are_known(tmp_path):
-    from leffa_pl.preprocess import weights
+    from leffa_pl.annotators import weight_files as weights
 
     assert all(len(spec.sha256 or "") == 64 for spec in (weights.SCHP_ATR, weights.SCHP_LIP, weights.DENSEPOSE_R50))
     assert weights.SCHP_ATR.revision == weights.SCHP_LIP.revision == weights.LEFFA_WEIGHTS_REVISION

@@ -1,15 +1,18 @@
-"""Each dataset layout's folder and file names are written once, in its reader (vitonhd.py, dresscode.py,
-deepfashion.py; the shared ones in layout.py): no other module of the package, the benchmarks or the
+"""Each dataset layout's folder and file names are written once, in its reader (``datasets/<name>/reader.py``;
+the shared ones in data/layout.py): no other module of the package, the benchmarks or the
 experiments spells one in code (docstrings may)."""
 
 import ast
 from pathlib import Path
 
-from leffa_pl.data import deepfashion, dresscode, vitonhd
 from leffa_pl.data.layout import FLOW_FOLDER
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 REPO = Path(__file__).resolve().parents[1]
-READERS = {REPO / "leffa_pl" / "data" / f"{name}.py" for name in ("vitonhd", "dresscode", "deepfashion", "layout")}
+READERS = {*(REPO / "leffa_pl" / "datasets" / name / "reader.py" for name in ("vitonhd", "dresscode", "deepfashion")),
+           REPO / "leffa_pl" / "data" / "layout.py"}
 
 
 def layout_names() -> tuple[set[str], set[str]]:

@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from leffa_pl.data import synthetic_vton
 from leffa_pl.data.datamodule import VitonHDDataModule
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.training.leffa_module import LeffaModule
@@ -35,7 +35,7 @@ def load_teacher_flow():
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory) -> dict:
-    root = synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("effect") / "zalando-hd-resized", n_train=1, n_test=4,
+    root = vitonhd_synthetic.make_vitonhd(tmp_path_factory.mktemp("effect") / "zalando-hd-resized", n_train=1, n_test=4,
                                     size=(128, 96), seed=5)
     data = VitonHDDataModule(root=str(root), resolution=RESOLUTION, batch_size=4, num_workers=0, val_size=1)
     data.setup("test")

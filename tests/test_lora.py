@@ -9,17 +9,17 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from PIL import Image
 from safetensors import safe_open
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.export_checkpoint import ADAPTER_FILE, ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import vitonhd
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.inference.single_image import tryon_main
 from leffa_pl.model.checkpoint import CheckpointError, read_state_dict
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.model.loading import load_model
 from leffa_pl.model.lora import METADATA_KEY, LoraSettings, load_lora, merged_state_dict
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy

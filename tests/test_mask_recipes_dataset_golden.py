@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from leffa_pl.data import dresscode, mask_recipes, vitonhd
+from leffa_pl.data import mask_recipes
 from leffa_pl.data.io import read_gray, read_label, read_rgb
 from leffa_pl.data.mask_recipes import hrviton
 from leffa_pl.data.transforms import image_to_tensor
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 GOLDEN = Path(__file__).parent / "golden"
 

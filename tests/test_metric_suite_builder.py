@@ -2,8 +2,8 @@
 
 import pytest
 
+from leffa_pl.datasets.registry import get_protocol
 from leffa_pl.evaluation.metric_suite import build_metric_suite
-from leffa_pl.evaluation.protocols import get_protocol
 from leffa_pl.metrics.weights import WeightsUnavailable
 
 

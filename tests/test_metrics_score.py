@@ -9,7 +9,7 @@ from metrics_support import DEEPFASHION_NAMES, TinyFeatures, backbone_file, forb
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from leffa_pl.evaluation.protocols import PROTOCOLS
+from leffa_pl.datasets.registry import protocols
 from leffa_pl.evaluation.report import LITERATURE_COLUMNS, ScoreResult, log_results, markdown_report
 from leffa_pl.evaluation.score import ScoreInputError, ScoreOptions, main, score_folder
 
@@ -173,7 +173,7 @@ def test_a_small_run_report_states_its_own_counts_not_the_full_splits_as_its_own
 
 def test_every_published_number_names_its_evaluator_and_the_metric_computed_the_same_way():
     columns = {key for key, _ in LITERATURE_COLUMNS}
-    for protocol in PROTOCOLS.values():
+    for protocol in protocols().values():
         for row in protocol.literature:
             assert row.evaluator and set(row.values) <= columns and set(row.metrics) <= columns
             assert set(row.metrics.values()) <= set(protocol.metrics)  # computed under this very protocol

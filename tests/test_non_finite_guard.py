@@ -8,9 +8,9 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.leffa_module import LeffaModule, NonFiniteLossError
 from leffa_pl.training.optimizers import DEFAULT_EPS, build_optimizer
 

@@ -9,14 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_standins import build_all, cli_options
 
+from leffa_pl.annotators import weight_files as weights
 from leffa_pl.data import check_data
 from leffa_pl.data.contract import check_sample
 from leffa_pl.data.datamodule import DressCodeDataModule, VitonHDDataModule
-from leffa_pl.data.synthetic_vton import DRESS, PANTS, UPPER, draw_person
-from leffa_pl.preprocess import prepare, weights
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.synthetic_people import DRESS, PANTS, UPPER, draw_person
+from leffa_pl.preprocess import prepare
 from leffa_pl.preprocess.annotate import Preprocessor, PreprocessWeights
+from leffa_pl.testing.preprocess_standins import build_all, cli_options
 
 SIZE = (128, 96)
 PHOTO = (160, 120)  # photos are fitted to SIZE
@@ -167,7 +169,8 @@ def test_interrupted_run_resumes_without_redoing(standins, tmp_path):
     assert all(p.stat().st_mtime_ns == stamp for p, stamp in stamps.items())  # finished pairs untouched
     assert json.loads((out / "prepare.json").read_text()) == {"layout": "vitonhd", "size": list(SIZE),
                                                               "mask_recipe": "leffa-hd"}
-    assert {item.mask_recipe for item in prepare.read_manifest(out, prepare.LAYOUTS['vitonhd'])} == {"leffa-hd"}
+    manifest = prepare.read_manifest(out, registry.get("vitonhd").layout_writer)
+    assert {item.mask_recipe for item in manifest} == {"leffa-hd"}
     with pytest.raises(prepare.PrepareInputError, match="prepared with .*128, 96.*now.*64, 48"):
         prepare.prepare_dataset(sources, out, "vitonhd", (64, 48), second, progress=False)
     assert check_data.main([str(out), "--dataset", "vitonhd"]) == 0

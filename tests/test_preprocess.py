@@ -1,6 +1,6 @@
 """Preprocessing networks behind their interfaces (random-weight stand-ins of the real signatures, see
-preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read back by the
-data readers with the same values, for VITON-HD and DressCode."""
+leffa_pl/testing/preprocess_standins.py), weight lookup, and the round trip: what the layout writers store is read
+back by the data readers with the same values, for VITON-HD and DressCode."""
 
 import dataclasses
 import hashlib
@@ -8,19 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from preprocess_standins import build_all, schp_onnx
 
-from leffa_pl.data import dresscode, vitonhd
+from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.annotation import PersonAnnotation, inpaint_mask
+from leffa_pl.annotators.densepose import DensePoseModelError, TorchScriptDensePose
+from leffa_pl.annotators.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
 from leffa_pl.data.io import read_gray, read_label, read_npz, read_rgb
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
-from leffa_pl.preprocess import weights
-from leffa_pl.preprocess.annotate import NoPersonError, PersonAnnotation, Preprocessor, PreprocessWeights, inpaint_mask
-from leffa_pl.preprocess.densepose import DensePoseModelError, TorchScriptDensePose
-from leffa_pl.preprocess.keypoints import BodyKeypoints, VitPoseEstimator, layout_xy
-from leffa_pl.preprocess.layouts import DressCodeLayout, Item, VitonHDLayout
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.dresscode.writer import DressCodeLayout
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd.writer import VitonHDLayout
+from leffa_pl.datasets.writing import Item
+from leffa_pl.preprocess.annotate import NoPersonError, Preprocessor, PreprocessWeights
 from leffa_pl.preprocess.parsing import ParsingModelError, SchpParser, cihp_labels
+from leffa_pl.testing.preprocess_standins import build_all, schp_onnx
 
 SIZE = (128, 96)
+VITONHD = registry.get("vitonhd")
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +111,7 @@ def _annotation(preprocessor: Preprocessor, layout: str, seed: int = 0) -> tuple
     """Stand-in labels and DensePose, and keypoints at the drawn person's joints (the stand-in ViTPose's random
     scores are below the threshold), the left ankle missing."""
     person = _person(seed)
-    found = preprocessor.annotate(person.image, layout)
+    found = preprocessor.annotate(person.image, registry.get(layout))
     coco17 = ["nose", "l_eye", "r_eye", "l_ear", "r_ear", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow",
               "l_wrist", "r_wrist", "l_hip", "r_hip", "l_knee", "r_knee", "l_ankle", "r_ankle"]
     xy = np.array([person.pose[name] for name in coco17], np.float32)
@@ -123,10 +129,10 @@ def test_vitonhd_round_trip(preprocessor, tmp_path):
     assert np.array_equal(read_label(files["labels"]), annotation.labels)
     assert np.array_equal(vitonhd.decode_densepose(read_rgb(files["densepose"])), annotation.densepose.parts)
     keypoints = vitonhd.read_openpose(files["keypoints"])
-    np.testing.assert_allclose(keypoints, layout_xy(annotation.keypoints, "vitonhd"), atol=1e-3)
+    np.testing.assert_allclose(keypoints, layout_xy(annotation.keypoints, "body25"), atol=1e-3)
     assert np.isnan(keypoints[14]).all() and np.isnan(keypoints[19:]).all()  # left ankle, feet
     np.testing.assert_allclose(keypoints[1], (keypoints[2] + keypoints[5]) / 2, atol=1e-3)  # neck
-    assert np.array_equal(read_gray(files["mask"]) >= 128, inpaint_mask("leffa-hd", "vitonhd", annotation.labels,
+    assert np.array_equal(read_gray(files["mask"]) >= 128, inpaint_mask("leffa-hd", VITONHD, annotation.labels,
                                                                         annotation.keypoints))
 
 
@@ -136,16 +142,16 @@ def test_leffa_app_recipes_read_the_app_parsing(preprocessor, tmp_path):
     image, annotation = _annotation(preprocessor, "vitonhd")
     app_labels = preprocessor.parse(image, "atr-neck")
     for layout_name, recipe in (("vitonhd", "leffa-hd"), ("dresscode", "leffa-dc")):
-        labels, label_set = preprocessor.mask_labels(image, layout_name, recipe)
+        labels, label_set = preprocessor.mask_labels(image, registry.get(layout_name), recipe)
         assert label_set == "atr-neck" and np.array_equal(labels, app_labels)
-    assert preprocessor.mask_labels(image, "dresscode", "dresscode")[1] == "atr"
-    assert preprocessor.annotate(image, "vitonhd", "hrviton").mask_labels is None
-    found = preprocessor.annotate(image, "vitonhd", "leffa-hd")
+    assert preprocessor.mask_labels(image, registry.get("dresscode"), "dresscode")[1] == "atr"
+    assert preprocessor.annotate(image, VITONHD, "hrviton").mask_labels is None
+    found = preprocessor.annotate(image, VITONHD, "leffa-hd")
     assert found.mask_labels[1] == "atr-neck" and np.array_equal(found.mask_labels[0], app_labels)
     layout = VitonHDLayout(tmp_path)
     item = Item("00000_00", "train", "upper_body", "p.jpg", "g.jpg", "leffa-hd")
     layout.write(item, image, np.full_like(image, 255), dataclasses.replace(annotation, mask_labels=found.mask_labels))
-    expected = inpaint_mask("leffa-hd", "vitonhd", app_labels, annotation.keypoints, label_set="atr-neck")
+    expected = inpaint_mask("leffa-hd", VITONHD, app_labels, annotation.keypoints, label_set="atr-neck")
     assert np.array_equal(read_gray(layout.outputs(item)["mask"]) >= 128, expected)
 
 
@@ -160,13 +166,13 @@ def test_dresscode_round_trip(preprocessor, tmp_path):
     assert np.array_equal(read_label(files["densepose"]), annotation.densepose.parts)
     np.testing.assert_array_equal(read_npz(files["densepose_uv"], "uv"), annotation.densepose.dresscode_uv())
     keypoints = dresscode.read_keypoints(files["keypoints"], SIZE)
-    np.testing.assert_allclose(keypoints, layout_xy(annotation.keypoints, "dresscode"), atol=1e-2)
+    np.testing.assert_allclose(keypoints, layout_xy(annotation.keypoints, "coco18"), atol=1e-2)
     assert np.isnan(keypoints[13]).all() and not np.isnan(keypoints[:13]).any()
 
 
 def test_no_person_is_an_error_not_a_crash(preprocessor):
     with pytest.raises(NoPersonError, match="DensePose found nobody"):
-        preprocessor.annotate(np.full(SIZE + (3,), 200, np.uint8), "vitonhd")
+        preprocessor.annotate(np.full(SIZE + (3,), 200, np.uint8), VITONHD)
 
 
 def test_hub_models_offline_without_cache_name_the_repository(tmp_path):

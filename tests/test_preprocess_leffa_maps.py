@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from preprocess_standins import schp_palette_onnx
 
+from leffa_pl.annotators.densepose import ChartInstance, DensePoseResult, chart_instance
+from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.preprocess.annotate import Preprocessor, add_weight_arguments, weights_from_args
-from leffa_pl.preprocess.densepose import ChartInstance, DensePoseResult, chart_instance
 from leffa_pl.preprocess.parsing import APP_FRAME, ATR_NECK, ParsingModelError, SchpParser
+from leffa_pl.testing.preprocess_standins import schp_palette_onnx
 
 GOLDEN = Path(__file__).parent / "golden" / "maps"
 SETTINGS = json.loads((GOLDEN / "settings.json").read_text())
@@ -71,8 +73,8 @@ def _instances(case: str) -> list[ChartInstance]:
 def test_densepose_rendering_and_minmax_iuv_equal_the_apps(case):
     size = tuple(SETTINGS["densepose_size"])
     result = DensePoseResult.from_instances(_instances(case), size, "leffa-app")
-    assert np.array_equal(result.vitonhd_rendering(), _golden(f"densepose_seg_{case}.png"))
-    assert np.array_equal(result.deepfashion_iuv("minmax"), _golden(f"densepose_iuv_{case}.png"))
+    assert np.array_equal(vitonhd.encode_densepose(result.shown_parts), _golden(f"densepose_seg_{case}.png"))
+    assert np.array_equal(iuv_map(result, "minmax"), _golden(f"densepose_iuv_{case}.png"))
 
 
 def test_rendering_choices_with_two_people():
@@ -80,9 +82,12 @@ def test_rendering_choices_with_two_people():
     ``first`` keeps the best one, ``all`` draws both (the later over the earlier)."""
     instances = _instances("two_people")
     size = tuple(SETTINGS["densepose_size"])
-    app, first, both = (DensePoseResult.from_instances(instances, size, rendering).vitonhd_rendering()
-                        for rendering in ("leffa-app", "first", "all"))
-    alone = [DensePoseResult.from_instances([instance], size).vitonhd_rendering() for instance in instances]
+
+    def rendering_of(instances, rendering="leffa-app"):
+        return vitonhd.encode_densepose(DensePoseResult.from_instances(instances, size, rendering).shown_parts)
+
+    app, first, both = (rendering_of(instances, rendering) for rendering in ("leffa-app", "first", "all"))
+    alone = [rendering_of([instance]) for instance in instances]
     assert np.array_equal(app, alone[1]) and np.array_equal(first, alone[0])
     second = alone[1].any(-1)
     assert np.array_equal(both[second], alone[1][second])
@@ -94,7 +99,7 @@ def test_rendering_choices_with_two_people():
 
 def test_iuv_scalings_differ_only_in_u_v():
     result = DensePoseResult.from_instances(_instances("one_person"), tuple(SETTINGS["densepose_size"]))
-    scaled, stretched = result.deepfashion_iuv("scale"), result.deepfashion_iuv("minmax")
+    scaled, stretched = iuv_map(result, "scale"), iuv_map(result, "minmax")
     assert np.array_equal(scaled[..., 2], stretched[..., 2])
     assert stretched[..., :2].max() == 254 or stretched[..., :2].max() == 255  # the box's maximum reaches 255
     foreground = result.parts > 0

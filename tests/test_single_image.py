@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from preprocess_standins import build_all, cli_options
 
-from leffa_pl.data import vitonhd
-from leffa_pl.data.synthetic_vton import PANTS, UPPER, draw_person
+from leffa_pl.annotators import weight_files as weights
+from leffa_pl.datasets.synthetic_people import PANTS, UPPER, draw_person
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 from leffa_pl.inference.single_image import pose_main, tryon_main
 from leffa_pl.model.leffa_model import LeffaModel
-from leffa_pl.preprocess import weights
+from leffa_pl.testing.preprocess_standins import build_all, cli_options
 
 PERSON = (100, 70)  # not the model's 4:3: fitted, generated, and put back at this size
 FAST = ["--resolution", "64x48", "--steps", "2", "--guidance-scale", "1.0", "--device", "cpu"]

@@ -14,7 +14,6 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch._inductor.config
-from training_helpers import RandomTryOnDataModule, SGDLeffaModule
 
 from leffa_pl.callbacks.ema import LeffaEMA
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
@@ -22,6 +21,7 @@ from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.model.checkpoint import read_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.testing.training import RandomTryOnDataModule, SGDLeffaModule
 from leffa_pl.training.leffa_module import LeffaModule
 
 

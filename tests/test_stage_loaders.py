@@ -12,9 +12,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import datamodule, mixed, synthetic_vton, vitonhd
+from leffa_pl.data import datamodule, mixed
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.mixed import MixedDataModule
+from leffa_pl.datasets.vitonhd import reader as vitonhd
+from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
 
 # 6 training pairs, 2 per batch: 3 batches per epoch, so each stage of 6 steps runs 2 epochs.
 STAGES = [Stage("low", 6, (32, 24), 2), Stage("high", 6, (48, 32), 2)]
@@ -23,7 +25,7 @@ AUGMENTED = {"val_size": 1, "pin_memory": False, "flip_p": 0.5, "affine_p": 1.0,
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-    return synthetic_vton.make_vitonhd(tmp_path_factory.mktemp("stage_loaders") / "zalando-hd-resized", n_train=6,
+    return vitonhd_synthetic.make_vitonhd(tmp_path_factory.mktemp("stage_loaders") / "zalando-hd-resized", n_train=6,
                                        n_test=1, size=(64, 48), seed=3)
 
 

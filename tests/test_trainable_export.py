@@ -2,12 +2,12 @@
 
 import lightning.pytorch as pl
 import torch
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.ema import LeffaEMA
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.model.checkpoint import read_state_dict
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.leffa_module import LeffaModule
 
 

@@ -6,11 +6,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule, NonFiniteLossError
 

@@ -7,11 +7,11 @@ got no gradient in the first: two steps show that the frozen set (``leffa_pl.tra
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DistributedSampler
-from training_helpers import RandomTryOnDataModule, SGDLeffaModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.data.resumable_loader import ResumableDataLoader, SkippingBatchSampler
 from leffa_pl.model.lora import LoraSettings
+from leffa_pl.testing.training import RandomTryOnDataModule, SGDLeffaModule
 
 PER_DEVICE_BATCH = 2
 

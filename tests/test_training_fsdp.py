@@ -23,11 +23,11 @@ from lightning.pytorch.strategies.strategy import _ForwardRedirection
 from safetensors.torch import load_file
 from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.utils.data import default_collate
-from training_helpers import RandomTryOnDataset, SGDLeffaModule
 
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.planning.plan import TrainingSetup, static_memory
+from leffa_pl.testing.training import RandomTryOnDataset, SGDLeffaModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy, ShardedPrecision, blocks_to_shard
 
 WORLD, PER_RANK = 2, 2

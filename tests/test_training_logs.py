@@ -6,11 +6,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from training_helpers import RandomTryOnDataModule
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
+from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.leffa_module import LeffaModule
 from leffa_pl.training.module_settings import ValidationSamplerSettings
 

@@ -11,16 +11,17 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from leffa_pl.data import vitonhd
 from leffa_pl.data.files import CHECK_LEVELS, no_such_folder
-from leffa_pl.data.registry import DATA_MODULES, build_data_module
+from leffa_pl.data.registry import build_data_module
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``leffa-pl-check-data ROOT --dataset NAME``: exit 0 when every file is fine, 1 otherwise."""
     parser = argparse.ArgumentParser(prog="leffa-pl-check-data", description=__doc__.splitlines()[0])
     parser.add_argument("root", help="dataset root (data/zalando-hd-resized, data/DressCode, data/deepfashion, ...)")
-    parser.add_argument("--dataset", required=True, choices=sorted(DATA_MODULES))
+    parser.add_argument("--dataset", required=True, choices=sorted(registry.names()))
     parser.add_argument("--splits", nargs="+", help="splits to walk (default: all of the dataset's splits)")
     parser.add_argument("--level", default="decode", choices=CHECK_LEVELS,
                         help="exists: present and non-empty; open: headers/JSON parse; decode: full decode")

@@ -35,15 +35,18 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
+from leffa_pl.data import mask_recipes
 from leffa_pl.data.files import CheckLevel, DataFileError, DatasetFilesError, FileProblem, FileReport, no_such_folder
 from leffa_pl.data.io import walk_files
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.data.resumable_loader import ResumableDataLoader
 from leffa_pl.data.transforms import AugmentConfig
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.vitonhd import reader as vitonhd
 
 if TYPE_CHECKING:
-    from leffa_pl.preprocess.densepose import DensePoseEstimator
+    from leffa_pl.annotators.densepose import DensePoseEstimator
 
 
 def shuffle_generator(trainer: Any) -> torch.Generator:
@@ -409,10 +412,10 @@ class DeepFashionDataModule(PersonImageDataModule):
             return
         if not self.root.is_dir():
             raise NotADirectoryError(no_such_folder(self.root, f"{self.name} dataset folder (root)"))
-        from leffa_pl.preprocess import deepfashion_densepose  # torchvision and the network only when asked for
+        from leffa_pl.datasets.deepfashion import densepose_fill  # torchvision and the network only when asked for
 
-        report = deepfashion_densepose.fill_missing_maps(self.root, self.densepose_estimator,
-                                                         scaling=self.densepose_iuv_scaling)
+        report = densepose_fill.fill_missing_maps(self.root, self.densepose_estimator,
+                                                  scaling=self.densepose_iuv_scaling)
         rank_zero_info(f"[leffa_pl.data] DeepFashion at {self.root}: {report.summary()}")
         for error in report.unreadable:
             rank_zero_warn(f"[leffa_pl.data] DeepFashion DensePose not computed: {error}")
@@ -423,12 +426,9 @@ class DeepFashionDataModule(PersonImageDataModule):
 
     def densepose_estimator(self) -> DensePoseEstimator:
         """The DensePose network ``prepare_data`` runs (weights looked up as ``leffa-pl-prepare`` does)."""
-        from leffa_pl.preprocess import weights
-        from leffa_pl.preprocess.annotate import resolve_device
-        from leffa_pl.preprocess.densepose import TorchScriptDensePose
+        from leffa_pl.datasets.deepfashion import densepose_fill
 
-        path = weights.resolve_file(weights.DENSEPOSE_R50, self.densepose_model)
-        return TorchScriptDensePose(path, resolve_device(self.densepose_device))
+        return densepose_fill.estimator(self.densepose_model, self.densepose_device)
 
     def split_pairs(self, split: str) -> deepfashion.SplitPairs:
         """Everything read for ``split``: usable pairs, problems, skipped pairs and missing files, keypoints."""

@@ -1,8 +1,9 @@
 """``leffa-pl-make-synthetic-data``: write the synthetic VITON-HD, DressCode and DeepFashion datasets.
 
-Each dataset goes to its own folder under ``--out`` (``zalando-hd-resized/``, ``DressCode/``, ``deepfashion/``)
-in the real layout (``synthetic_vton``, ``synthetic_deepfashion``). A folder that exists is left alone; a new
-one is written into a temporary sibling and renamed, so an interrupted run never leaves half a dataset.
+Each dataset goes to its own folder under ``--out`` (``zalando-hd-resized/``, ``DressCode/``, ``deepfashion/``:
+its spec's ``synthetic``) in the real layout (``leffa_pl/datasets/<name>/synthetic.py``). A folder that exists is
+left alone; a new one is written into a temporary sibling and renamed, so an interrupted run never leaves half a
+dataset.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ import argparse
 import shutil
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
-from leffa_pl.data import synthetic_deepfashion, synthetic_vton
 from leffa_pl.data.layout import parse_size
-
-DATASET_FOLDERS = {"vitonhd": "zalando-hd-resized", "dresscode": "DressCode", "deepfashion": "deepfashion"}
+from leffa_pl.datasets import registry, synthetic_people
+from leffa_pl.datasets.deepfashion import synthetic as synthetic_deepfashion
 
 
 def write_if_missing(target: Path, write: Callable[[Path], object]) -> bool:
@@ -41,10 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="leffa-pl-make-synthetic-data", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="data/synthetic",
                         help="folder receiving zalando-hd-resized/, DressCode/ and deepfashion/")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASET_FOLDERS), choices=list(DATASET_FOLDERS))
+    synthetic = [spec.name for spec in registry.specs() if spec.synthetic is not None]
+    parser.add_argument("--datasets", nargs="+", default=synthetic, choices=synthetic)
     parser.add_argument("--seed", type=int, default=0)
     try_on = parser.add_argument_group("VITON-HD and DressCode")
-    try_on.add_argument("--size", type=parse_size, default=synthetic_vton.DEFAULT_SIZE,
+    try_on.add_argument("--size", type=parse_size, default=synthetic_people.DEFAULT_SIZE,
                         help="HxW, e.g. 256x192 (default)")
     try_on.add_argument("--train", type=int, default=24, help="VITON-HD train pairs (DressCode: a third per category)")
     try_on.add_argument("--test", type=int, default=8, help="VITON-HD test pairs (DressCode: half per category)")
@@ -55,15 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     pose.add_argument("--test-people", type=int, default=3)
     pose.add_argument("--views", type=int, default=3, help="poses per person (2..4)")
     args = parser.parse_args(argv)
-    writers = {
-        "vitonhd": lambda path: synthetic_vton.make_vitonhd(path, args.train, args.test, args.size, args.seed),
-        "dresscode": lambda path: synthetic_vton.make_dresscode(path, max(1, args.train // 3),
-                                                                max(2, args.test // 2), args.size, args.seed),
-        "deepfashion": lambda path: synthetic_deepfashion.make_deepfashion(
-            path, args.train_people, args.test_people, args.views, args.deepfashion_size, args.seed),
-    }
     for dataset in args.datasets:
-        write_if_missing(Path(args.out) / DATASET_FOLDERS[dataset], writers[dataset])
+        synthetic = registry.get(dataset).synthetic
+        write_if_missing(Path(args.out) / synthetic.folder, partial(synthetic.write, args=args))
     return 0
 
 

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from leffa_pl.data.datamodule import PersonImageDataModule, TrainLoaderCache, build_train_loader
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.registry import DATA_MODULES
 from leffa_pl.data.resumable_loader import ResumableDataLoader, SampleKey
+from leffa_pl.datasets import registry
 
 
 def shares(weights: Sequence[float], total: int) -> list[int]:
@@ -122,7 +122,8 @@ class MixedDataModule(LightningDataModule):
 
     @staticmethod
     def _registry_name(module: PersonImageDataModule) -> str:
-        return next((name for name, cls in DATA_MODULES.items() if type(module) is cls), type(module).__name__)
+        spec = registry.of_module(module)
+        return spec.name if spec is not None else type(module).__name__
 
     @property
     def val_names(self) -> list[str]:

@@ -24,12 +24,14 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.atomic_write import unwritable_reason
 from leffa_pl.callbacks.preemption import EXIT_SIGTERM
-from leffa_pl.data import deepfashion, dresscode
 from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.data.files import DataFileError, DatasetFilesError, no_such_folder
 from leffa_pl.data.layout import parse_size
+from leffa_pl.data.mask_recipes import CATEGORIES
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.registry import DATA_MODULES, build_data_module
+from leffa_pl.data.registry import build_data_module
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.spec import RealSetError
 from leffa_pl.evaluation.images import ImageReadError
 from leffa_pl.evaluation.predict import (
     LeffaPredictor,
@@ -44,8 +46,6 @@ from leffa_pl.model.checkpoint import CheckpointError
 from leffa_pl.model.loading import check_resolution, load_model
 from leffa_pl.model.sampler import SCHEDULERS, SamplerSettings
 
-TRY_ON_PROTOCOLS = {"paired": "vton-paired", "unpaired": "vton-unpaired"}
-DEFAULT_RESOLUTION = {"vitonhd": (1024, 768), "dresscode": (1024, 768), "deepfashion": (256, 176)}
 log = logging.getLogger(__name__)
 
 
@@ -66,13 +66,18 @@ def build_datamodule(dataset: str, root: Path, resolution: tuple[int, int], pair
 
 def protocol_for(dataset: str, pairing: str | None) -> str:
     """The evaluation protocol of a dataset and pairing."""
-    return "deepfashion" if dataset == "deepfashion" else TRY_ON_PROTOCOLS[pairing]
+    return registry.get(dataset).protocols[pairing].name
 
 
 def real_set(dataset: str, predicted: PairDataset, root: Path) -> tuple[list[Path], str]:
-    """The FID/KID real images of evaluation.md and a line describing them."""
-    if dataset == "deepfashion":
-        return deepfashion_training_images(root), f"all training images ({root / deepfashion.SPLIT_LISTS['train']})"
+    """The FID/KID real images of evaluation.md and a line describing them: the dataset's own real set
+    (DeepFashion: all training images), else the test persons of the split."""
+    real_images = registry.get(dataset).real_images
+    if real_images is not None:
+        try:
+            return real_images(root)
+        except RealSetError as error:
+            raise ScoreInputError(str(error)) from None
     persons = sorted({predicted.person_file(index) for index in range(len(predicted))})
     return persons, f"the {len(persons)} test person images of the split"
 
@@ -86,7 +91,7 @@ def category_groups(dataset: PairDataset, indices: Sequence[int]) -> dict[str, l
         if category is None:
             return {}
         groups.setdefault(category, []).append(position)
-    order = [category for category in dresscode.CATEGORIES if category in groups]
+    order = [category for category in CATEGORIES if category in groups]
     return {category: groups[category] for category in order} if len(order) > 1 else {}
 
 
@@ -112,22 +117,6 @@ def score_categories(dataset: PairDataset, plan: PredictionPlan, protocol: str, 
         write_report(result, plan.out_dir, report_name(result))
         results.append(result)
     return results
-
-
-def deepfashion_training_images(root: Path) -> list[Path]:
-    """The images named in ``train.lst``, where the data module reads them (flat or nested layout)."""
-    split_list = root / deepfashion.SPLIT_LISTS["train"]
-    try:
-        names = deepfashion.read_split_list(split_list)
-        layout = deepfashion.image_layout(root, "train")
-        paths = [deepfashion.image_path(root, "train", name, layout) for name in names]
-    except (DataFileError, ValueError) as error:
-        raise ScoreInputError(f"the DeepFashion FID real set: {error}") from None
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise ScoreInputError(f"{split_list}: {len(missing)} of {len(paths)} training images are missing "
-                              f"(the FID real set is all of them), e.g. {', '.join(missing[:3])}")
-    return paths
 
 
 def _check_inputs(args: argparse.Namespace) -> None:
@@ -159,10 +148,10 @@ def _check_inputs(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
     """Predict every pairing, then (rank 0) score each; returns the results (empty on other ranks)."""
     _check_inputs(args)
-    resolution = args.resolution or DEFAULT_RESOLUTION[args.dataset]
-    pairings = [None] if args.dataset == "deepfashion" else (
-        ["paired", "unpaired"] if args.pairing == "both" else [args.pairing])
-    model, model_description = load_model(args.checkpoint, args.base_model, task=DATA_MODULES[args.dataset].task)
+    spec = registry.get(args.dataset)
+    resolution = args.resolution or spec.default_resolution
+    pairings = [pairing for pairing in spec.pairings if args.pairing in ("both", pairing) or pairing is None]
+    model, model_description = load_model(args.checkpoint, args.base_model, task=spec.task)
     try:
         check_resolution(model, resolution)
     except ValueError as error:
@@ -222,7 +211,7 @@ def evaluate(args: argparse.Namespace) -> list[ScoreResult]:
 def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``leffa-pl-evaluate``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-evaluate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATA_MODULES))
+    parser.add_argument("--dataset", required=True, choices=sorted(registry.names()))
     parser.add_argument("--data", required=True, type=Path,
                         help="dataset root (e.g. data/zalando-hd-resized)")
     parser.add_argument("--category", help="DressCode category (default all)")

@@ -7,8 +7,8 @@ import os
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 
+from leffa_pl.datasets.registry import get_protocol
 from leffa_pl.evaluation.metric_suite import build_metric_suite
-from leffa_pl.evaluation.protocols import get_protocol
 from leffa_pl.evaluation.report import ScoreResult, log_results
 from leffa_pl.metrics.perceptual import build_lpips_network
 from leffa_pl.metrics.suite import SET_METRICS, MetricSuite, quantize_images

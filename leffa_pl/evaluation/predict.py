@@ -34,6 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from leffa_pl.atomic_write import atomic_write, remove_stale_temporaries
+from leffa_pl.data.file_writers import write_png
 from leffa_pl.data.pair_dataset import PairDataset
 from leffa_pl.evaluation.score import PREDICTION_RECORD, TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
@@ -232,12 +233,6 @@ class LeffaPredictor(pl.LightningModule):
                 "reference_id": list(batch["reference_id"])}
 
 
-def write_png(path: Path, image: torch.Tensor) -> None:
-    """uint8 ``[3, H, W]`` to a PNG, atomically (``atomic_write``)."""
-    with atomic_write(path) as temporary:
-        Image.fromarray(np.ascontiguousarray(image.permute(1, 2, 0).numpy())).save(temporary, format="PNG")
-
-
 class PNGWriter(BasePredictionWriter):
     """Writes each predicted image to ``out_dir / output_name(person_id, reference_id)`` as it comes.
 
@@ -254,7 +249,8 @@ class PNGWriter(BasePredictionWriter):
                            dataloader_idx: int) -> None:
         for image, person_id, reference_id in zip(prediction["images"], prediction["person_id"],
                                                   prediction["reference_id"]):
-            write_png(self.out_dir / output_name(person_id, reference_id), image)
+            write_png(self.out_dir / output_name(person_id, reference_id),  # uint8 [3, H, W] as HWC
+                      np.ascontiguousarray(image.permute(1, 2, 0).numpy()))
         if trainer.received_sigterm:
             raise SIGTERMException
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from leffa_pl.atomic_write import atomic_write
-from leffa_pl.evaluation.protocols import get_protocol
+from leffa_pl.datasets.registry import get_protocol
 from leffa_pl.metrics.suite import MetricResults
 
 LABELS = {

@@ -20,10 +20,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from leffa_pl.data import deepfashion, dresscode
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.registry import get_protocol, protocols
 from leffa_pl.evaluation.images import IMAGE_SUFFIXES, GeneratedImages, ImageFiles, ImageReadError, image_size
 from leffa_pl.evaluation.metric_suite import build_metric_suite
-from leffa_pl.evaluation.protocols import PROTOCOLS, Protocol, get_protocol
+from leffa_pl.evaluation.protocols import Protocol
 from leffa_pl.evaluation.report import ScoreResult, markdown_report, write_report
 from leffa_pl.metrics.features import build_fid_feature_extractor, feature_extractor_identity
 from leffa_pl.metrics.perceptual import build_lpips_network
@@ -338,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Arguments of ``leffa-pl-score``."""
     parser = argparse.ArgumentParser(prog="leffa-pl-score", description=__doc__.splitlines()[0])
     parser.add_argument("generated", type=Path, help="folder of generated PNGs; the report is written there")
-    parser.add_argument("--protocol", required=True, choices=sorted(PROTOCOLS))
+    parser.add_argument("--protocol", required=True, choices=sorted(protocols()))
     parser.add_argument("--ground-truth", type=Path, help="folder of ground-truth images, matched by id")
     parser.add_argument("--real", type=Path, help="folder of the FID/KID real set (try-on: defaults to "
                                                   "--ground-truth; DeepFashion: the training images)")

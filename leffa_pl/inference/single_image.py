@@ -31,13 +31,19 @@ import numpy as np
 import torch
 
 from leffa_pl import exit_codes
+from leffa_pl.annotators.annotation import inpaint_mask
+from leffa_pl.annotators.device import resolve_device
+from leffa_pl.annotators.weight_files import WeightsNotFoundError
 from leffa_pl.atomic_write import MAX_NAME_BYTES, unwritable_reason
-from leffa_pl.data import deepfashion, dresscode, mask_recipes, vitonhd
+from leffa_pl.data import mask_recipes
+from leffa_pl.data.file_writers import write_json, write_png
 from leffa_pl.data.files import DataFileError, check_name
-from leffa_pl.data.io import read_gray, read_label, read_rgb
+from leffa_pl.data.io import read_gray
 from leffa_pl.data.layout import parse_size
-from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
-from leffa_pl.data.transforms import contract_sample, image_to_tensor
+from leffa_pl.data.transforms import contract_sample
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.deepfashion.densepose_fill import iuv_map
 from leffa_pl.evaluation.predict import pair_seed
 from leffa_pl.evaluation.score import TARGET_SEPARATOR
 from leffa_pl.metrics.suite import quantize_images
@@ -49,14 +55,10 @@ from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
     add_weight_arguments,
-    inpaint_mask,
     needs_app_parsing,
-    resolve_device,
     weights_from_args,
 )
-from leffa_pl.preprocess.files import write_json, write_png
 from leffa_pl.preprocess.photos import Photo, PhotoError, Placement, check_size, fit, list_photos, load_photo
-from leffa_pl.preprocess.weights import WeightsNotFoundError
 
 
 @dataclass
@@ -126,8 +128,9 @@ class ImageGenerator:
         self.settings = settings
         self.sampler = LeffaSampler(self.model, self.settings)
         self.resolution, self.seed, self.out = args.resolution, args.seed, args.out
+        stored = getattr(args, "dataset", None)  # try-on: the checkpoint's dataset; pose: no parsing
         self.preprocessor = Preprocessor(weights_from_args(args, self.device),
-                                         cihp=getattr(args, "dataset", "vitonhd") == "vitonhd"
+                                         cihp=stored is None or registry.get(stored).label_set == "cihp"
                                          or needs_app_parsing(getattr(args, "mask_recipe", None)))
         self.last_person: tuple[tuple, PersonMaps] | None = None
 
@@ -159,7 +162,7 @@ class PersonMaps:
 
 
 def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str, recipe: str) -> PersonMaps:
-    size, pre = runner.resolution, runner.preprocessor
+    size, pre, spec = runner.resolution, runner.preprocessor, registry.get(dataset)
     person = load_photo(job.person)
     check_size(person, size)
     fitted, placement = fit(person.image, size, pad="edge")
@@ -167,14 +170,13 @@ def person_maps(runner: ImageGenerator, job: Job, dataset: str, category: str, r
     if given_mask is not None:
         mask = given_mask >= 128
     else:
-        labels, label_set = pre.mask_labels(fitted, dataset, recipe)
-        mask = inpaint_mask(recipe, dataset, labels, pre.keypoints(fitted), category, label_set)
-    reader = read_rgb if dataset == "vitonhd" else read_label
-    given_densepose = _given_map(job.densepose, person, reader, size)
+        labels, label_set = pre.mask_labels(fitted, spec, recipe)
+        mask = inpaint_mask(recipe, spec, labels, pre.keypoints(fitted), category, label_set)
+    given_densepose = _given_map(job.densepose, person, spec.densepose.read, size)
     if given_densepose is None:
         parts = pre.densepose(fitted).parts
     else:
-        parts = vitonhd.decode_densepose(given_densepose) if dataset == "vitonhd" else given_densepose
+        parts = spec.densepose.decode(given_densepose)
     return PersonMaps(person, fitted, placement, mask, parts)
 
 
@@ -190,8 +192,7 @@ def tryon_sample(runner: ImageGenerator, job: Job, dataset: str, category: str,
     garment = load_photo(job.garment)
     check_size(garment, runner.resolution)
     garment_fit = fit(garment.image, runner.resolution, pad="white")[0]
-    densepose = image_to_tensor(vitonhd.encode_densepose(parts)) if dataset == "vitonhd" \
-        else dresscode.encode_densepose(parts)
+    densepose = registry.get(dataset).densepose.to_tensor(parts)
     sample = contract_sample(person_fit, garment_fit, mask.astype(np.uint8), densepose, mask.astype(np.uint8),
                              person_id=job.person.name, reference_id=job.garment.name)
     record = {"task": "tryon", "person": str(job.person), "garment": str(job.garment), "dataset": dataset,
@@ -213,7 +214,7 @@ def pose_sample(runner: ImageGenerator, job: Job) -> tuple[dict, Photo, Placemen
     reference_fit = fit(reference.image, size, pad="edge")[0]
     iuv = _given_map(job.densepose, target, deepfashion.read_iuv, size)
     if iuv is None:
-        iuv = runner.preprocessor.densepose(target_fit).deepfashion_iuv(runner.preprocessor.weights.iuv_scaling)
+        iuv = iuv_map(runner.preprocessor.densepose(target_fit), runner.preprocessor.weights.iuv_scaling)
     ones = np.ones(size, np.uint8)
     sample = contract_sample(target_fit, reference_fit, ones, deepfashion.iuv_to_tensor(iuv), ones,
                              person_id=job.person.name, reference_id=job.garment.name)
@@ -286,22 +287,39 @@ def _run(args: argparse.Namespace, jobs: list[Job], make_sample, skipped: int, t
     return exit_codes.SKIPPED if skipped else exit_codes.DONE
 
 
+def _tryon_arguments(parser: argparse.ArgumentParser, try_on: list) -> None:
+    parser.add_argument("--person", type=Path, required=True, help="person photo or folder of them")
+    parser.add_argument("--garment", type=Path, required=True, help="garment photo or folder of them")
+    parser.add_argument("--category", default="upper_body", choices=mask_recipes.CATEGORIES)
+    parser.add_argument("--dataset", choices=[spec.name for spec in try_on],
+                        help="what the checkpoint was trained on: its DensePose encoding and mask recipe "
+                             "(default: the first of " + ", ".join(spec.name for spec in try_on)
+                             + " that tries on the category)")
+    parser.add_argument("--mask", type=Path, help="inpaint mask (white = repaint) of a single person photo")
+    parser.add_argument("--mask-recipe", choices=sorted(mask_recipes.RECIPES),
+                        help="recipe of computed masks (default: the Leffa app's for --dataset: "
+                             + ", ".join(f"{spec.app_mask_recipe} for {spec.name}" for spec in try_on) + ")")
+    parser.add_argument("--densepose", type=Path, help="DensePose map of a single person photo")
+    parser.add_argument("--repaint", action="store_true", help="keep the person outside a softened mask")
+
+
+def _resolve_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace, try_on: list) -> None:
+    """``--dataset`` (default: the first try-on dataset of the category) and its mask recipe."""
+    args.dataset = args.dataset or next(spec.name for spec in try_on if args.category in spec.categories)
+    spec = registry.get(args.dataset)
+    if args.category not in spec.categories:
+        others = [other.name for other in try_on if args.category in other.categories]
+        parser.error(f"--category {args.category}: {spec.title} models try on {', '.join(spec.categories)} "
+                     f"garments only (use a model of another dataset: --dataset {' or '.join(others)})")
+    args.mask_recipe = args.mask_recipe or spec.app_mask_recipe
+
+
 def _main(argv: Sequence[str] | None, prog: str) -> int:
     tryon = prog == "leffa-pl-tryon"
+    try_on = [spec for spec in registry.specs() if spec.task == "tryon"]
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0], epilog=exit_codes.EPILOG)
     if tryon:
-        parser.add_argument("--person", type=Path, required=True, help="person photo or folder of them")
-        parser.add_argument("--garment", type=Path, required=True, help="garment photo or folder of them")
-        parser.add_argument("--category", default="upper_body", choices=dresscode.CATEGORIES)
-        parser.add_argument("--dataset", choices=["vitonhd", "dresscode"],
-                            help="what the checkpoint was trained on: its DensePose encoding and mask recipe "
-                                 "(default: vitonhd for upper_body, else dresscode)")
-        parser.add_argument("--mask", type=Path, help="inpaint mask (white = repaint) of a single person photo")
-        parser.add_argument("--mask-recipe", choices=sorted(mask_recipes.RECIPES),
-                            help="recipe of computed masks (default: the Leffa app's for --dataset: "
-                                 + ", ".join(f"{recipe} for {data}" for data, recipe in APP_RECIPES.items()) + ")")
-        parser.add_argument("--densepose", type=Path, help="DensePose map of a single person photo")
-        parser.add_argument("--repaint", action="store_true", help="keep the person outside a softened mask")
+        _tryon_arguments(parser, try_on)
     else:
         parser.add_argument("--reference", type=Path, required=True, help="reference photo or folder of them")
         parser.add_argument("--target-pose", type=Path, required=True, help="target photo or folder of them")
@@ -313,11 +331,7 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
         parser.error("--lora-scale needs --lora")
     args.lora_scale = 1.0 if args.lora_scale is None else args.lora_scale
     if tryon:
-        args.dataset = args.dataset or ("vitonhd" if args.category == "upper_body" else "dresscode")
-        if args.dataset == "vitonhd" and args.category != "upper_body":
-            parser.error(f"--category {args.category}: VITON-HD models try on upper-body garments only "
-                         "(use a DressCode model: --dataset dresscode)")
-        args.mask_recipe = args.mask_recipe or APP_RECIPES[args.dataset]
+        _resolve_dataset(parser, args, try_on)
         if args.mask is None:
             print(f"{prog}: masks by mask recipe {mask_recipes.get(args.mask_recipe).describe()}", file=sys.stderr)
         people, garments, given = args.person, args.garment, (args.mask, args.densepose)

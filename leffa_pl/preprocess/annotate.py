@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
-import torch
 
-from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
-from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
-from leffa_pl.preprocess import weights
-from leffa_pl.preprocess.densepose import (
+from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.annotation import PersonAnnotation, StoredFormat
+from leffa_pl.annotators.densepose import (
     IUV_SCALINGS,
     RENDERINGS,
     DensePoseEstimator,
@@ -27,12 +24,9 @@ from leffa_pl.preprocess.densepose import (
     IuvScaling,
     TorchScriptDensePose,
 )
-from leffa_pl.preprocess.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator, layout_xy
+from leffa_pl.annotators.keypoints import BodyKeypoints, KeypointEstimator, VitPoseEstimator
+from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPE_NAMES
 from leffa_pl.preprocess.parsing import HumanParser, LabelSet, SchpParser
-
-LayoutName = Literal["vitonhd", "dresscode"]
-LABEL_SETS: dict[str, LabelSet] = {"vitonhd": vitonhd.LABEL_SET, "dresscode": dresscode.LABEL_SET}
-KEYPOINT_FORMATS = {"vitonhd": vitonhd.KEYPOINT_FORMAT, "dresscode": dresscode.KEYPOINT_FORMAT}
 
 
 class NoPersonError(ValueError):
@@ -79,21 +73,6 @@ def weights_from_args(args: argparse.Namespace, device: str) -> PreprocessWeight
                              densepose_rendering=args.densepose_rendering, iuv_scaling=args.iuv_scaling)
 
 
-def resolve_device(name: str) -> str:
-    """``auto``: CUDA when present, else CPU."""
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-@dataclass
-class PersonAnnotation:
-    """A person photo's label map (the layout's label set), keypoints and DensePose, at the photo's size."""
-
-    labels: np.ndarray
-    keypoints: BodyKeypoints
-    densepose: DensePoseResult
-    mask_labels: tuple[np.ndarray, LabelSet] | None = None  # what the mask recipe reads, when not ``labels``
-
-
 @dataclass
 class Preprocessor:
     """The three networks, loaded on first use from ``weights`` (or given directly, e.g. in tests)."""
@@ -128,8 +107,8 @@ class Preprocessor:
                 weights.resolve_file(weights.DENSEPOSE_R50, w.densepose, w.offline), w.device, w.densepose_rendering)
         return self.densepose_model
 
-    def labels(self, image: np.ndarray, layout: LayoutName) -> np.ndarray:
-        return self.parse(image, LABEL_SETS[layout])
+    def labels(self, image: np.ndarray, layout: StoredFormat) -> np.ndarray:
+        return self.parse(image, layout.label_set)
 
     def parse(self, image: np.ndarray, label_set: LabelSet) -> np.ndarray:
         """Labels of ``image`` at its size in ``label_set`` (``atr-neck``: the Leffa app's, for its masks)."""
@@ -147,14 +126,14 @@ class Preprocessor:
             raise NoPersonError("no person found (DensePose found nobody)")
         return found
 
-    def mask_labels(self, image: np.ndarray, layout: LayoutName, recipe: str | None) -> tuple[np.ndarray, LabelSet]:
+    def mask_labels(self, image: np.ndarray, layout: StoredFormat, recipe: str | None) -> tuple[np.ndarray, LabelSet]:
         """The labels mask recipe ``recipe`` reads: the Leffa app's own parsing for the recipes written from the
         app (``atr-neck``, parsed as the app does), else the layout's labels."""
         if needs_app_parsing(recipe):
             return self.parse(image, "atr-neck"), "atr-neck"
-        return self.labels(image, layout), LABEL_SETS[layout]
+        return self.labels(image, layout), layout.label_set
 
-    def annotate(self, image: np.ndarray, layout: LayoutName, mask_recipe: str | None = None) -> PersonAnnotation:
+    def annotate(self, image: np.ndarray, layout: StoredFormat, mask_recipe: str | None = None) -> PersonAnnotation:
         """The layout's maps; plus the labels ``mask_recipe`` reads where they are another parsing."""
         return PersonAnnotation(self.labels(image, layout), self.keypoints(image), self.densepose(image),
                                 self.mask_labels(image, layout, mask_recipe) if needs_app_parsing(mask_recipe)
@@ -164,20 +143,4 @@ class Preprocessor:
 def needs_app_parsing(recipe: str | None) -> bool:
     """Whether ``recipe`` is one of the Leffa app's, which read its parsing (ATR + neck at 384x512; leffa-dc
     folds the neck into the head as the app's function does); that parsing needs the LIP network too."""
-    return recipe in APP_RECIPES.values()
-
-
-def inpaint_mask(recipe: str, layout: LayoutName, labels: np.ndarray, keypoints: BodyKeypoints,
-                 category: masks.DressCodeCategory = "upper_body", label_set: LabelSet | None = None) -> np.ndarray:
-    """The inpaint mask (bool, True = repaint) of mask recipe ``recipe`` at the labels' size, from the labels (in
-    ``label_set``, default the layout's) and the keypoints as the layout stores them."""
-    person = mask_recipes.ParsedPerson(labels, label_set or LABEL_SETS[layout], layout_xy(keypoints, layout),
-                                       KEYPOINT_FORMATS[layout], labels.shape[:2])
-    return mask_recipes.inpaint_mask(recipe, person, category, labels.shape[:2])
-
-
-def garment_region(layout: LayoutName, labels: np.ndarray,
-                   category: masks.DressCodeCategory = "upper_body") -> np.ndarray:
-    if layout == "vitonhd":
-        return masks.vitonhd_garment_region(labels)
-    return masks.dresscode_garment_region(labels, category)
+    return recipe in APP_RECIPE_NAMES

@@ -34,25 +34,26 @@ from typing import Sequence
 from tqdm import tqdm
 
 from leffa_pl import exit_codes
+from leffa_pl.annotators.densepose import DensePoseModelError
+from leffa_pl.annotators.device import resolve_device
+from leffa_pl.annotators.weight_files import WeightsNotFoundError
 from leffa_pl.atomic_write import remove_stale_temporaries, unwritable_reason
-from leffa_pl.data import dresscode, mask_recipes
+from leffa_pl.data import mask_recipes
+from leffa_pl.data.file_writers import write_text
 from leffa_pl.data.files import DataFileError, check_name
 from leffa_pl.data.layout import parse_size
-from leffa_pl.data.mask_recipes.leffa_app import APP_RECIPES
+from leffa_pl.datasets import registry
+from leffa_pl.datasets.dresscode import reader as dresscode
+from leffa_pl.datasets.writing import SPLITS, Item
 from leffa_pl.preprocess.annotate import (
     NoPersonError,
     Preprocessor,
     add_weight_arguments,
     needs_app_parsing,
-    resolve_device,
     weights_from_args,
 )
-from leffa_pl.preprocess.densepose import DensePoseModelError
-from leffa_pl.preprocess.files import write_text
-from leffa_pl.preprocess.layouts import LAYOUTS, SPLITS, Item
 from leffa_pl.preprocess.parsing import ParsingModelError
 from leffa_pl.preprocess.photos import PhotoError, check_size, fit, list_photos, load_photo
-from leffa_pl.preprocess.weights import WeightsNotFoundError
 
 MANIFEST = "prepare-manifest.csv"
 SETTINGS = "prepare.json"
@@ -257,7 +258,7 @@ def prepare_item(item: Item, layout, preprocessor: Preprocessor, size: tuple[int
     person = fit(photos[0].image, size, pad="edge")[0]
     garment = fit(photos[1].image, size, pad="white")[0]
     try:
-        annotation = preprocessor.annotate(person, layout.name, item.mask_recipe or None)
+        annotation = preprocessor.annotate(person, layout, item.mask_recipe or None)
     except NoPersonError as error:
         raise PhotoError(item.person, str(error)) from None
     try:
@@ -267,15 +268,21 @@ def prepare_item(item: Item, layout, preprocessor: Preprocessor, size: tuple[int
     return [f"{photo.path}: {note}" for photo in photos for note in photo.notes]
 
 
+def layout_names() -> list[str]:
+    """The datasets whose layout prepare writes (their spec has a ``layout_writer``)."""
+    return [spec.name for spec in registry.specs() if spec.layout_writer is not None]
+
+
 def resolve_mask_recipe(layout_name: str, requested: str | None) -> str | None:
     """The recipe of the stored masks: ``requested`` or the Leffa app's for the layout; None for a layout that
     stores no masks (asking for one there is an error)."""
-    if not LAYOUTS[layout_name].stores_masks:
+    spec = registry.get(layout_name)
+    if not spec.layout_writer.stores_masks:
         if requested is not None:
-            raise PrepareInputError(f"--mask-recipe {requested}: the {LAYOUTS[layout_name].title} layout stores no "
+            raise PrepareInputError(f"--mask-recipe {requested}: the {spec.layout_writer.title} layout stores no "
                                     "masks; its data module computes them (its mask_recipe setting)")
         return None
-    return mask_recipes.get(requested or APP_RECIPES[layout_name]).name
+    return mask_recipes.get(requested or spec.app_mask_recipe).name
 
 
 def check_sources_outside(sources: Sequence[Source], root: Path) -> None:
@@ -300,7 +307,7 @@ def prepare_dataset(sources: Sequence[Source], root: Path, layout_name: str, siz
     reason = unwritable_reason(root)
     if reason is not None:
         raise PrepareWriteError(OSError(0, reason, str(root)))
-    layout = LAYOUTS[layout_name](root)
+    layout = registry.get(layout_name).layout_writer(root)
     existing = read_manifest(root, type(layout))
     try:
         check_settings(root, {"layout": layout_name, "size": list(size)}
@@ -352,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The exit codes of ``exit_codes``: some pairs skipped leaves the rest a usable dataset."""
     parser = argparse.ArgumentParser(prog="leffa-pl-prepare", description=__doc__.splitlines()[0],
                                      epilog=exit_codes.EPILOG)
-    parser.add_argument("--layout", required=True, choices=sorted(LAYOUTS))
+    parser.add_argument("--layout", required=True, choices=sorted(layout_names()))
     inputs = parser.add_mutually_exclusive_group(required=True)
     inputs.add_argument("--persons", type=Path, help="folder of person photos (with --garments)")
     inputs.add_argument("--pairs", type=Path, help="CSV: person,garment[,category][,split]")
@@ -363,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="DressCode category of pairs without one")
     parser.add_argument("--test-fraction", type=float, default=0.1, help="share of new pairs put in the test split")
     parser.add_argument("--mask-recipe", choices=sorted(mask_recipes.RECIPES),
-                        help=f"recipe of the stored inpaint masks (vitonhd layout; default {APP_RECIPES['vitonhd']}, "
-                             "the Leffa app's)")
+                        help="recipe of the stored inpaint masks (layouts storing masks; default the Leffa app's: "
+                             + ", ".join(f"{spec.app_mask_recipe} for {spec.name}" for spec in registry.specs()
+                                         if spec.layout_writer is not None and spec.layout_writer.stores_masks) + ")")
     parser.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
     parser.add_argument("--no-progress", action="store_true")
     add_weight_arguments(parser)
@@ -381,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sources:
             raise PrepareInputError("no person/garment pairs found" + "".join(f"\n  {p}" for p in unmatched))
         preprocessor = Preprocessor(weights_from_args(args, resolve_device(args.device)),
-                                    cihp=args.layout == "vitonhd" or needs_app_parsing(args.mask_recipe))
+                                    cihp=registry.get(args.layout).label_set == "cihp"
+                                    or needs_app_parsing(args.mask_recipe))
         summary = prepare_dataset(sources, args.out, args.layout, args.size, preprocessor, args.test_fraction,
                                   progress=not args.no_progress, mask_recipe=args.mask_recipe)
         summary.unpaired = unmatched
@@ -391,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PrepareInputError, PhotoError, WeightsNotFoundError, ValueError) as error:
         print(f"leffa-pl-prepare: {error}", file=sys.stderr)
         return exit_codes.CANNOT_START
-    print(summary.format(LAYOUTS[args.layout].title, args.out))
+    print(summary.format(registry.get(args.layout).layout_writer.title, args.out))
     if summary.stopped:
         print(f"leffa-pl-prepare: {summary.stopped}", file=sys.stderr)
     else:

@@ -9,7 +9,8 @@ sangyun884/HR-VITON@2715bdd6: ``cp_dataset.py``). They run unchanged: DressCode'
 DressCode-layout folder written here (its mask read from the method's locals when it returns), HR-VITON's
 ``CPDataset.get_agnostic`` on the person image (the agnostic image) and on a black image (the painted region).
 
-Inputs are synthetic people (``leffa_pl.data.synthetic_vton``) in the real file formats, plus hand-made edge cases.
+Inputs are synthetic people (``leffa_pl.datasets.synthetic_people``) in the real file formats, plus hand-made edge
+cases.
 ``write`` stores inputs and official outputs under ``tests/golden/{dresscode,hrviton}/``; ``agreement`` draws a
 separate set (another seed, edge cases at random) and writes the mean IoU per category of the recipes against the
 official code to ``--out`` (the project's earlier recipe, removed since, measured 0.55-0.93: commit ae769e4).
@@ -32,10 +33,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data import dresscode, mask_recipes
-from leffa_pl.data import synthetic_vton as sv
+from leffa_pl.data import mask_recipes
 from leffa_pl.data.io import label_image
 from leffa_pl.data.mask_recipes import hrviton
+from leffa_pl.datasets import synthetic_people as sv
+from leffa_pl.datasets.dresscode import reader as dresscode
 
 GOLDEN = Path(__file__).resolve().parent
 HRVITON_SIZE = hrviton.FRAME

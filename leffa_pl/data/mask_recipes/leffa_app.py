@@ -184,5 +184,5 @@ def dc_mask(labels: np.ndarray, keypoints: np.ndarray, category: str) -> np.ndar
 LEFFA_HD = MaskRecipe("leffa-hd", f"{SOURCE} get_agnostic_mask_hd", "atr-neck", "coco18", FRAME, CATEGORIES,
                       hd_mask)
 LEFFA_DC = MaskRecipe("leffa-dc", f"{SOURCE} get_agnostic_mask_dc", "atr", "coco18", FRAME, CATEGORIES, dc_mask)
-# The recipe of each try-on model the app runs (its ``vt_model_type``).
-APP_RECIPES = {"vitonhd": LEFFA_HD.name, "dresscode": LEFFA_DC.name}
+# The recipes of the try-on models the app runs (its ``vt_model_type``; each dataset's spec names its own).
+APP_RECIPE_NAMES = (LEFFA_HD.name, LEFFA_DC.name)

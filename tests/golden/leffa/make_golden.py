@@ -4,7 +4,7 @@
 and ``leffa/transform.py`` (``LeffaTransform``), read from a git snapshot of the repository into a scratch folder
 outside this one, the way ``app.py`` runs them: ATR + neck labels and COCO-18 keypoints at 384x512, the mask
 resized to the photo (``Image.resize``) and binarised by the transform, agnostic = ``src_image * (mask < 0.5)``
-(``leffa/pipeline.py``). Inputs are synthetic people (``leffa_pl.data.synthetic_vton``) and hand-made edge cases;
+(``leffa/pipeline.py``). Inputs are synthetic people (``leffa_pl.datasets.synthetic_people``) and hand-made edge cases;
 inputs and outputs are written next to this file (``cases.json`` and PNGs).
 
 ``measure``: mean mask IoU against the official function on a separately seeded set the tests never see, per
@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image
 
 from leffa_pl.data import mask_recipes
-from leffa_pl.data import synthetic_vton as sv
 from leffa_pl.data.mask_recipes import leffa_app
+from leffa_pl.datasets import synthetic_people as sv
 
 HERE = Path(__file__).resolve().parent
 FRAME = leffa_app.FRAME  # (H, W)

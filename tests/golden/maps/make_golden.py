@@ -2,8 +2,8 @@
 which commit). Not part of the suite: run by hand, it imports a Leffa checkout, never vendored here.
 
 Parsing: ``preprocess/humanparsing/run_parsing.py`` ``Parsing`` (SCHP pre/post-processing, hole filling, neck
-18) with the palette stand-in networks of tests/preprocess_standins.py on painted people, as ``app.py`` calls it
-(the 768x1024 photo resized to 384x512 by PIL). DensePose: ``leffa_utils/densepose_predictor.py``
+18) with the palette stand-in networks of leffa_pl/testing/preprocess_standins.py on painted people, as
+``app.py`` calls it (the 768x1024 photo resized to 384x512 by PIL). DensePose: ``leffa_utils/densepose_predictor.py``
 ``predict_seg`` / ``predict_iuv`` and ``3rdparty/densepose`` (converter, extractor, visualizer) on generated
 chart outputs and boxes; detectron2's model is replaced by those outputs.
 """
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from leffa_pl.testing.preprocess_standins import schp_palette_onnx
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1]))  # tests/: the stand-ins
-from preprocess_standins import schp_palette_onnx  # noqa: E402
 
 LEFFA_COMMIT = "7848bedf8fd04a72ac947c1e1018255af92cb851"
 # Painted regions: RGB colour -> (ATR label, LIP label).
@@ -101,7 +101,7 @@ def package(name: str, path: Path | None = None) -> types.ModuleType:
 
 
 def parsing_fixtures(leffa: Path, out: Path, work: Path) -> None:
-    sys.path.insert(0, str(leffa / "preprocess" / "humanparsing"))
+    # run_parsing.py puts its own folder on sys.path for its sibling parsing_api
     parsing = load_module("run_parsing", leffa / "preprocess" / "humanparsing" / "run_parsing.py")
     atr, lip = standin_networks(work)
     parser = parsing.Parsing(str(atr), str(lip))

@@ -1,5 +1,6 @@
-"""Body keypoints: transformers' ViTPose (COCO-17) on the box of its person detector, and the two formats the
-try-on datasets store (OpenPose BODY_25 JSON for VITON-HD, COCO-18 ``{"keypoints": ...}`` for DressCode).
+"""Body keypoints: transformers' ViTPose (COCO-17) on the box of its person detector, converted to the two point
+orders the try-on datasets store (OpenPose BODY_25 for VITON-HD, COCO-18 for DressCode; their writers write the
+JSON: ``datasets/<name>/writer.py``).
 
 The OpenPose neck is the shoulders' midpoint and the mid-hip the hips' midpoint (score: the lower of the
 two); a point below ``min_score`` is written as missing. The detector is any transformers object-detection
@@ -15,8 +16,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from leffa_pl.data import dresscode
-from leffa_pl.preprocess.weights import (
+from leffa_pl.annotators.weight_files import (
     PERSON_DETECTOR,
     PERSON_DETECTOR_REVISION,
     VITPOSE,
@@ -31,6 +31,7 @@ from leffa_pl.preprocess.weights import (
 NECK, MID_HIP = "neck", "mid_hip"
 COCO18_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3]
 BODY25_FROM_COCO17 = [0, NECK, 6, 8, 10, 5, 7, 9, MID_HIP, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3] + [None] * 6
+FROM_COCO17 = {"body25": BODY25_FROM_COCO17, "coco18": COCO18_FROM_COCO17}  # by the stored keypoint format
 MIDPOINTS = {NECK: (5, 6), MID_HIP: (11, 12)}
 OPENPOSE_VERSION = 1.3
 MIN_SCORE = 0.3  # keypoints scored lower are written as missing
@@ -60,28 +61,12 @@ class KeypointEstimator(Protocol):
     def __call__(self, image: np.ndarray) -> BodyKeypoints | None: ...
 
 
-def _converted(keypoints: BodyKeypoints, order: list, min_score: float) -> list[tuple[float, float, float]]:
+def stored_points(keypoints: BodyKeypoints, order: list, min_score: float) -> list[tuple[float, float, float]]:
     points = []
     for index in order:
         x, y, score = keypoints.point(index)
         points.append((x, y, score) if score >= min_score and index is not None else (0.0, 0.0, 0.0))
     return points
-
-
-def openpose_json(keypoints: BodyKeypoints, min_score: float = MIN_SCORE) -> dict:
-    """VITON-HD ``openpose_json`` content: one person, BODY_25 (x, y, confidence) in pixels, missing = 0, 0, 0."""
-    flat = [round(value, 3) for point in _converted(keypoints, BODY25_FROM_COCO17, min_score) for value in point]
-    return {"version": OPENPOSE_VERSION, "people": [{"person_id": [-1], "pose_keypoints_2d": flat}]}
-
-
-def dresscode_json(keypoints: BodyKeypoints, size: tuple[int, int], min_score: float = MIN_SCORE) -> dict:
-    """DressCode ``keypoints/{id}_2.json`` content: COCO-18 [x, y, score, index] in the 384x512 frame, for a
-    photo of ``size`` (H, W); missing points are [0, 0, 0, index]."""
-    frame_h, frame_w = dresscode.KEYPOINT_FRAME
-    sx, sy = frame_w / size[1], frame_h / size[0]
-    rows = [[round(x * sx, 3), round(y * sy, 3), round(score, 4), index]
-            for index, (x, y, score) in enumerate(_converted(keypoints, COCO18_FROM_COCO17, min_score))]
-    return {"keypoints": rows}
 
 
 class VitPoseEstimator:
@@ -139,12 +124,12 @@ class VitPoseEstimator:
                              scores=pose["scores"].cpu().numpy().astype(np.float32))
 
 
-def layout_xy(keypoints: BodyKeypoints, layout: str, size: tuple[int, int] | None = None,
+def layout_xy(keypoints: BodyKeypoints, keypoint_format: str, size: tuple[int, int] | None = None,
               min_score: float = MIN_SCORE) -> np.ndarray:
     """[K, 2] (x, y) pixels, NaN where missing, in the order the data modules read back from the stored JSON:
-    BODY_25 for ``vitonhd``, COCO-18 for ``dresscode`` (what ``masks.py`` takes)."""
-    order = BODY25_FROM_COCO17 if layout == "vitonhd" else COCO18_FROM_COCO17
-    points = np.array(_converted(keypoints, order, min_score), np.float32)
+    ``keypoint_format`` ``body25`` (VITON-HD) or ``coco18`` (DressCode), what ``masks.py`` takes."""
+    order = FROM_COCO17[keypoint_format]
+    points = np.array(stored_points(keypoints, order, min_score), np.float32)
     xy = points[:, :2].copy()
     xy[points[:, 2] <= 0] = np.nan
     return xy

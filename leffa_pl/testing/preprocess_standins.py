@@ -1,4 +1,4 @@
-"""Random-weight stand-ins of the preprocessing networks with the real interfaces, built in the tests:
+"""Random-weight stand-ins of the preprocessing networks with the real interfaces, built by tests and benchmarks:
 SCHP ONNX files (input ``input.1``, outputs parsing / fusion / edge at a quarter of the input size), a
 TorchScript module returning DensePose's (boxes, coarse_segm, fine_segm, u, v), and a tiny ViTPose with a
 tiny transformers detector (YOLOS) saved with ``save_pretrained``. Their outputs are meaningless; they test

@@ -5,7 +5,7 @@ Writes ``{out}/deepfashion/``: ``train.lst``, ``test.lst``, ``fasion-resize-pair
 ``{train,test}_highres/`` with flattened-name JPEGs, and ``densepose/{stem}.png`` (U*255, V*255, I), as
 ``deepfashion.py`` reads them. Train and test people are disjoint, as in the real split.
 
-Each person id is one procedurally drawn person (``synthetic_vton.draw_person``: skin, hair, a textured garment)
+Each person id is one procedurally drawn person (``synthetic_people.draw_person``: skin, hair, a textured garment)
 photographed in ``views`` random poses: the appearance comes from a generator seeded by the id alone, so
 the clothes are identical across the poses of one id, and each pose from a generator seeded by (id, view).
 All drawn people face the camera; the view names (front, side, back, full) are only file-name labels.
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data import deepfashion
-from leffa_pl.data.synthetic_vton import (
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+from leffa_pl.datasets.synthetic_people import (
     COCO_18,
     DENSEPOSE_ORDER,
     DRESS,

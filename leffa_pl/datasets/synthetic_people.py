@@ -1,4 +1,4 @@
-"""Generate small synthetic VITON-HD and DressCode datasets in the exact distributed layouts.
+"""Synthetic people for the synthetic VITON-HD, DressCode and DeepFashion copies (each dataset's ``synthetic``).
 
 Each pair is a procedurally drawn, front-facing person (random pose, skin, hair, clothes) wearing a
 textured garment (stripes, text-like marks, a logo). The garment on the person is the flat garment
@@ -14,17 +14,14 @@ category, index). ``leffa_pl.data.make_synthetic`` is the command that writes th
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from leffa_pl.data import dresscode, mask_recipes, masks, vitonhd
 from leffa_pl.data.io import label_image
 from leffa_pl.data.layout import FLOW_KEY
 
@@ -349,103 +346,3 @@ def render_skeleton(pose: Pose, height: int, width: int, names: dict[int, str], 
 
 def _pair_seed(seed: int, dataset: int, category: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, dataset, category, index])
-
-
-def make_vitonhd(root: str | Path, n_train: int = 24, n_test: int = 8, size: tuple[int, int] = DEFAULT_SIZE,
-                 seed: int = 0, agnostic_mask: bool = True) -> Path:
-    """Write a VITON-HD copy (``train/``, ``test/``, ``{train,test}_pairs.txt``) of ``size`` (H, W) to ``root``.
-
-    ``agnostic_mask`` writes the precomputed masks (``agnostic-mask/``: newer archives have it; older ones do not).
-    """
-    root, (height, width) = Path(root), size
-    paths = vitonhd.VitonHDPaths(root)
-    kinds = [kind for kind in vitonhd.FILES if agnostic_mask or kind != "mask"]
-    for split, count, first in (("train", n_train, 0), ("test", n_test, n_train)):
-        for kind in kinds:
-            paths.folder(split, kind).mkdir(parents=True, exist_ok=True)
-        names = [f"{first + i:05d}_00" for i in range(count)]
-        for index, stem in enumerate(names):
-            rng = _pair_seed(seed, 0, 0, first + index)
-            person = draw_person(rng, height, width, {UPPER: True, PANTS if rng.random() < 0.7 else SKIRT: False})
-            parse = np.vectorize(CIHP.get, otypes=[np.uint8])(person.semantic)
-            keypoints = np.array([person.pose[BODY_25[i]] if i in BODY_25 else (np.nan, np.nan)
-                                  for i in range(25)])
-            inpaint = mask_recipes.inpaint_mask(
-                vitonhd.DEFAULT_MASK_RECIPE,
-                mask_recipes.ParsedPerson(parse, vitonhd.LABEL_SET, keypoints, vitonhd.KEYPOINT_FORMAT, size),
-                "upper_body", size)
-            garment_only = np.isin(parse, masks.CIHP_UPPER_GARMENT + (masks.CIHP_NECK, 14, 15))
-            file = {kind: paths.file(split, kind, vitonhd.image_name(stem)) for kind in kinds}
-            _save_jpeg(file["person"], person.image)
-            _save_jpeg(file["garment"], person.garment.flat)
-            _save_jpeg(file["garment_mask"], person.garment.silhouette.astype(np.uint8) * 255)
-            _save_palette_png(file["labels"], parse)
-            _save_palette_png(file["labels_agnostic"], np.where(garment_only, 0, parse))
-            _save_jpeg(file["agnostic"], np.where(inpaint[..., None], np.uint8(128), person.image))
-            if agnostic_mask:
-                Image.fromarray(inpaint.astype(np.uint8) * 255, mode="L").save(file["mask"])
-            file["keypoints"].write_text(json.dumps(openpose_json(person.pose, rng)))
-            Image.fromarray(render_skeleton(person.pose, height, width, BODY_25, SKELETON)).save(
-                file["keypoints_rendering"])
-            _save_jpeg(file["densepose"], vitonhd.encode_densepose(person.densepose))
-            _save_flow(file["flow"], person.flow)
-        if split == "train":  # like the real file, some second columns name another garment
-            lines = [vitonhd.pair_line(s, names[(i + 1) % count] if i % 4 == 3 else s) for i, s in enumerate(names)]
-        else:  # the test pair file holds the unpaired pairs
-            lines = [vitonhd.pair_line(s, names[(i + 1) % count]) for i, s in enumerate(names)]
-        paths.pair_file(split).write_text("\n".join(lines) + "\n")
-    return root
-
-
-DRESSCODE_OFFSETS = {"upper_body": 0, "lower_body": 13000, "dresses": 20000}
-
-
-def make_dresscode(root: str | Path, n_train: int = 8, n_test: int = 4, size: tuple[int, int] = DEFAULT_SIZE,
-                   seed: int = 0, categories: Sequence[str] = dresscode.CATEGORIES) -> Path:
-    """Write a DressCode copy (per-category folders, per-category and root pair files) of ``size`` (H, W)."""
-    root, (height, width) = Path(root), size
-    paths = dresscode.DressCodePaths(root)
-    root_lines: dict[str, list[str]] = {split: [] for split in dresscode.PAIR_FILES}
-    for category_index, category in enumerate(dresscode.CATEGORIES):
-        if category not in categories:
-            continue
-        for kind in dresscode.FILES:
-            paths.folder(category, kind).mkdir(parents=True, exist_ok=True)
-        ids = [f"{DRESSCODE_OFFSETS[category] + i:06d}" for i in range(n_train + n_test)]
-        for index, identifier in enumerate(ids):
-            rng = _pair_seed(seed, 1, category_index, index)
-            if category == "upper_body":
-                outfit = {UPPER: True, PANTS: False}
-            elif category == "lower_body":
-                outfit = {UPPER: False, PANTS if rng.random() < 0.6 else SKIRT: True}
-            else:
-                outfit = {DRESS: True}
-            person = draw_person(rng, height, width, outfit)
-            labels = np.vectorize(ATR.get, otypes=[np.uint8])(person.semantic)
-            frame = np.array([dresscode.KEYPOINT_FRAME[1] / width, dresscode.KEYPOINT_FRAME[0] / height])
-            keypoints = [[*(np.round(person.pose[COCO_18[i]] * frame, 3).tolist()),
-                          round(float(rng.uniform(0.6, 0.95)), 6), i] for i in range(18)]
-            file = {kind: paths.file(category, kind, identifier) for kind in dresscode.FILES}
-            _save_jpeg(file["person"], person.image)
-            _save_jpeg(file["garment"], person.garment.flat)
-            file["keypoints"].write_text(json.dumps({"keypoints": keypoints}))
-            _save_palette_png(file["labels"], labels)
-            coco_edges = [(1, 2), (2, 3), (3, 4), (1, 5), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
-                          (11, 12), (12, 13), (0, 1)]
-            _save_jpeg(file["skeleton"], render_skeleton(person.pose, height, width, COCO_18, coco_edges))
-            Image.fromarray(person.densepose, mode="L").save(file["densepose"])
-            uv = np.where(person.densepose > 0, rng.uniform(0, 1, (2, height, width)), 0)[:, ::2, ::2]
-            np.savez_compressed(file["densepose_uv"], uv=uv.astype(np.float32))
-            _save_flow(file["flow"], person.flow)
-        train, test = ids[:n_train], ids[n_train:]
-        per_split = {
-            "train": [dresscode.pair_line(i, i) for i in train],
-            "test_paired": [dresscode.pair_line(i, i) for i in test],
-            "test_unpaired": [dresscode.pair_line(i, test[(k + 1) % len(test)]) for k, i in enumerate(test)],
-        }
-        for split, lines in per_split.items():
-            paths.pair_file(split, category).write_text("\n".join(lines) + "\n")
-            root_lines[split] += lines
-    for split, lines in root_lines.items():
-        paths.pair_file(split, "all").write_text("\n".join(lines) + "\n")
-    return root

@@ -18,11 +18,12 @@ Maps (``DensePoseResult``): I, U, V of the first person pasted into a full-size 
 - ``first``: the best-scoring person only.
 - ``all``: every person, each drawn over the ones before (detectron2's own in-place visualizer).
 
-Encodings (datasets.md): VITON-HD ``image-densepose`` = I rendered with PARULA (``vitonhd.encode_densepose``);
+Encodings (datasets.md; each dataset's own codec encodes these maps): VITON-HD ``image-densepose`` = I rendered
+with PARULA (``datasets.vitonhd.reader.encode_densepose`` of ``shown_parts``);
 DressCode ``dense/{id}_5.png`` = I as pixel values plus ``{id}_5_uv.npz`` (key ``uv``, [2, H, W]); DeepFashion
-= RGB (U, V, I) with U, V scaled by ``IuvScaling``: ``scale`` = U*255, V*255 (``deepfashion.encode_iuv``, the
-dataset encoding), ``minmax`` = the app's ``predict_iuv``: U and V min-max normalised jointly over the person's
-box (background included) before x255, truncated.
+= RGB (U, V, I) with U, V scaled by ``IuvScaling`` (``datasets.deepfashion.densepose_fill.iuv_map``): ``scale`` =
+U*255, V*255 (``deepfashion.encode_iuv``, the dataset encoding), ``minmax`` = the app's ``predict_iuv``: U and V
+min-max normalised jointly over the person's box (background included) before x255, truncated (``minmax_iuv``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import torch
 import torch.nn.functional as F
 import torchvision  # noqa: F401  registers torchvision's operators (nms, roi_align) that the export calls
 
-from leffa_pl.data import deepfashion, vitonhd
 from leffa_pl.data.layout import DENSEPOSE_PARTS as PARTS
 
 DensePoseRendering = Literal["leffa-app", "first", "all"]
@@ -127,16 +127,13 @@ class DensePoseResult:
         rendered = rendered_parts(instances, size, rendering)
         return cls(parts, uv[..., 0], uv[..., 1], first.box, None if np.array_equal(rendered, parts) else rendered)
 
-    def vitonhd_rendering(self) -> np.ndarray:
-        return vitonhd.encode_densepose(self.parts if self.rendered is None else self.rendered)
+    @property
+    def shown_parts(self) -> np.ndarray:
+        """The part indices the VITON-HD rendering shows (its encoding: ``datasets.vitonhd.reader``)."""
+        return self.parts if self.rendered is None else self.rendered
 
     def dresscode_uv(self) -> np.ndarray:
         return np.clip(np.stack([self.u, self.v]), 0, 1).astype(np.float32)
-
-    def deepfashion_iuv(self, scaling: IuvScaling = "scale") -> np.ndarray:
-        if scaling == "scale":
-            return deepfashion.encode_iuv(self.parts, self.u, self.v)
-        return minmax_iuv(self.parts, self.u, self.v, self.box)
 
 
 def minmax_iuv(parts: np.ndarray, u: np.ndarray, v: np.ndarray, box: tuple[int, int, int, int] | None) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Where the preprocessing networks' weights come from: an explicit path, the Hugging Face cache, a download.
+"""Where the annotator networks' weights (parsing, keypoints, DensePose) come from: an explicit path, the Hugging
+Face cache, a download.
 
 ``resolve_file`` looks a single file up in that order; ``pretrained_source`` does the same for a model folder
 that transformers loads with ``from_pretrained`` (a local folder, else the hub id, cache first). Offline (or
@@ -115,7 +116,7 @@ def verified(spec: WeightFile, path: Path) -> Path:
     """``path`` (a downloaded or cached copy of ``spec``) when its SHA-256 is the recorded one."""
     actual = sha256_of(path)
     if spec.sha256 is None:
-        log.warning("%s (%s): no SHA-256 recorded in leffa_pl/preprocess/weights.py, so it is not verified; "
+        log.warning("%s (%s): no SHA-256 recorded in leffa_pl/annotators/weight_files.py, so it is not verified; "
                     "its SHA-256 is %s", path, spec.what, actual)
     elif actual != spec.sha256:
         raise WeightsChecksumError(f"{path}: SHA-256 {actual}, expected {spec.sha256} for {spec.repo_id}/"

@@ -1,4 +1,5 @@
-"""A contract-conforming in-memory data module for fast training tests (no files, no augmentation)."""
+"""A contract-conforming in-memory data module for fast training tests (no files, no augmentation), a plain-SGD
+module (tests and benchmarks) and callbacks that CLI configs of the tests name."""
 
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ class RandomTryOnDataModule(pl.LightningDataModule):
 
 
 class SGDLeffaModule(LeffaModule):
-    """Plain SGD: its update is proportional to the gradient, so two runs agree to float precision
-    (Adam's first step is ~lr * sign(gradient), which flips on rounding noise where gradients are ~0)."""
+    """Plain SGD (no momentum, no weight decay). Tests: its update is proportional to the gradient, so two runs
+    agree to float precision (Adam's first step is ~lr * sign(gradient), which flips on rounding noise where
+    gradients are ~0). Benchmarks: no optimizer state and no temporaries the size of the parameters, so both
+    SD1.5-size UNets and their gradients fit a 24 GiB CPU machine. Not a way to train Leffa, so it is not in
+    ``training/optimizers.py``."""
 
     def configure_optimizers(self):
         return torch.optim.SGD([p for p in self.model.parameters() if p.requires_grad], lr=self.hparams.learning_rate)

@@ -23,6 +23,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+import torch
 
 from leffa_pl.data import mask_recipes, masks
 from leffa_pl.data.files import DataFileError, RequiredFile
@@ -174,6 +175,11 @@ def decode_densepose(rendering: np.ndarray) -> np.ndarray:
     return _parula_lookup()[(q[..., 0] << 12) | (q[..., 1] << 6) | q[..., 2]]
 
 
+def densepose_tensor(parts: np.ndarray) -> torch.Tensor:
+    """Part indices [H, W] -> the contract's ``densepose``: the PARULA rendering as an image in [-1, 1]."""
+    return image_to_tensor(encode_densepose(parts))
+
+
 def read_openpose(path: Path) -> np.ndarray:
     """BODY_25 keypoints of the first person as [25, 2] (x, y) pixels, NaN where missing."""
     data = read_json(path)
@@ -256,7 +262,7 @@ class VitonHDDataset(PairDataset[VitonHDPair]):
         person_id, reference_id = self.sample_ids(index)
         return contract_sample(person=views.person, reference=views.reference,
                                inpaint_mask=views.labels["inpaint_mask"],
-                               densepose=image_to_tensor(encode_densepose(views.labels["densepose"])),
+                               densepose=densepose_tensor(views.labels["densepose"]),
                                loss_region=views.labels["loss_region"], person_id=person_id,
                                reference_id=reference_id, flow=views.flow)
 

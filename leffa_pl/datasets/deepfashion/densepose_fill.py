@@ -15,13 +15,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from tqdm import tqdm
 
-from leffa_pl.data import deepfashion
+from leffa_pl.annotators import weight_files as weights
+from leffa_pl.annotators.densepose import (
+    IUV_SCALINGS,
+    DensePoseEstimator,
+    DensePoseResult,
+    IuvScaling,
+    TorchScriptDensePose,
+    minmax_iuv,
+)
+from leffa_pl.annotators.device import resolve_device
+from leffa_pl.data.file_writers import write_png
 from leffa_pl.data.files import DataFileError
 from leffa_pl.data.io import read_rgb
-from leffa_pl.preprocess.densepose import IUV_SCALINGS, DensePoseEstimator, IuvScaling
-from leffa_pl.preprocess.files import write_png
+from leffa_pl.datasets.deepfashion import reader as deepfashion
+
+
+def iuv_map(found: DensePoseResult, scaling: IuvScaling = "scale") -> np.ndarray:
+    """A DensePose result as a stored DeepFashion IUV map: U, V scaled by ``scaling`` (``densepose.IuvScaling``)."""
+    if scaling == "scale":
+        return deepfashion.encode_iuv(found.parts, found.u, found.v)
+    return minmax_iuv(found.parts, found.u, found.v, found.box)
+
+
+def estimator(model: str | None, device: str) -> DensePoseEstimator:
+    """The DensePose network (``model``: its TorchScript file, or None for the pinned download, looked up as
+    ``leffa-pl-prepare`` does) on ``device`` (``auto``: CUDA when present)."""
+    return TorchScriptDensePose(weights.resolve_file(weights.DENSEPOSE_R50, model), resolve_device(device))
 
 
 def missing_maps(root: str | Path) -> dict[Path, Path]:
@@ -80,6 +103,6 @@ def fill_missing_maps(root: str | Path, estimator: Callable[[], DensePoseEstimat
         if found is None:
             report.no_person.append(image)
             continue
-        write_png(target, found.deepfashion_iuv(scaling))
+        write_png(target, iuv_map(found, scaling))
         report.written.append(target)
     return report

@@ -1,0 +1,2 @@
+"""DeepFashion In-shop (pose transfer): layout and reader, IUV codec, DensePose filling, synthetic copy,
+evaluation protocol, spec."""

@@ -1,0 +1,1 @@
+"""DressCode: layout and reader, DensePose codec, layout writer, synthetic copy, spec."""

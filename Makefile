@@ -21,16 +21,18 @@ test: $(INSTALLED)
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 # ---- memory plan: `make plan CONFIG=configs/stages/vton_paper.yaml ARCH=sd15 MEMORY=80 [TRAINER=...] [DEVICES=8]`
-# TRAINER: one trainer config or several layered in order (as `leffa-pl fit --config a --config b`).
+# TRAINER: one trainer config or several, layered in order over configs/trainer/base.yaml (as the training targets
+# and `leffa-pl fit --config base.yaml --config a --config b` do).
 CONFIG ?= configs/stages/vton_paper.yaml
 ARCH ?= sd15
 MEMORY ?= 80
+TRAINER_BASE := configs/trainer/base.yaml
 TRAINER ?= configs/trainer/gpu.yaml
 .PHONY: plan
 plan: $(INSTALLED)
-	$(PY) -m leffa_pl.planning.plan --stages $(CONFIG) --architecture $(ARCH) --memory-gib $(MEMORY) --trainer $(TRAINER) \
-	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
-	$(PY) -m leffa_pl.planning.disk --stages $(CONFIG) --architecture $(ARCH) --trainer $(TRAINER) \
+	$(PY) -m leffa_pl.planning.plan --stages $(CONFIG) --architecture $(ARCH) --memory-gib $(MEMORY) \
+	  --trainer $(TRAINER_BASE) $(TRAINER) $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
+	$(PY) -m leffa_pl.planning.disk --stages $(CONFIG) --architecture $(ARCH) --trainer $(TRAINER_BASE) $(TRAINER) \
 	  $(if $(filter command line,$(origin DEVICES)),--devices $(DEVICES))
 
 # What fits where (docs/fits.md): each stage of vton_paper (sd15) and pose_paper (sdxl) on one 24, 48, 80 GB GPU and
@@ -92,10 +94,11 @@ define train_demo
 endef
 
 # $(1) data config, $(2) stage schedule: the paper's recipe on GPUs (TRAINER: configs/trainer/gpu.yaml, or several
-# layered, e.g. TRAINER="configs/trainer/gpu.yaml configs/trainer/gpu_fsdp.yaml" for sharded training).
+# layered, e.g. TRAINER="configs/trainer/gpu.yaml configs/trainer/gpu_fsdp.yaml" for sharded training; all over
+# configs/trainer/base.yaml).
 define train_real
 	@echo "$@: data $(DATA), base model $(or $(BASE_MODEL),<tiny demo model>), init $(or $(INIT),<base model>)"
-	$(CLI) fit $(foreach config,$(TRAINER),--config $(config)) --config $(1) --config $(2) \
+	$(CLI) fit $(foreach config,$(TRAINER_BASE) $(TRAINER),--config $(config)) --config $(1) --config $(2) \
 	  --data.init_args.root=$(DATA) --trainer.devices=$(DEVICES) \
 	  $(if $(BASE_MODEL),--model.base_model=$(BASE_MODEL)) $(if $(INIT),--model.init_checkpoint=$(INIT)) $(FIT_EXTRA)
 endef
@@ -105,8 +108,8 @@ train-vton: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-vton: no DATA given -> embedded demo: synthetic VITON-HD ($(SYNTHETIC)), tiny model, CPU;"
 	test -d $(SYNTHETIC)/zalando-hd-resized || $(MAKE_SYNTHETIC) --datasets vitonhd
-	$(call train_demo,vton-demo,--config configs/trainer/cpu_demo.yaml --config configs/data/vitonhd_synthetic.yaml \
-	  --config configs/stages/vton_demo.yaml)
+	$(call train_demo,vton-demo,--config $(TRAINER_BASE) --config configs/trainer/cpu_demo.yaml \
+	  --config configs/data/vitonhd_synthetic.yaml --config configs/stages/vton_demo.yaml)
 else
 	$(call train_real,configs/data/vitonhd.yaml,configs/stages/vton_paper.yaml)
 endif
@@ -115,7 +118,7 @@ train-pose: $(INSTALLED)
 ifeq ($(DATA),)
 	@echo "train-pose: no DATA given -> embedded demo: synthetic DeepFashion ($(SYNTHETIC)), tiny model, CPU;"
 	test -d $(SYNTHETIC)/deepfashion || $(MAKE_SYNTHETIC) --datasets deepfashion
-	$(call train_demo,pose-demo,--config configs/trainer/cpu_demo.yaml \
+	$(call train_demo,pose-demo,--config $(TRAINER_BASE) --config configs/trainer/cpu_demo.yaml \
 	  --config configs/data/deepfashion_synthetic.yaml --config configs/stages/pose_demo.yaml)
 else
 	$(call train_real,configs/data/deepfashion.yaml,configs/stages/pose_paper.yaml)

@@ -55,6 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_f
 
 from benchmarks.common import REPO_ROOT, recorded, rerun_command
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.config import TRAINER_BASE
 from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.activations import StepActivations, StepSettings, probe_step
@@ -364,9 +365,9 @@ def planned_table(configs: list[Config], threads: int | None) -> None:
 def sdxl_report() -> None:
     """The SDXL-size architecture on the meta device: the planner's exact per-device terms under the trainer configs'
     settings: configs/trainer/gpu.yaml (DDP, AdamW, EMA), with 8-bit AdamW, and gpu_fsdp.yaml over 8 devices."""
-    gpu = Path("configs/trainer/gpu.yaml")
-    ddp = read_setup([gpu], argparse.Namespace(devices=1))
-    fsdp = read_setup([gpu, Path("configs/trainer/gpu_fsdp.yaml")], argparse.Namespace(devices=8))
+    gpu = [TRAINER_BASE, Path("configs/trainer/gpu.yaml")]
+    ddp = read_setup(gpu, devices=1)
+    fsdp = read_setup([*gpu, Path("configs/trainer/gpu_fsdp.yaml")], devices=8)
     model = build_model("sdxl", ddp.trainable)
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,33 +1,36 @@
-"""``leffa-pl``: LightningCLI entry point (fit / validate / test / predict) configured by YAML in configs/.
-
-Configs are parsed in jsonargparse's ``omegaconf+`` mode: ``${run.dir}`` in a config is the run folder of the
-merged configuration and command line, so ``--run.dir=...`` moves every path of a run at once.
+"""``leffa-pl``: LightningCLI entry point (fit / validate / test / predict) configured by YAML in configs/; its
+arguments and how configs are parsed: ``leffa_pl.config``.
 """
 
 from __future__ import annotations
 
-import argparse
 import inspect
 import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse import set_parsing_settings
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from leffa_pl.callbacks.export_checkpoint import ExportError, ExportReleasedCheckpoint
-from leffa_pl.callbacks.preemption import EXIT_SIGTERM, CheckpointOnSigterm
-from leffa_pl.callbacks.stage_schedule import StageProgressBar, StageSchedule
-from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
-from leffa_pl.evaluation.in_training import ValidationScores
+from leffa_pl.callbacks.export_checkpoint import ExportError
+from leffa_pl.callbacks.preemption import EXIT_SIGTERM
+from leffa_pl.callbacks.stage_schedule import StageProgressBar
+from leffa_pl.config import (
+    CLI_SETTINGS,
+    RETIRED_MODEL_SETTINGS,
+    ConfigError,
+    LeffaArguments,
+    callbacks_of,
+    check_trainer_base,
+    config_files,
+    set_leffa_parsing,
+)
 from leffa_pl.planning.disk import model_for_check, plan_disk
 from leffa_pl.planning.plan import GIB
 from leffa_pl.training.leffa_module import LeffaModule
-from leffa_pl.training.module_settings import FLAT_SETTINGS, flat_settings_refusal, new_key
+from leffa_pl.training.module_settings import FLAT_SETTINGS, flat_settings_refusal
 from leffa_pl.training.run_folder import (
     RunFolderError,
     check_free_space,
@@ -37,49 +40,15 @@ from leffa_pl.training.run_folder import (
     remove_stale_checkpoint_temporaries,
 )
 
-CHECKPOINT_CALLBACKS = ("ModelCheckpoint", "RetainedCheckpoints")
 OUT_OF_MEMORY_ADVICE = """
 Out of memory. Lower the per-device batch size of the stages (stages.stages[i].batch_size) and raise
 their accumulate_grad_batches to keep the global batch, set model.gradient_checkpointing=true,
 and use trainer.precision=bf16-mixed on GPUs that support it."""
 
 
-# Model settings LeffaModule took once -> what sets that now. Checkpoints of older runs carry them in their
-# hyper_parameters, which LightningCLI applies as model settings on --ckpt_path: accepted, dropped with a warning.
-RETIRED_MODEL_SETTINGS = {"log_images_every_n_steps": "images.every_n_steps (the LeffaImageLogger)"}
-
-
-class LeffaCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser) -> None:
-        for name in RETIRED_MODEL_SETTINGS:
-            parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
-        # The flat settings that moved into config sections (leffa_pl/training/module_settings.py): refused in a
-        # config or on the command line (parse_arguments), moved into their sections from a --ckpt_path checkpoint
-        # written before (before_instantiate_classes). Shown in --help: a suppressed option is lost when a config
-        # has ${...} (jsonargparse's omegaconf+ mode re-reads the config without it).
-        for name in FLAT_SETTINGS:
-            parser.add_argument(f"--model.{name}", default=argparse.SUPPRESS, help=f"moved to --{new_key(name)} "
-                                "(refused)")
-        parser.add_argument("--run.dir", type=str | None, default=None,
-                            help="the run's folder; the trainer configs put checkpoints/, export/ and "
-                                 "tensorboard/ in it as ${run.dir}/...")
-        parser.add_argument("--run.overwrite", type=bool, default=False,
-                            help="delete what a previous run left in run.dir (otherwise a non-empty run.dir "
-                                 "is refused unless --ckpt_path resumes it)")
-        parser.add_argument("--run.resume", type=bool, default=False,
-                            help="resume the run in run.dir from its last checkpoint (the checkpoint callback's "
-                                 "last.ckpt), as --ckpt_path=<that file>")
-        parser.add_argument("--run.ignore_free_space", type=bool, default=False,
-                            help="start even when run.dir's disk has less free space than the run needs "
-                                 "(checkpoints kept, exports, images: make plan)")
-        # Our callbacks get their own config sections; LightningCLI appends them to trainer.callbacks.
-        parser.add_lightning_class_args(StageSchedule, "stages")
-        parser.add_lightning_class_args(LeffaImageLogger, "images")
-        parser.add_lightning_class_args(ExportReleasedCheckpoint, "export")
-        parser.add_lightning_class_args(ValidationScores, "scores")
-        parser.add_lightning_class_args(CheckpointOnSigterm, "preemption")
-
+class LeffaCLI(LeffaArguments):
     def parse_arguments(self, parser, args) -> None:
+        check_trainer_base(config_files(sys.argv[1:] if args is None else args))
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         refusal = flat_settings_refusal((self.config[subcommand] if subcommand else self.config).model)
@@ -129,9 +98,7 @@ class LeffaCLI(LightningCLI):
 
 
 def checkpoint_folders(config: dict) -> list[str]:
-    callbacks = (config.get("trainer") or {}).get("callbacks") or []
-    return [(c.get("init_args") or {}).get("dirpath") for c in callbacks
-            if isinstance(c, dict) and str(c.get("class_path", "")).endswith(CHECKPOINT_CALLBACKS)]
+    return [settings.get("dirpath") for settings in callbacks_of(config, ModelCheckpoint)]
 
 
 def last_checkpoint(config: dict) -> str:
@@ -171,10 +138,8 @@ def check_outputs(config: dict) -> None:
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> LeffaCLI:
     """``leffa-pl``'s CLI; ``run=False``: parse and instantiate only (no subcommand in ``args``)."""
-    # ${run.dir} names the key from the config's top, which sits under the subcommand (fit.run.dir).
-    set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
-    return LeffaCLI(LeffaModule, subclass_mode_data=True, save_config_kwargs={"overwrite": True}, args=args, run=run,
-                    auto_configure_optimizers=False, parser_kwargs={"parser_mode": "omegaconf+"})
+    set_leffa_parsing()
+    return LeffaCLI(**CLI_SETTINGS, save_config_kwargs={"overwrite": True}, args=args, run=run)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -183,7 +148,7 @@ def main(args: list[str] | None = None) -> None:
     except torch.OutOfMemoryError:
         print(OUT_OF_MEMORY_ADVICE, file=sys.stderr)
         raise
-    except (RunFolderError, ExportError) as error:
+    except (RunFolderError, ExportError, ConfigError) as error:
         sys.exit(f"leffa-pl: error: {error}")
     except SIGTERMException:
         sys.exit(EXIT_SIGTERM)

@@ -11,20 +11,20 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-import yaml
 
 from leffa_pl.callbacks.checkpoints import RetainedCheckpoints
 from leffa_pl.callbacks.ema import EMA_KEY, LeffaEMA
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.config import TRAINER_BASE, callbacks_of, read_config
 from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 
 SCALE = 1000
-GPU = yaml.safe_load(Path("configs/trainer/gpu.yaml").read_text())
-PAPER = yaml.safe_load(Path("configs/stages/vton_paper.yaml").read_text())["stages"]["stages"]
+# as leffa-pl fit --config base.yaml --config gpu.yaml --config vton_paper.yaml parses them
+GPU = read_config([TRAINER_BASE, "configs/trainer/gpu.yaml", "configs/stages/vton_paper.yaml"]).as_dict()
+PAPER = GPU["stages"]["stages"]
 STAGES = [Stage(s["name"], s["steps"] // SCALE, (32, 24), 2, leffa_loss=s.get("leffa_loss", False)) for s in PAPER]
-CHECKPOINTS = next(c["init_args"] for c in GPU["trainer"]["callbacks"] if c["class_path"].endswith("Retained"
-                                                                                                   "Checkpoints"))
+[CHECKPOINTS] = callbacks_of(GPU, RetainedCheckpoints)
 EVERY, KEEP = CHECKPOINTS["every_n_train_steps"] // SCALE, CHECKPOINTS["keep"]
 VALIDATE_EVERY = GPU["trainer"]["val_check_interval"] // SCALE
 

@@ -6,6 +6,7 @@ planner's own, counted on the tiny architecture."""
 
 import dataclasses
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,17 @@ def test_docs_fits_md_was_generated_from_the_current_planner_and_configs():
     committed = (Path(fits.ROOT) / "docs/fits.md").read_text()
     recorded = re.search(r"inputs digest (\w+)", committed).group(1)
     assert recorded == fits.inputs_digest(), "docs/fits.md is stale: regenerate it with `make plan-fits`"
+
+
+def test_the_digest_follows_what_the_configs_resolve_to_not_their_text(tmp_path, monkeypatch):
+    for name in (*fits.INPUTS, "configs"):
+        source, copy = Path(fits.ROOT) / name, tmp_path / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(source.read_bytes()) if source.is_file() else shutil.copytree(source, copy)
+    monkeypatch.setattr(fits, "ROOT", tmp_path)
+    digest = fits.inputs_digest()
+    gpu = tmp_path / fits.GPU_YAML
+    gpu.write_text(gpu.read_text() + "# a comment\n")
+    assert fits.inputs_digest() == digest
+    gpu.write_text(gpu.read_text().replace("gradient_checkpointing: true", "gradient_checkpointing: false"))
+    assert fits.inputs_digest() != digest

@@ -1,12 +1,10 @@
 """The planner's exact terms equal direct counts; its activation model predicts held-out sizes (tiny model, CPU)."""
 
-import argparse
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.model.lora import LoraSettings
@@ -16,12 +14,14 @@ from leffa_pl.planning.plan import (
     TrainingSetup,
     build_model,
     optimizer_state_bytes,
+    read_plan_config,
     read_setup,
-    read_stages,
     static_memory,
 )
 from leffa_pl.training.trainable import select_trainable
 
+BASE, GPU = Path("configs/trainer/base.yaml"), Path("configs/trainer/gpu.yaml")
+PAPER = Path("configs/stages/vton_paper.yaml")
 SETUP = TrainingSetup(devices=1, strategy="ddp", precision="32-true", gradient_checkpointing=False,
                       trainable="both", optimizer="adamw", ema=True)
 
@@ -45,21 +45,21 @@ def test_parameter_gradient_and_optimizer_bytes_equal_a_direct_count():
 
 
 def test_trainer_config_sets_up_the_plan():
-    setup = read_setup([Path("configs/trainer/gpu.yaml")], argparse.Namespace(devices=None))
+    setup = read_setup([BASE, GPU])
     assert setup == TrainingSetup(devices=8, strategy="ddp", precision="bf16-mixed", gradient_checkpointing=True,
                                   trainable="both", optimizer="adamw", ema=True)
 
 
 def test_the_fsdp_config_layered_over_gpu_yaml_plans_sharded_training(tmp_path):
-    layered = [Path("configs/trainer/gpu.yaml"), Path("configs/trainer/gpu_fsdp.yaml")]
-    setup = read_setup(layered, argparse.Namespace(devices=None))
+    layered = [BASE, GPU, Path("configs/trainer/gpu_fsdp.yaml")]
+    setup = read_setup(layered)
     # the strategy is a class_path dict; its block checkpointing stands for model.gradient_checkpointing
     assert setup == TrainingSetup(devices=8, strategy="fsdp", precision="bf16-mixed", gradient_checkpointing=True,
                                   trainable="both", optimizer="adamw", ema=False)
     named = tmp_path / "fsdp_by_name.yaml"  # Lightning's registry name, with gpu.yaml's LeffaEMA left in
     named.write_text("trainer: {strategy: fsdp}\n")
     with pytest.raises(SystemExit, match="LeffaEMA refuses FSDP"):
-        read_setup([layered[0], named], argparse.Namespace(devices=None))
+        read_setup([BASE, GPU, named])
 
 
 def test_fsdp_divides_the_sharded_terms_by_the_devices_and_adds_the_unsharded_units():
@@ -105,9 +105,7 @@ def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tm
     # beyond the tensors: a zip record per tensor and AdamW's step counters, 2 % on the tiny model's small tensors
     assert 0 <= (tmp_path / "step.ckpt").stat().st_size - planned < 0.03 * planned
 
-    config = yaml.safe_load(Path("configs/trainer/gpu.yaml").read_text())
-    config["stages"] = {"stages": read_stages(Path("configs/stages/vton_paper.yaml"))}
-    disk = plan_disk(config, build_model("tiny", "both"))
+    disk = plan_disk(read_plan_config([BASE, GPU, PAPER]), build_model("tiny", "both"))
     assert disk.checkpoint == planned and disk.checkpoints_at_once == 2 + 1 + 3 + 1  # keep, writing, stages, SIGTERM
     assert disk.export == 2 * sum(t.nbytes for t in model.state_dict().values())  # .pth and .safetensors
     assert disk.total == disk.checkpoints + disk.export + disk.images and disk.images > 0
@@ -115,9 +113,7 @@ def test_disk_plan_counts_a_checkpoint_exactly_and_the_files_the_configs_keep(tm
 
 def test_host_memory_of_a_save_and_a_resume_follows_the_strategy():
     model = build_model("tiny", "both")
-    config = yaml.safe_load(Path("configs/trainer/gpu.yaml").read_text())
-    config["stages"] = {"stages": read_stages(Path("configs/stages/vton_paper.yaml"))}
-    disk = plan_disk(config, model)
+    disk = plan_disk(read_plan_config([BASE, GPU, PAPER]), model)
     weights = sum(t.nbytes for t in model.state_dict().values())
     moments = optimizer_state_bytes([p for p in model.parameters() if p.requires_grad], "adamw")
     ddp = plan_host_memory(model, disk, "ddp")
@@ -161,11 +157,11 @@ def test_lora_terms_equal_a_direct_count_of_the_peft_wrapped_model():
 
 
 def test_the_lora_config_sets_up_the_plan_and_fsdp_is_refused(tmp_path):
-    layered = [Path("configs/trainer/gpu.yaml"), Path("configs/model/lora.yaml")]
-    setup = read_setup(layered, argparse.Namespace(devices=None))
+    layered = [BASE, GPU, Path("configs/model/lora.yaml")]
+    setup = read_setup(layered)
     assert (setup.trainable, setup.lora) == ("lora", LoraSettings(rank=64, alpha=64, frozen_dtype="bfloat16"))
     fsdp = tmp_path / "fsdp.yaml"
     fsdp.write_text("trainer: {strategy: fsdp, callbacks: []}\n")
     with pytest.raises(SystemExit, match="LoRA does not train under FSDP"):
-        read_setup([*layered, fsdp], argparse.Namespace(devices=None))
+        read_setup([*layered, fsdp])
 

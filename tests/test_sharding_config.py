@@ -1,5 +1,5 @@
-"""configs/trainer/gpu_fsdp.yaml layered over gpu.yaml builds LeffaFSDPStrategy with the expected units (Lightning
-refuses FSDP on CPU, so nothing is fitted here: tests/test_training_fsdp.py runs the sharded step)."""
+"""configs/trainer/gpu_fsdp.yaml layered over base.yaml and gpu.yaml builds LeffaFSDPStrategy with the expected units
+(Lightning refuses FSDP on CPU, so nothing is fitted here: tests/test_training_fsdp.py runs the sharded step)."""
 
 from types import SimpleNamespace
 
@@ -13,8 +13,8 @@ from leffa_pl.cli import build_cli
 from leffa_pl.data.datamodule import DeepFashionDataModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy, ShardedPrecision, unet_blocks
 
-PAPER_POSE = ["--config", "configs/trainer/gpu.yaml", "--config", "configs/trainer/gpu_fsdp.yaml",
-              "--config", "configs/data/deepfashion.yaml", "--config", "configs/stages/pose_paper.yaml"]
+PAPER_POSE = [arg for config in ("trainer/base", "trainer/gpu", "trainer/gpu_fsdp", "data/deepfashion",
+                                   "stages/pose_paper") for arg in ("--config", f"configs/{config}.yaml")]
 
 
 def test_the_fsdp_config_with_the_paper_pose_configs_builds_the_sharded_strategy_and_its_policies():
@@ -27,7 +27,7 @@ def test_the_fsdp_config_with_the_paper_pose_configs_builds_the_sharded_strategy
     assert strategy._state_dict_type == "full" and strategy.activation_checkpointing_blocks
     precision = strategy.precision_plugin
     assert isinstance(precision, ShardedPrecision) and precision.precision == "bf16-mixed"
-    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1.0, "norm")  # gpu.yaml's recipe kept
+    assert (trainer.gradient_clip_val, trainer.gradient_clip_algorithm) == (1.0, "norm")  # base.yaml's recipe kept
     assert isinstance(trainer.logger, TensorBoardLogger) and trainer.num_devices == 8
     assert any(isinstance(c, ModelCheckpoint) for c in trainer.callbacks)
     assert not any(isinstance(c, LeffaEMA) for c in trainer.callbacks)

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DistributedSampler
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
-from leffa_pl.data import datamodule, mixed
+from leffa_pl.data import datamodule
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.data.mixed import MixedDataModule
 from leffa_pl.datasets.vitonhd import reader as vitonhd
@@ -91,8 +91,7 @@ def test_the_loader_is_built_once_per_stage_and_its_workers_persist_through_it(r
         builds.append(args[2])  # batch size
         return build(*args, **kwargs)
 
-    monkeypatch.setattr(datamodule, "build_train_loader", counted)
-    monkeypatch.setattr(mixed, "build_train_loader", counted)
+    monkeypatch.setattr(datamodule, "build_train_loader", counted)  # the mixed module's loader is the base's
     rows = _fit(make(root, num_workers=1, persistent_workers=True, batch_size=2), tmp_path)
     assert [step for step, *_ in rows] == list(range(12))
     assert len(builds) == 2
@@ -110,6 +109,25 @@ def test_a_mid_stage_resume_with_persistent_workers_repeats_the_uninterrupted_ru
     assert [step for step, *_ in resumed] == [10, 11]
     assert [(step, ids, loss) for step, _, ids, loss in killed[:10] + resumed] == [
         (step, ids, loss) for step, _, ids, loss in full]
+
+
+@pytest.mark.parametrize("make", [single, two_halves])
+def test_a_checkpoint_holding_the_stage_as_data_module_state_too_resumes_the_same(root, tmp_path, make):
+    """Checkpoints written before the stage was saved once (as StageSchedule's state) carry it as the data module's
+    state too, ``{resolution, batch_size}`` under its class name: they resume exactly as well."""
+    loaders = {"num_workers": 0, "batch_size": 2}
+    full = _fit(make(root, **loaders), tmp_path / "full")
+    checkpoint = ModelCheckpoint(tmp_path / "ckpt", save_last=True, every_n_train_steps=5)
+    _fit(make(root, **loaders), tmp_path / "run", max_steps=11, callbacks=[checkpoint])
+    state = torch.load(Path(checkpoint.dirpath) / "last.ckpt", weights_only=True)
+    data = make(root, **loaders)
+    assert state["global_step"] == 10 and type(data).__name__ not in state  # saved once: StageSchedule's
+    state[type(data).__name__] = {"resolution": [48, 32], "batch_size": 2}  # what it held at step 10 (stage "high")
+    torch.save(state, tmp_path / "old.ckpt")
+    resumed = _fit(data, tmp_path / "resumed", ckpt_path=tmp_path / "old.ckpt")
+    assert [step for step, *_ in resumed] == [10, 11]
+    assert [(step, ids, loss) for step, _, ids, loss in resumed] == [
+        (step, ids, loss) for step, _, ids, loss in full[10:]]
 
 
 def test_augmentations_do_not_depend_on_the_workers(root):

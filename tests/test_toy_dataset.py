@@ -2,6 +2,8 @@
 check-data walks it, a training step runs on it and predict generates its test pairs, with no other file
 changed."""
 
+import dataclasses
+
 import lightning.pytorch as pl
 import numpy as np
 import pytest
@@ -37,6 +39,9 @@ def data(root, **settings):
 
 def test_the_commands_know_the_toy_dataset(root):
     assert registry.get("toy") is toy.SPEC and "toy" in registry.names()
+    assert registry.register(toy.SPEC) is toy.SPEC  # again: a no-op
+    with pytest.raises(ValueError, match="'toy' is registered already"):
+        registry.register(dataclasses.replace(toy.SPEC, title="Another toy"))
     assert evaluate.protocol_for("toy", "paired") == "vton-paired"
     with pytest.raises(ValueError, match="category does not apply"):
         data(root, category="dresses")

@@ -1,7 +1,8 @@
 """LightningDataModules: a dataset-independent base and the VITON-HD, DressCode and DeepFashion modules.
 
 The base owns what every dataset shares: the current stage (``resolution``, ``batch_size``, changed
-with ``set_stage`` and used by the next ``*_dataloader()`` call), loader settings, the validation
+with ``set_stage`` and used by the next ``*_dataloader()`` call) and the training loader (both in
+``StagedDataModule``, which ``MixedDataModule`` shares), loader settings, the validation
 subsets, augmentation settings, and the file check in ``setup()`` that fails before training starts
 with the checker's report. A dataset plugs in by reading its pair lists (``_read_pairs``) and building
 a ``PairDataset`` for a split (``_dataset``), which declares the files of each pair (``files``).
@@ -104,9 +105,46 @@ def build_train_loader(dataset: Dataset, trainer: Any, batch_size: int, num_work
                                shuffle_generator=shuffle_generator(trainer))
 
 
-class PersonImageDataModule(LightningDataModule):
-    """Shared base; subclasses set ``name``, ``val_splits``, ``test_split`` and implement ``_read_pairs``
-    and ``_dataset``."""
+class StagedDataModule(LightningDataModule):
+    """What every training data module shares (``PersonImageDataModule``, ``MixedDataModule``): the current stage
+    (``resolution`` (H, W), ``batch_size``), the loader settings, and the training loader built once per stage from
+    ``train_dataset()``. The stage is not in its checkpoint state: ``StageSchedule`` saves it, once, and sets it on
+    resume (a checkpoint written before carries ``{resolution, batch_size}`` under the data module's class name,
+    which ``LightningDataModule.load_state_dict`` ignores)."""
+
+    def __init__(self, resolution: tuple[int, int], batch_size: int, num_workers: int, pin_memory: bool,
+                 persistent_workers: bool):
+        super().__init__()
+        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
+        self._train_loaders = TrainLoaderCache()
+        self.set_stage(resolution, batch_size)
+
+    def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
+        """Use ``resolution`` (H, W) and ``batch_size`` from the next ``*_dataloader()`` call on."""
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.batch_size = int(batch_size)
+
+    def train_dataset(self) -> Dataset:
+        """The training samples at the current resolution."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        """Built once per stage: while the resolution and batch size stay, every call (Lightning asks at each
+        epoch under the stage schedule) returns the same loader, so persistent workers live through the stage.
+        Shuffled and augmented by pass seeds from ``shuffle_generator``, so a resumed run repeats the
+        uninterrupted one; under DDP a DistributedSampler shards it (``train_sampler``). Resumable mid-epoch
+        (``ResumableDataLoader``)."""
+        return self._train_loaders.get(self.trainer, (self.resolution, self.batch_size), lambda: build_train_loader(
+            self.train_dataset(), self.trainer, self.batch_size, self.num_workers, self.pin_memory,
+            self.persistent_workers))
+
+    def teardown(self, stage: str) -> None:
+        self._train_loaders.clear()  # the workers end with the fit
+
+
+class PersonImageDataModule(StagedDataModule):
+    """Shared base of the datasets' modules; subclasses set ``name``, ``val_splits``, ``test_split`` and implement
+    ``_read_pairs`` and ``_dataset``."""
 
     name = "dataset"
     task = ""  # "tryon" or "pose": recorded in checkpoints and exports (model/provenance.py)
@@ -118,13 +156,8 @@ class PersonImageDataModule(LightningDataModule):
                  num_workers: int = 4, pin_memory: bool = True, persistent_workers: bool = True,
                  val_size: int = 8, augment: bool = True, flip_p: float = 0.5, affine_p: float = 0.5,
                  color_p: float = 0.5, file_check: CheckLevel = "open", check_workers: int = 8):
-        super().__init__()
+        super().__init__(resolution, batch_size, num_workers, pin_memory, persistent_workers)
         self.root = Path(root)
-        self.resolution = (int(resolution[0]), int(resolution[1]))
-        self.batch_size = int(batch_size)
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
         self.val_size = val_size
         self.augment_config = AugmentConfig(flip_p=flip_p, affine_p=affine_p, color_p=color_p) if augment else None
         self.file_check = file_check
@@ -133,7 +166,6 @@ class PersonImageDataModule(LightningDataModule):
         self._checked: set[str] = set()
         self._announced = False
         self._resize_logged = False
-        self._train_loaders = TrainLoaderCache()
 
     # -- what a dataset provides ------------------------------------------------------------------
     @property
@@ -157,12 +189,6 @@ class PersonImageDataModule(LightningDataModule):
     def describe(self) -> str:
         """One line saying which data is used and how (logged once)."""
         return f"{self.name} at {self.root}"
-
-    # -- stage -----------------------------------------------------------------------------------
-    def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
-        """Use ``resolution`` (H, W) and ``batch_size`` from the next ``*_dataloader()`` call on."""
-        self.resolution = (int(resolution[0]), int(resolution[1]))
-        self.batch_size = int(batch_size)
 
     # -- pairs and files -------------------------------------------------------------------------
     def pairs(self, split: str) -> tuple[list, list[FileProblem]]:
@@ -237,19 +263,6 @@ class PersonImageDataModule(LightningDataModule):
         pairs = self.pairs(self.train_split)[0]
         return self._dataset(self.train_split, pairs, self.resolution, augment=self.augment_config is not None)
 
-    def train_dataloader(self) -> ResumableDataLoader:
-        """Built once per stage: while the resolution and batch size stay, every call (Lightning asks at each
-        epoch under the stage schedule) returns the same loader, so persistent workers live through the stage.
-        Shuffled and augmented by pass seeds from ``shuffle_generator``, so a resumed run repeats the
-        uninterrupted one; under DDP a DistributedSampler shards it (``train_sampler``). Resumable mid-epoch
-        (``ResumableDataLoader``)."""
-        return self._train_loaders.get(self.trainer, (self.resolution, self.batch_size), lambda: build_train_loader(
-            self.train_dataset(), self.trainer, self.batch_size, self.num_workers, self.pin_memory,
-            self.persistent_workers))
-
-    def teardown(self, stage: str) -> None:
-        self._train_loaders.clear()  # the workers end with the fit
-
     def val_dataloader(self) -> list[DataLoader]:
         return [self._loader(self._dataset(split, self._val_pairs(split), self.resolution, augment=False))
                 for split in self.val_splits]
@@ -260,12 +273,6 @@ class PersonImageDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"resolution": list(self.resolution), "batch_size": self.batch_size}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.set_stage(tuple(state_dict["resolution"]), state_dict["batch_size"])
 
 
 class TryOnDataModule(PersonImageDataModule):

@@ -20,16 +20,15 @@ and batch size. Validation runs each module's own loaders one after another, nam
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import torch
-from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
-from leffa_pl.data.datamodule import PersonImageDataModule, TrainLoaderCache, build_train_loader
+from leffa_pl.data.datamodule import PersonImageDataModule, StagedDataModule
 from leffa_pl.data.pair_dataset import PairDataset
-from leffa_pl.data.resumable_loader import ResumableDataLoader, SampleKey
+from leffa_pl.data.resumable_loader import SampleKey
 from leffa_pl.datasets import registry
 
 
@@ -83,7 +82,7 @@ class MixedDataset(Dataset):
         return sample
 
 
-class MixedDataModule(LightningDataModule):
+class MixedDataModule(StagedDataModule):
     """Several data modules trained on at once (see the module docstring).
 
     ``datamodules``: the modules (their roots, categories, masks, augmentation and validation settings apply);
@@ -91,14 +90,13 @@ class MixedDataModule(LightningDataModule):
     (default: the registry's dataset names, e.g. ``vitonhd``); ``epoch_size``: samples per epoch (default: the
     modules' training samples together). ``resolution`` and ``batch_size`` are the first stage's (the stage
     schedule switches them); the loader settings are those of the mixed training loader (validation loaders
-    use each module's own).
+    use each module's own). The training loader, built once per stage, is ``StagedDataModule``'s.
     """
 
     def __init__(self, datamodules: list[PersonImageDataModule], weights: list[float] | None = None,
                  names: list[str] | None = None, epoch_size: int | None = None,
                  resolution: tuple[int, int] = (512, 384), batch_size: int = 8, num_workers: int = 4,
                  pin_memory: bool = True, persistent_workers: bool = True):
-        super().__init__()
         if not datamodules:
             raise ValueError("MixedDataModule needs at least one data module")
         tasks = sorted({module.task for module in datamodules})
@@ -116,9 +114,8 @@ class MixedDataModule(LightningDataModule):
         if epoch_size is not None and epoch_size <= 0:
             raise ValueError(f"epoch_size must be > 0, got {epoch_size}")
         self.datamodules, self.weights, self.names, self.epoch_size = list(datamodules), weights, names, epoch_size
-        self.num_workers, self.pin_memory, self.persistent_workers = num_workers, pin_memory, persistent_workers
-        self._train_loaders = TrainLoaderCache()
-        self.set_stage(resolution, batch_size)
+        # after the modules are known: the base's set_stage passes the stage on to them
+        super().__init__(resolution, batch_size, num_workers, pin_memory, persistent_workers)
 
     @staticmethod
     def _registry_name(module: PersonImageDataModule) -> str:
@@ -132,7 +129,7 @@ class MixedDataModule(LightningDataModule):
 
     def set_stage(self, resolution: tuple[int, int], batch_size: int) -> None:
         """Use ``resolution`` (H, W) and ``batch_size`` in every module from the next ``*_dataloader()`` call on."""
-        self.resolution, self.batch_size = (int(resolution[0]), int(resolution[1])), int(batch_size)
+        super().set_stage(resolution, batch_size)
         for module in self.datamodules:
             module.set_stage(self.resolution, self.batch_size)
 
@@ -163,20 +160,5 @@ class MixedDataModule(LightningDataModule):
         datasets = [module.train_dataset() for module in self.datamodules]
         return MixedDataset(datasets, shares(self.weights, self._epoch_size()))
 
-    def train_dataloader(self) -> ResumableDataLoader:
-        """Built once per stage and resumable, as ``PersonImageDataModule.train_dataloader``."""
-        return self._train_loaders.get(self.trainer, (self.resolution, self.batch_size), lambda: build_train_loader(
-            self.train_dataset(), self.trainer, self.batch_size, self.num_workers, self.pin_memory,
-            self.persistent_workers))
-
-    def teardown(self, stage: str) -> None:
-        self._train_loaders.clear()
-
     def val_dataloader(self) -> list[DataLoader]:
         return [loader for module in self.datamodules for loader in module.val_dataloader()]
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"resolution": list(self.resolution), "batch_size": self.batch_size}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.set_stage(tuple(state_dict["resolution"]), state_dict["batch_size"])

@@ -50,9 +50,9 @@ class DatasetSpec:
     ``protocols``: the evaluation protocol of each test pairing (``None``: the dataset has one pairing);
     ``real_images``: the FID/KID real set (paths, a line describing them) when it is not the split's test
     persons, raising ``RealSetError``; ``categories``: the garment categories its models try on;
-    ``label_set``/``keypoint_format``: what its stored parsing and keypoints are (``data.mask_recipes``);
-    ``mask_recipe``: the recipe of its computed masks; ``app_mask_recipe``: the Leffa app's recipe for its models
-    (single-image try-on and prepare default);
+    ``label_set``/``keypoint_format``: what its stored parsing and keypoints are (``data.mask_recipes``; its data
+    module's ``mask_recipe`` setting computes its masks); ``app_mask_recipe``: the Leffa app's recipe for its
+    models (single-image try-on and prepare default);
     ``layout_writer``: the class writing prepared photos in its layout (``leffa-pl-prepare``)."""
 
     name: str
@@ -65,7 +65,6 @@ class DatasetSpec:
     categories: tuple[str, ...] = ()
     label_set: str = ""
     keypoint_format: str = ""
-    mask_recipe: str | None = None
     app_mask_recipe: str | None = None
     densepose: DensePoseCodec | None = None
     layout_writer: type | None = None

@@ -1,13 +1,13 @@
 """Disk of a run (checkpoints kept at once, exports, TensorBoard images) and host memory of a rank.
 
 ``make plan`` prints them beside the device memory plan; ``leffa-pl fit`` checks the run folder's free space
-against the disk total before it builds the model. Both read the same merged configuration (trainer, model,
-stages, images, export sections as ``leffa-pl fit --config ...`` composes them); the model is the architecture
-built on the meta device with the trainable set ``LeffaModule`` uses, so every byte count below is exact except
-the images (an upper bound: raw 8-bit pixels, TensorBoard's PNGs are smaller).
+against the disk total before it builds the model. Both read the same configuration, parsed by ``leffa-pl fit``'s
+own parser (trainer, model, stages, images, export sections as ``leffa-pl fit --config ...`` composes them); the
+model is the architecture built on the meta device with the trainable set ``LeffaModule`` uses, so every byte count
+below is exact except the images (an upper bound: raw 8-bit pixels, TensorBoard's PNGs are smaller).
 
     python -m leffa_pl.planning.disk --stages configs/stages/vton_paper.yaml --architecture sd15 \\
-        --trainer configs/trainer/gpu.yaml --devices 8
+        --trainer configs/trainer/base.yaml configs/trainer/gpu.yaml --devices 8
 """
 
 from __future__ import annotations
@@ -19,14 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 
 from leffa_pl.callbacks.checkpoints import RetainedCheckpoints
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.config import TRAINER_BASE, callbacks_of
 from leffa_pl.model.leffa_model import LeffaModel
-from leffa_pl.planning.plan import GIB, _layered, _strategy_kind, build_model, optimizer_state_bytes, read_stages
+from leffa_pl.planning.plan import (
+    GIB,
+    build_model,
+    device_count,
+    optimizer_state_bytes,
+    read_plan_config,
+    strategy_kind,
+)
 from leffa_pl.training.trainable import select_trainable
 
 PNG_CHANNELS = 3
@@ -39,9 +47,9 @@ def _default(cls, name: str):
     return inspect.signature(cls).parameters[name].default
 
 
-def _callback(callbacks: list, name: str) -> dict | None:
-    return next((c.get("init_args") or {} for c in callbacks
-                 if isinstance(c, dict) and str(c.get("class_path", "")).endswith(name)), None)
+def _callback(config: dict, kind: type) -> dict | None:
+    """``init_args`` of the first configured callback that is a ``kind`` (None: none is)."""
+    return next(iter(callbacks_of(config, kind)), None)
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,14 @@ def checkpoint_bytes(model: LeffaModel, optimizer: str, ema: bool) -> int:
     return weights + optimizer_state_bytes(trainable, optimizer) + shadow
 
 
-def _checkpoints_at_once(callbacks: list, stages: list[Stage], total_steps: int, validations: int
+def _checkpoints_at_once(config: dict, stages: list[Stage], total_steps: int, validations: int
                          ) -> tuple[int, str]:
-    retained = _callback(callbacks, "RetainedCheckpoints")
+    retained = _callback(config, RetainedCheckpoints)
     if retained is not None:
         keep = retained.get("keep", _default(RetainedCheckpoints, "keep"))
         return keep + 1 + len(stages) + 1, (f"{keep} most recent + 1 being written + {len(stages)} stage ends "
                                             "+ last.ckpt written at a SIGTERM")
-    plain = _callback(callbacks, "ModelCheckpoint")
+    plain = _callback(config, ModelCheckpoint)
     if plain is None:
         return 0, "no checkpoint callback"
     top_k = plain.get("save_top_k", 1)
@@ -91,10 +99,10 @@ def _checkpoints_at_once(callbacks: list, stages: list[Stage], total_steps: int,
 
 
 def plan_disk(config: dict, model: LeffaModel) -> DiskPlan:
-    """``config``: the merged configuration (``trainer``, ``model``, ``stages``, ``images``, ``export``)."""
+    """``config``: a configuration as ``leffa-pl fit`` parses it (``as_dict()``; ``trainer``, ``model``, ``stages``,
+    ``images``, ``export``)."""
     trainer, settings = config.get("trainer") or {}, config.get("model") or {}
     stages = [s if isinstance(s, Stage) else Stage(**s) for s in (config.get("stages") or {}).get("stages", [])]
-    callbacks = trainer.get("callbacks") or []
     max_steps = trainer.get("max_steps") or -1
     total_steps = max_steps if max_steps > 0 else sum(s.steps for s in stages)
     # validations: val_check_interval counts training batches (optimizer steps x accumulation)
@@ -103,8 +111,8 @@ def plan_disk(config: dict, model: LeffaModel) -> DiskPlan:
     validating = trainer.get("limit_val_batches") != 0  # None: Lightning's default, every batch
     validations = (sum(b // interval for b in batches) if isinstance(interval, int) and interval > 0
                    else len(stages)) if validating else 0
-    count, retention = _checkpoints_at_once(callbacks, stages, total_steps, validations)
-    ema = _callback(callbacks, "LeffaEMA") is not None or _callback(callbacks, "EMAWeightAveraging") is not None
+    count, retention = _checkpoints_at_once(config, stages, total_steps, validations)
+    ema = _callback(config, EMAWeightAveraging) is not None  # LeffaEMA is one
     each = checkpoint_bytes(model, settings.get("optimizer", "adamw"), ema)
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     formats = (config.get("export") or {}).get("formats") or _default(ExportReleasedCheckpoint, "formats")
@@ -170,21 +178,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stages", type=Path, required=True)
     parser.add_argument("--architecture", required=True)
-    parser.add_argument("--trainer", type=Path, nargs="+", default=[Path("configs/trainer/gpu.yaml")])
+    parser.add_argument("--trainer", type=Path, nargs="+", default=[TRAINER_BASE, Path("configs/trainer/gpu.yaml")])
     parser.add_argument("--devices", type=int)
     args = parser.parse_args(argv)
-    config: dict = {}
-    for path in (*args.trainer, args.stages):
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such config file")
-        config = _layered(config, yaml.safe_load(path.read_text()) or {})
-    config["stages"] = {"stages": read_stages(args.stages)}
-    model = build_model(args.architecture, (config.get("model") or {}).get("trainable", "both"))
+    config = read_plan_config([*args.trainer, args.stages], args.devices)
+    model = build_model(args.architecture, config["model"]["trainable"])
     disk = plan_disk(config, model)
-    trainer = config.get("trainer") or {}
-    devices = args.devices or int(trainer.get("devices", 1))
-    host = plan_host_memory(model, disk, _strategy_kind(trainer.get("strategy")),
-                            (config.get("model") or {}).get("optimizer", "adamw"))
+    host = plan_host_memory(model, disk, strategy_kind(config["trainer"]["strategy"]), config["model"]["optimizer"])
+    devices = device_count(config["trainer"]["devices"])
     print(format_resources(disk, host, devices))
 
 

@@ -19,17 +19,18 @@ the stage's global batch.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.strategies import FSDPStrategy, StrategyRegistry
 
 from leffa_pl.callbacks.stage_schedule import Stage
+from leffa_pl.config import TRAINER_BASE, ConfigError, callbacks_of, configured_class, read_config
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.model.presets import (
@@ -183,74 +184,83 @@ def plan_stage(stage: Stage, static: StaticMemory, activations: StepActivations,
     return StagePlan(stage, static, activations.bytes(stage.batch_size, stage.resolution), usable, largest, keep)
 
 
-def read_stages(path: Path) -> list[Stage]:
-    config = yaml.safe_load(path.read_text())
+# The training setup does not depend on the stage schedule, which the parser requires: an empty one stands in.
+NO_STAGES = "--stages.stages=[]"
+
+
+def read_plan_config(configs: Sequence[Path], devices: int | None = None, args: Sequence[str] = ()) -> dict:
+    """What ``leffa-pl fit --config <each of configs> [--trainer.devices=<devices>]`` runs, read through its own
+    parser (``leffa_pl.config.read_config``: layered, defaults filled in, nothing built), as a dict."""
     try:
-        return [Stage(**stage) for stage in config["stages"]["stages"]]
-    except (KeyError, TypeError) as error:
-        raise SystemExit(f"{path}: not a stages config (stages: stages: [...]): {error}") from None
+        config = read_config(configs, [*args, *([f"--trainer.devices={devices}"] if devices else [])])
+    except ConfigError as error:
+        raise SystemExit(str(error)) from None
+    return config.as_dict()
 
 
-def read_setup(trainer_paths: list[Path], overrides: argparse.Namespace) -> TrainingSetup:
-    """The training setup of trainer configs layered as ``leffa-pl fit --config a --config b`` does (later keys
-    replace earlier ones, lists whole)."""
-    config: dict = {}
-    for path in trainer_paths:
-        config = _layered(config, yaml.safe_load(path.read_text()) or {})
-    trainer, model = config.get("trainer", {}), config.get("model", {})
-    strategy = _strategy_kind(trainer.get("strategy", "ddp"))
-    callbacks = [c.get("class_path", "") for c in trainer.get("callbacks", []) if isinstance(c, dict)]
-    ema = any(c.endswith(("LeffaEMA", "EMAWeightAveraging")) for c in callbacks)
-    if strategy == "fsdp" and ema:
-        raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: LeffaEMA refuses FSDP (it averages full parameters, "
+def read_stages(path: Path) -> list[Stage]:
+    return plan_stages(read_plan_config([path]))
+
+
+def plan_stages(config: dict) -> list[Stage]:
+    return [Stage(**stage) for stage in config["stages"]["stages"]]
+
+
+def read_setup(trainer_paths: Sequence[Path], devices: int | None = None) -> TrainingSetup:
+    """The training setup of trainer configs layered as ``leffa-pl fit --config a --config b`` does."""
+    return training_setup(read_plan_config(trainer_paths, devices, [NO_STAGES]), trainer_paths)
+
+
+def training_setup(config: dict, paths: Sequence[Path]) -> TrainingSetup:
+    """The training setup of a configuration ``read_plan_config`` read from ``paths``: the strategy and the EMA
+    callback it configures, checked as ``leffa-pl fit`` would find them."""
+    trainer, model = config["trainer"], config["model"]
+    strategy = strategy_class(trainer["strategy"])
+    sharded = strategy is not None and issubclass(strategy, FSDPStrategy)
+    ema = bool(callbacks_of(config, EMAWeightAveraging))  # LeffaEMA is one
+    if sharded and ema:
+        raise SystemExit(f"{' + '.join(map(str, paths))}: LeffaEMA refuses FSDP (it averages full parameters, "
                          "FSDP holds shards); remove it from trainer.callbacks")
-    checkpointing = bool(model.get("gradient_checkpointing", False))
-    trainable = model.get("trainable", "both")
+    trainable = model["trainable"]
     lora = LoraSettings(**model["lora"]) if trainable == "lora" and model.get("lora") else None
-    if strategy == "fsdp" and trainable == "lora":
-        raise SystemExit(f"{' + '.join(map(str, trainer_paths))}: {LORA_FSDP}")
-    strategy_args = (trainer["strategy"].get("init_args") or {}) if isinstance(trainer.get("strategy"), dict) else {}
-    if _strategy_class(trainer.get("strategy")) is LeffaFSDPStrategy:
+    if sharded and trainable == "lora":
+        raise SystemExit(f"{' + '.join(map(str, paths))}: {LORA_FSDP}")
+    checkpointing = bool(model["gradient_checkpointing"])
+    if strategy is not None and issubclass(strategy, LeffaFSDPStrategy):
         # the strategy checkpoints the blocks that diffusers' gradient checkpointing does (transformer, ResNet)
-        checkpointing |= bool(strategy_args.get("activation_checkpointing_blocks", True))
+        checkpointing |= bool(trainer["strategy"]["init_args"]["activation_checkpointing_blocks"])
     return TrainingSetup(
-        devices=overrides.devices or int(trainer.get("devices", 1)),
-        strategy=strategy,
-        precision=str(trainer.get("precision", "32-true")),
+        devices=device_count(trainer["devices"]),
+        strategy="fsdp" if sharded else "ddp",
+        precision=str(trainer["precision"] or "32-true"),
         gradient_checkpointing=checkpointing,
         trainable=trainable,
-        optimizer=model.get("optimizer", "adamw"),
+        optimizer=model["optimizer"],
         ema=ema,
         lora=lora,
-        device_type="cpu" if trainer.get("accelerator") == "cpu" else "cuda",
+        device_type="cpu" if trainer["accelerator"] == "cpu" else "cuda",
     )
 
 
-def _layered(base: dict, top: dict) -> dict:
-    merged = dict(base)
-    for key, value in top.items():
-        merged[key] = _layered(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) \
-            else value
-    return merged
+def device_count(devices) -> int:
+    """Devices of ``trainer.devices`` as parsed: a count, a list of indices; "auto" and -1 plan one device."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    return int(devices) if str(devices).isdigit() else 1
 
 
-def _strategy_class(strategy) -> type | None:
-    """The class a ``class_path`` strategy names (None for a registry name such as ``ddp``)."""
-    if not isinstance(strategy, dict):
-        return None
-    module, _, name = str(strategy.get("class_path", "")).rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise SystemExit(f"trainer.strategy: cannot import {strategy.get('class_path')!r}: {error}") from None
+def strategy_class(strategy) -> type | None:
+    """The class of ``trainer.strategy`` as parsed: a ``class_path`` entry or a name of Lightning's strategy
+    registry (None: "auto", the accelerator's default)."""
+    if isinstance(strategy, dict):
+        return configured_class(strategy)
+    return StrategyRegistry[strategy]["strategy"] if strategy in StrategyRegistry else None
 
 
-def _strategy_kind(strategy) -> str:
+def strategy_kind(strategy) -> str:
     """"fsdp" for Lightning's FSDP (a registry name or a class_path naming an FSDPStrategy), else "ddp"."""
-    cls = _strategy_class(strategy)
-    if cls is not None:
-        return "fsdp" if issubclass(cls, FSDPStrategy) else "ddp"
-    return "fsdp" if "fsdp" in str(strategy).lower() else "ddp"
+    cls = strategy_class(strategy)
+    return "fsdp" if cls is not None and issubclass(cls, FSDPStrategy) else "ddp"
 
 
 def build_model(architecture: str, trainable: str, lora: LoraSettings | None = None) -> LeffaModel:
@@ -311,18 +321,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--architecture", choices=sorted(ARCHITECTURES), required=True)
     parser.add_argument("--memory-gib", type=float, nargs="+", required=True,
                         help="memory of one device (several: one plan each)")
-    parser.add_argument("--trainer", type=Path, nargs="+", default=[Path("configs/trainer/gpu.yaml")],
-                        help="trainer configs, layered in order (e.g. gpu.yaml gpu_fsdp.yaml)")
-    parser.add_argument("--devices", type=int, help="override the trainer config's devices")
+    parser.add_argument("--trainer", type=Path, nargs="+", default=[TRAINER_BASE, Path("configs/trainer/gpu.yaml")],
+                        help="trainer configs, layered in order as leffa-pl fit --config does (e.g. base.yaml "
+                             "gpu.yaml gpu_fsdp.yaml)")
+    parser.add_argument("--devices", type=int, help="override the trainer config's devices (--trainer.devices)")
     parser.add_argument("--headroom", type=float, default=HEADROOM,
                         help="fraction of the memory kept free (CUDA context, fragmentation, kernel workspaces)")
     parser.add_argument("--json", type=Path, help="also write the plan as JSON here")
     args = parser.parse_args(argv)
-    for path in (args.stages, *args.trainer):
-        if not path.is_file():
-            raise SystemExit(f"{path}: no such config file")
-    stages = read_stages(args.stages)
-    setup = read_setup(args.trainer, args)
+    config = read_plan_config([*args.trainer, args.stages], args.devices)
+    stages = plan_stages(config)
+    setup = training_setup(config, args.trainer)
     model = build_model(args.architecture, setup.trainable, setup.lora)
     static = static_memory(model, setup)
     fits = {leffa_loss: fit_activations(args.architecture, setup, leffa_loss)

@@ -36,7 +36,6 @@ SPEC = DatasetSpec(
     categories=reader.CATEGORIES,
     label_set=reader.LABEL_SET,
     keypoint_format=reader.KEYPOINT_FORMAT,
-    mask_recipe=reader.DEFAULT_MASK_RECIPE,
     app_mask_recipe=LEFFA_DC.name,
     densepose=DensePoseCodec(read=read_label, decode=part_indices, to_tensor=reader.encode_densepose),
     layout_writer=DressCodeLayout,

@@ -29,7 +29,6 @@ SPEC = DatasetSpec(
     categories=("upper_body",),
     label_set=reader.LABEL_SET,
     keypoint_format=reader.KEYPOINT_FORMAT,
-    mask_recipe=reader.DEFAULT_MASK_RECIPE,
     app_mask_recipe=LEFFA_HD.name,
     densepose=DensePoseCodec(read=read_rgb, decode=reader.decode_densepose, to_tensor=reader.densepose_tensor),
     layout_writer=VitonHDLayout,

@@ -24,6 +24,7 @@ import torch
 from benchmarks.bench_train import RepeatedSampleData, StepMeter
 from benchmarks.common import REPO_ROOT, rerun_command
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.training.leffa_module import LeffaModule
 
 CONFIGURATIONS = [("ddp", True), ("ddp_find_unused_parameters_true", True),
@@ -33,7 +34,7 @@ CONFIGURATIONS = [("ddp", True), ("ddp_find_unused_parameters_true", True),
 def measure(strategy: str, freeze_unreached: bool, resolution: tuple[int, int], batch: int, warmup: int,
             steps: int) -> dict:
     pl.seed_everything(0, verbose=False)
-    module = LeffaModule(reference_dropout=0.0, leffa_theta_timestep=1000)
+    module = LeffaModule(reference_dropout=0.0, leffa_loss=LeffaLossSettings(theta_timestep=1000))
     if not freeze_unreached:
         module.model.unet.requires_grad_(True)
         module.model.unet_encoder.requires_grad_(True)

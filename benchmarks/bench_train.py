@@ -56,6 +56,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop, sdpa_f
 from benchmarks.common import REPO_ROOT, recorded, rerun_command
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.config import TRAINER_BASE
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.planning.activations import StepActivations, StepSettings, probe_step
 from leffa_pl.planning.plan import (
@@ -223,7 +224,7 @@ def build_module(config: Config) -> LeffaModule:
     # theta_timestep 1000 and no reference dropout: every sample takes the Leffa loss (see the docstring).
     module_class = SGDLeffaModule if config.optimizer == "sgd" else LeffaModule
     with torch.device(config.device):  # random initialisation where the model will run (fast on a GPU)
-        module = module_class(reference_dropout=0.0, leffa_theta_timestep=1000,
+        module = module_class(reference_dropout=0.0, leffa_loss=LeffaLossSettings(theta_timestep=1000),
                               gradient_checkpointing=config.gradient_checkpointing,
                               channels_last=config.channels_last, torch_compile=config.torch_compile,
                               trainable=config.trainable, lora=config.lora)

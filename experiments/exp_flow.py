@@ -56,7 +56,7 @@ from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule  # noqa: E402
 from leffa_pl.data import make_synthetic  # noqa: E402
 from leffa_pl.data.datamodule import VitonHDDataModule  # noqa: E402
 from leffa_pl.data.layout import FLOW_FOLDER  # noqa: E402
-from leffa_pl.losses.leffa_loss import PAPER_TRAIN_TIMESTEPS, LeffaLoss  # noqa: E402
+from leffa_pl.losses.leffa_loss import PAPER_TRAIN_TIMESTEPS, LeffaLoss, LeffaLossSettings  # noqa: E402
 from leffa_pl.metrics.flow_error import end_point_error, upsample_flow  # noqa: E402
 from leffa_pl.training.leffa_module import LeffaModule  # noqa: E402
 
@@ -281,7 +281,7 @@ def run_configuration(seed: int, shift_size: float | None, arms: dict[str, float
     device = "cuda" if args.accelerator in ("gpu", "cuda") else "cpu"
     resolution = tuple(args.resolution)
     batches = held_out_batches(data_root, args)
-    common = dict(base_model=args.base_model, leffa_tau=args.leffa_tau)
+    common = dict(base_model=args.base_model, leffa_loss=LeffaLossSettings(tau=args.leffa_tau))
     seconds, shift = {}, None
     if args.base_model:
         init_checkpoint, init = None, LeffaModule(**common)
@@ -297,8 +297,9 @@ def run_configuration(seed: int, shift_size: float | None, arms: dict[str, float
     del init
     curves = {}
     for arm, weight in arms.items():
-        module = LeffaModule(init_checkpoint=init_checkpoint, seed=seed + 1000, learning_rate=args.learning_rate,
-                             leffa_weight=weight, **common)
+        module = LeffaModule(base_model=args.base_model, init_checkpoint=init_checkpoint, seed=seed + 1000,
+                             learning_rate=args.learning_rate,
+                             leffa_loss=LeffaLossSettings(tau=args.leffa_tau, weight=weight))
         curve = HeldOutCurve(batches, args.timesteps, args.curve_every)
         stage = Stage(f"fine-tune {arm}", args.finetune_steps, resolution, args.batch_size, leffa_loss=weight > 0)
         seconds[arm] = fit(module, data_root, stage, seed + 1000, args, [curve])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from leffa_pl.losses.attention_flow import attention_flow, token_grid
 from leffa_pl.metrics.flow_error import upsample_flow
 from leffa_pl.model.reference_attention import AttentionRecord
-from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.leffa_module import DiffusionInputs, LeffaModule
 
 
 def shift_vector(size_px: float, seed: int) -> tuple[float, float]:
@@ -67,24 +67,27 @@ def flow_supervision_loss(flows: Sequence[torch.Tensor], teacher: torch.Tensor) 
 class TeacherSeededModule(LeffaModule):
     """``LeffaModule`` whose training loss adds ``teacher_weight`` x the flow supervision toward the batch's
     ground-truth flow shifted by ``teacher_shift`` pixels (samples whose reference was dropped excluded), at
-    the Leffa loss's layers and temperature. Needs batches with ``flow`` (the synthetic data)."""
-
-    records_attention = True
+    the Leffa loss's layers and temperature. Needs batches with ``flow`` (the synthetic data); trains without
+    the Leffa loss and image logging (the experiment's init stage)."""
 
     def __init__(self, teacher_shift: tuple[float, float], teacher_weight: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.teacher_shift = tuple(teacher_shift)
         self.teacher_weight = teacher_weight
 
-    def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
-                     keep: torch.Tensor) -> dict[str, torch.Tensor]:
+    def training_losses(self, batch: Mapping[str, Any], inputs: DiffusionInputs, log_images: bool
+                        ) -> tuple[dict[str, torch.Tensor], None]:
         if "flow" not in batch:
             raise KeyError("TeacherSeededModule needs ground-truth flow in the batch (synthetic data)")
-        index = keep.nonzero().squeeze(1)
-        if len(index) == 0:
-            return {}
-        flows = layer_flows(records, self.leffa_loss.select_layers, tuple(batch["person"].shape[-2:]),
-                            tuple(batch["reference"].shape[-2:]), self.leffa_loss.tau)
-        teacher = shifted_flow(batch["flow"][index].float(), self.teacher_shift)
-        loss = flow_supervision_loss([flow[index] for flow in flows], teacher)
-        return {"teacher_flow": self.teacher_weight * loss}
+        if self.leffa_loss_enabled or log_images:
+            raise ValueError("TeacherSeededModule trains without the Leffa loss and image logging")
+        records: list[AttentionRecord] = []
+        losses = {"mse": self.diffusion_loss(inputs, records)}
+        index = inputs.keep.nonzero().squeeze(1)
+        if len(index) > 0:
+            flows = layer_flows(records, self.leffa_loss.select_layers, tuple(batch["person"].shape[-2:]),
+                                tuple(batch["reference"].shape[-2:]), self.leffa_loss.tau)
+            teacher = shifted_flow(batch["flow"][index].float(), self.teacher_shift)
+            losses["teacher_flow"] = self.teacher_weight * flow_supervision_loss([flow[index] for flow in flows],
+                                                                                 teacher)
+        return losses, None

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from leffa_pl.callbacks.export_checkpoint import ExportError
@@ -30,6 +30,7 @@ from leffa_pl.config import (
 from leffa_pl.planning.disk import model_for_check, plan_disk
 from leffa_pl.planning.plan import GIB
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.module_settings import FLAT_SETTINGS, flat_settings_refusal
 from leffa_pl.training.run_folder import (
     RunFolderError,
     check_free_space,
@@ -50,11 +51,14 @@ class LeffaCLI(LeffaArguments):
         check_trainer_base(config_files(sys.argv[1:] if args is None else args))
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
+        refusal = flat_settings_refusal((self.config[subcommand] if subcommand else self.config).model)
+        if refusal:  # before --ckpt_path's hyper_parameters join the config: what the user gave
+            parser.error(refusal)
         # LightningCLI reads --ckpt_path next (for its hyperparameters): say first what a wrong file is.
         if subcommand == "fit" and self.config.fit.run.resume:
             self.config.fit.ckpt_path = last_checkpoint(self.config.fit.as_dict())
         if subcommand and self.config[subcommand].get("ckpt_path"):
-            settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS]
+            settings = [*inspect.signature(LeffaModule).parameters, *RETIRED_MODEL_SETTINGS, *FLAT_SETTINGS]
             data = self.config[subcommand].get("data")
             check_resume_checkpoint(self.config[subcommand].ckpt_path, settings,
                                     data.get("class_path") if data is not None and subcommand == "fit" else None)
@@ -77,6 +81,12 @@ class LeffaCLI(LeffaArguments):
                 rank_zero_warn(f"model.{name}={value!r} (from the --ckpt_path checkpoint's hyper_parameters or the "
                                f"config) is a retired setting, dropped: LeffaModule no longer takes it; "
                                f"{replacement} sets it now")
+        for name, (section, key) in FLAT_SETTINGS.items():  # only a checkpoint's, parse_arguments refused the rest
+            value = model.pop(name, None)
+            if value is not None:
+                model[f"{section}.{key}"] = value
+                rank_zero_info(f"model.{name}={value!r} (the --ckpt_path checkpoint's, written before the config "
+                               f"sections) -> model.{section}.{key}")
         # The stage schedule counts optimizer steps and ends epochs at stage boundaries: epochs set no limit (this
         # spares Lightning's "max_epochs was not set ... 1000" warning).
         if config.get("trainer") is not None and config.trainer.get("max_epochs") is None:

@@ -25,6 +25,7 @@ from leffa_pl.callbacks.stage_schedule import StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
 from leffa_pl.evaluation.in_training import ValidationScores
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.module_settings import FLAT_SETTINGS, new_key
 
 TRAINER_BASE = Path("configs/trainer/base.yaml")
 # Model settings LeffaModule took once -> what sets that now. Checkpoints of older runs carry them in their
@@ -44,6 +45,13 @@ class LeffaArguments(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for name in RETIRED_MODEL_SETTINGS:
             parser.add_argument(f"--model.{name}", default=None, help=argparse.SUPPRESS)
+        # The flat settings that moved into config sections (leffa_pl/training/module_settings.py): refused in a
+        # config or on the command line (leffa_pl/cli.py), moved into their sections from a --ckpt_path checkpoint
+        # written before. Shown in --help: a suppressed option is lost when a config has ${...} (jsonargparse's
+        # omegaconf+ mode re-reads the config without it).
+        for name in FLAT_SETTINGS:
+            parser.add_argument(f"--model.{name}", default=argparse.SUPPRESS, help=f"moved to --{new_key(name)} "
+                                "(refused)")
         parser.add_argument("--run.dir", type=str | None, default=None,
                             help="the run's folder; the trainer configs put checkpoints/, export/ and "
                                  "tensorboard/ in it as ${run.dir}/...")

@@ -13,6 +13,7 @@ import yaml
 from leffa_pl.cli import main
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.module_settings import FLAT_SETTINGS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGES = [{"name": "a", "steps": 2, "resolution": [32, 24], "batch_size": 2},
@@ -126,25 +127,57 @@ def test_ckpt_path_that_is_not_a_training_checkpoint_says_what_it_is(tmp_path):
 def test_a_checkpoint_with_a_retired_model_setting_resumes_with_a_warning(tmp_path):
     # Checkpoints written before log_images_every_n_steps left LeffaModule carry it in their hyper_parameters,
     # which LightningCLI applies as model settings on --ckpt_path (it refused them: "does not accept option").
+    # Those written up to f8eb75b hold the flat leffa_* / validation_* settings: moved into their sections.
     config = write_config(tmp_path, tmp_path / "run")
     main(["fit", f"--config={config}", "--trainer.max_steps=2"])  # the end of stage a: last.ckpt
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, weights_only=True)
-    checkpoint["hyper_parameters"]["log_images_every_n_steps"] = 50
+    hparams = checkpoint["hyper_parameters"]
+    hparams["log_images_every_n_steps"] = 50
+    for flat, (section, key) in FLAT_SETTINGS.items():  # as f8eb75b wrote them
+        hparams[flat] = hparams[section][key]
+    del hparams["leffa_loss"], hparams["validation_sampler"]
+    hparams["leffa_weight"], hparams["validation_steps"] = 0.5, 3
     old = tmp_path / "old.ckpt"
     torch.save(checkpoint, old)
 
     with pytest.warns(UserWarning, match=r"model.log_images_every_n_steps=50 .*retired setting, dropped.*"
                                          r"images.every_n_steps"):
         main(["fit", f"--config={config}", f"--ckpt_path={old}", "--trainer.max_steps=3"])
-    assert torch.load(last, weights_only=True)["global_step"] == 3  # resumed at 2, one more step
-    assert "log_images_every_n_steps" not in (tmp_path / "run" / "config.yaml").read_text()
-    assert LeffaModule.load_from_checkpoint(old).hparams.learning_rate == 1e-3  # Lightning drops unknown keys here
+    resumed = torch.load(last, weights_only=True)
+    assert resumed["global_step"] == 3  # resumed at 2, one more step
+    assert resumed["hyper_parameters"]["leffa_loss"]["weight"] == 0.5  # the old run's settings, in their sections
+    assert resumed["hyper_parameters"]["validation_sampler"]["steps"] == 3
+    assert not set(FLAT_SETTINGS) & set(resumed["hyper_parameters"])
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "log_images_every_n_steps" not in saved and "leffa_weight" not in saved
+    loaded = LeffaModule.load_from_checkpoint(old)  # Lightning drops unknown keys here; the flat ones are moved
+    assert loaded.hparams.learning_rate == 1e-3 and loaded.leffa_loss.weight == 0.5
+    assert loaded.validation_sampler.num_inference_steps == 3
 
-    checkpoint["hyper_parameters"]["no_such_setting"] = 1  # not retired: unknown, refused before any work
+    hparams["no_such_setting"] = 1  # not retired: unknown, refused before any work
     torch.save(checkpoint, old)
     assert (f"{old}: its hyper_parameters hold model settings that LeffaModule does not take (no_such_setting)"
             in refusal(f"--config={config}", f"--ckpt_path={old}"))
+
+
+def test_flat_leffa_and_validation_settings_are_refused_naming_their_sections(tmp_path, capsys):
+    config = write_config(tmp_path, tmp_path / "run")  # its ${run.dir} makes jsonargparse re-read the config
+
+    def error(*args: str) -> str:
+        with pytest.raises(SystemExit) as stopped:
+            main(["fit", f"--config={config}", *args])
+        assert stopped.value.code == 2  # argparse's: bad arguments
+        return capsys.readouterr().err
+
+    message = error("--model.leffa_weight=0.5")
+    assert "model.leffa_weight -> model.leffa_loss.weight" in message and "--model.leffa_loss.weight=0.5" in message
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("model:\n  leffa_tau: 3.0\n  validation_steps: 3\n")
+    message = error(f"--config={flat}")
+    assert "model.leffa_tau -> model.leffa_loss.tau, model.validation_steps -> model.validation_sampler.steps" \
+        in message and "model: {leffa_loss: {tau: 3.0}}" in message
+    assert not (tmp_path / "run").exists()  # refused before any work
 
 
 def test_an_output_folder_that_cannot_be_written_fails_before_training(tmp_path):

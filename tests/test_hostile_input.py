@@ -447,30 +447,33 @@ def test_row7_export_is_all_or_nothing_and_a_finished_resume_redoes_it(tmp_path,
 
 # ----------------------------------------------------------------------------------------- row 8
 @pytest.mark.parametrize("setting, value, message", [
-    ("leffa_weight", -1.0, "leffa weight must be a finite number >= 0"),
-    ("leffa_theta_timestep", -1, r"leffa theta_timestep must be in \(0, 1000\]"),
-    ("leffa_theta_timestep", 5000, r"leffa theta_timestep must be in \(0, 1000\]"),
-    ("leffa_theta_resolution", 0.0, r"theta_resolution must be in \(0, 1\]"),
-    ("leffa_tau", float("nan"), "leffa tau must be a finite number > 0"),
+    ("leffa_loss.weight", -1.0, "model.leffa_loss.weight=-1.0: must be a finite number >= 0"),
+    ("leffa_loss.theta_timestep", -1, r"model.leffa_loss.theta_timestep=-1: must be in \(0, 1000\]"),
+    ("leffa_loss.theta_timestep", 5000, r"model.leffa_loss.theta_timestep=5000: must be in \(0, 1000\]"),
+    ("leffa_loss.theta_resolution", 0.0, r"model.leffa_loss.theta_resolution=0.0: must be in \(0, 1\]"),
+    ("leffa_loss.tau", float("nan"), "model.leffa_loss.tau=nan: must be a finite number > 0"),
+    ("validation_sampler.steps", 0, "model.validation_sampler: steps .*must be an integer >= 1"),
     ("learning_rate", -1e-5, "model.learning_rate=-1e-05: must be a finite number >= 0"),
     ("reference_dropout", 1.5, r"model.reference_dropout=1.5: must be a finite number in \[0, 1\]"),
 ])
 def test_row8_training_settings_out_of_range_fail_at_construction(setting, value, message):
     from leffa_pl.training.leffa_module import LeffaModule
 
+    section, _, key = setting.rpartition(".")  # a config section arrives as a mapping from a checkpoint
     with pytest.raises(ValueError, match=message):
-        LeffaModule(**{setting: value})
+        LeffaModule(**({section: {key: value}} if section else {key: value}))
 
 
 def test_row8_leffa_settings_without_a_leffa_stage_warn():
     from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+    from leffa_pl.losses.leffa_loss import LeffaLossSettings
     from leffa_pl.training.leffa_module import LeffaModule
 
-    module = LeffaModule(leffa_weight=0.5, leffa_tau=3.0)
-    assert module.leffa_settings_changed() == ["model.leffa_tau=3.0", "model.leffa_weight=0.5"]
+    module = LeffaModule(leffa_loss=LeffaLossSettings(weight=0.5, tau=3.0))
+    assert module.leffa_settings_changed() == ["model.leffa_loss.tau=3.0", "model.leffa_loss.weight=0.5"]
     schedule = StageSchedule([Stage("plain", 2, (64, 48), 1)])
-    with pytest.warns(UserWarning, match=r"model.leffa_tau=3.0, model.leffa_weight=0.5: no effect, no stage trains "
-                                         "with the Leffa loss"):
+    with pytest.warns(UserWarning, match=r"model.leffa_loss.tau=3.0, model.leffa_loss.weight=0.5: no effect, no "
+                                         "stage trains with the Leffa loss"):
         schedule.warn_unused_leffa_settings(module)
 
 

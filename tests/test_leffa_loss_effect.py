@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from leffa_pl.data.datamodule import VitonHDDataModule
 from leffa_pl.datasets.vitonhd import synthetic as vitonhd_synthetic
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.metrics.flow_error import end_point_error
 from leffa_pl.training.leffa_module import LeffaModule
 
@@ -74,7 +75,7 @@ class FixedBatchSteps:
 def test_leffa_steps_lower_the_flow_error_from_a_near_correct_init_and_diffusion_steps_do_not(batch):
     teacher_flow = load_teacher_flow()
     torch.manual_seed(0)
-    module = LeffaModule(leffa_weight=1.0)
+    module = LeffaModule(leffa_loss=LeffaLossSettings(weight=1.0))
     steps = FixedBatchSteps(module, batch)
     teacher = teacher_flow.shifted_flow(batch["flow"], (2.0, 2.0))
     select = module.leffa_loss.select_layers

@@ -25,9 +25,10 @@ class NaNAt(LeffaModule):
         self.where = where
         self.model.unet.conv_out.weight.register_hook(self._gradient)
 
-    def extra_losses(self, batch, records, timesteps, keep):
+    def training_losses(self, batch, inputs, log_images):
+        losses, leffa = super().training_losses(batch, inputs, log_images)
         nan = self.where == "loss" and self.global_step == NAN_STEP
-        return {"probe": torch.tensor(float("nan") if nan else 0.0)}
+        return losses | {"probe": torch.tensor(float("nan") if nan else 0.0)}, leffa
 
     def _gradient(self, gradient):
         return gradient * float("nan") if self.where == "gradient" and self.global_step == NAN_STEP else gradient

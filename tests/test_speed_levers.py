@@ -18,6 +18,7 @@ import torch._inductor.config
 from leffa_pl.callbacks.ema import LeffaEMA
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.model.checkpoint import read_state_dict
 from leffa_pl.model.leffa_model import LeffaModel
 from leffa_pl.testing.training import RandomTryOnDataModule, SGDLeffaModule
@@ -49,7 +50,8 @@ def _fit(tmp_path, steps=2, **module_kwargs):
     """``steps`` SGD steps with the Leffa loss on every sample, EMA, export to ``tmp_path``; returns the module,
     its ``StepLog`` and the trainer."""
     torch.manual_seed(0)
-    module = SGDLeffaModule(learning_rate=1e-2, reference_dropout=0.0, leffa_theta_timestep=1000, **module_kwargs)
+    module = SGDLeffaModule(learning_rate=1e-2, reference_dropout=0.0,
+                            leffa_loss=LeffaLossSettings(theta_timestep=1000), **module_kwargs)
     module.use_model(LeffaModel.tiny(**SMALL_UNET))
     log = StepLog()
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_progress_bar=False,

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.atomic_checkpoint import AtomicCheckpointIO
 from leffa_pl.training.leffa_module import LeffaModule, NonFiniteLossError
@@ -173,8 +174,8 @@ def test_stage_schedule_refuses_a_module_without_set_stage(tmp_path):
 def test_a_leffa_stage_whose_theta_resolution_selects_no_layer_fails_before_training(tmp_path):
     # the tiny UNet's finest attention grid at 32x24 is 4x3: 4/32 of the height, below 0.25
     recorder = Recorder()
+    module = _module(leffa_loss=LeffaLossSettings(theta_resolution=0.25))
     with pytest.raises(ValueError, match="stage 'b': the Leffa loss selects no attention layer at 32x24"):
         _trainer(tmp_path, [StageSchedule([Stage("a", 1, (32, 24), 2), Stage("b", 1, (32, 24), 2, leffa_loss=True)]),
-                            recorder], enable_checkpointing=False).fit(_module(leffa_theta_resolution=0.25),
-                                                                      RandomTryOnDataModule())
+                            recorder], enable_checkpointing=False).fit(module, RandomTryOnDataModule())
     assert recorder.rows == []

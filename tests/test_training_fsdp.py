@@ -25,6 +25,7 @@ from torch.distributed.fsdp import FullyShardedDataParallel
 from torch.utils.data import default_collate
 
 from leffa_pl.callbacks.export_checkpoint import ExportReleasedCheckpoint
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.planning.plan import TrainingSetup, static_memory
 from leffa_pl.testing.training import RandomTryOnDataset, SGDLeffaModule
 from leffa_pl.training.sharding import LeffaFSDPStrategy, ShardedPrecision, blocks_to_shard
@@ -33,7 +34,7 @@ WORLD, PER_RANK = 2, 2
 CLIP = 1.0
 # Every sample takes the Leffa loss (no reference dropout, every timestep below the threshold), so each rank's
 # mean loss is the global mean's share and FSDP's gradient average equals the global batch's gradient.
-MODULE = dict(learning_rate=1.0, reference_dropout=0.0, leffa_theta_timestep=1000, leffa_weight=1.0)
+MODULE = dict(learning_rate=1.0, reference_dropout=0.0, leffa_loss=LeffaLossSettings(weight=1.0, theta_timestep=1000))
 
 
 def _module() -> SGDLeffaModule:

@@ -9,8 +9,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from leffa_pl.callbacks.stage_schedule import Stage, StageSchedule
 from leffa_pl.callbacks.tensorboard_images import LeffaImageLogger
+from leffa_pl.losses.leffa_loss import LeffaLossSettings
 from leffa_pl.testing.training import RandomTryOnDataModule
 from leffa_pl.training.leffa_module import LeffaModule
+from leffa_pl.training.module_settings import ValidationSamplerSettings
 
 HEIGHT, WIDTH, PADDING, TILES_PER_ROW = 32, 24, 2, 11  # LeffaImageLogger: 3 + 2 x 4 tiles a row
 SLOW_S = 1000.0
@@ -40,8 +42,9 @@ def test_event_file_has_warped_references_flow_colours_and_training_scalars_at_t
                          num_sanity_val_steps=0, limit_val_batches=1, val_check_interval=2,
                          callbacks=[StageSchedule([Stage("leffa", 3, (HEIGHT, WIDTH), 2, leffa_loss=True)]),
                                     LeffaImageLogger(every_n_steps=2), slow])
-    trainer.fit(LeffaModule(learning_rate=1e-3, reference_dropout=0.0, validation_steps=1,
-                            leffa_theta_timestep=1000),  # every sample in the Leffa loss
+    trainer.fit(LeffaModule(learning_rate=1e-3, reference_dropout=0.0,
+                            validation_sampler=ValidationSamplerSettings(steps=1),
+                            leffa_loss=LeffaLossSettings(theta_timestep=1000)),  # every sample in the Leffa loss
                 RandomTryOnDataModule(with_flow=True))
 
     events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
@@ -74,7 +77,7 @@ def test_validation_logs_the_attention_flow_error_when_the_data_has_ground_truth
     torch.manual_seed(0)
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)
-    module = LeffaModule(validation_steps=1)
+    module = LeffaModule(validation_sampler=ValidationSamplerSettings(steps=1))
     data = RandomTryOnDataModule(resolution=(HEIGHT, WIDTH), with_flow=True)
     [metrics] = trainer.validate(module, data, verbose=False)
     assert 0 < metrics["val/flow_epe"] < (HEIGHT**2 + WIDTH**2) ** 0.5 * 2  # pixels, finite

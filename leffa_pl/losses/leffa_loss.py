@@ -54,6 +54,31 @@ class LeffaLossOutput:
     active: torch.Tensor  # [B] bool, the samples below the timestep threshold
 
 
+@dataclass(frozen=True)
+class LeffaLossSettings:
+    """The ``model.leffa_loss`` section of a training config: ``LeffaLoss``'s arguments (see there)."""
+
+    tau: float = 2.0
+    weight: float = 1e-3
+    theta_resolution: float = 1 / 32
+    theta_timestep: int = 500
+    distance: str = "smooth_l1"
+
+    def __post_init__(self) -> None:
+        # Out of range, each would train silently wrong: a negative weight maximises the flow error, a threshold
+        # outside (0, 1000] or a grid fraction outside (0, 1] selects no sample or no layer (a no-op stage).
+        checks = {"tau": (math.isfinite(self.tau) and self.tau > 0, "a finite number > 0"),
+                  "weight": (math.isfinite(self.weight) and self.weight >= 0, "a finite number >= 0"),
+                  "theta_resolution": (0 < self.theta_resolution <= 1, "in (0, 1] (a fraction of the image height)"),
+                  "theta_timestep": (0 < self.theta_timestep <= PAPER_TRAIN_TIMESTEPS,
+                                     f"in (0, {PAPER_TRAIN_TIMESTEPS}] (the paper's timestep scale; 0 or less gives "
+                                     "no sample the loss)"),
+                  "distance": (self.distance in DISTANCES, f"one of {DISTANCES}")}
+        for name, (valid, requirement) in checks.items():
+            if not valid:
+                raise ValueError(f"model.leffa_loss.{name}={getattr(self, name)!r}: must be {requirement}")
+
+
 class LeffaLoss(nn.Module):
     """Leffa's flow-field loss on the generative UNet's attention records (see module docstring).
 
@@ -68,20 +93,7 @@ class LeffaLoss(nn.Module):
     def __init__(self, tau: float = 2.0, weight: float = 1e-3, theta_resolution: float = 1 / 32,
                  theta_timestep: float = 500, distance: str = "smooth_l1"):
         super().__init__()
-        # Out of range, each would train silently wrong: a negative weight maximises the flow error, a threshold
-        # outside (0, 1000] or a grid fraction outside (0, 1] selects no sample or no layer (a no-op stage).
-        if not math.isfinite(tau) or tau <= 0:
-            raise ValueError(f"leffa tau must be a finite number > 0, got {tau}")
-        if not math.isfinite(weight) or weight < 0:
-            raise ValueError(f"leffa weight must be a finite number >= 0, got {weight}")
-        if not 0 < theta_resolution <= 1:
-            raise ValueError(f"leffa theta_resolution must be in (0, 1] (a fraction of the image height), got "
-                             f"{theta_resolution}")
-        if not 0 < theta_timestep <= PAPER_TRAIN_TIMESTEPS:
-            raise ValueError(f"leffa theta_timestep must be in (0, {PAPER_TRAIN_TIMESTEPS}] (the paper's timestep "
-                             f"scale; 0 or less gives no sample the loss), got {theta_timestep}")
-        if distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {DISTANCES}, got {distance!r}")
+        LeffaLossSettings(tau, weight, theta_resolution, theta_timestep, distance)  # its range checks
         self.tau = tau
         self.weight = weight
         self.theta_resolution = theta_resolution

@@ -7,14 +7,14 @@ DDP run that shards the same global batch, draw exactly what an uninterrupted si
 
 from __future__ import annotations
 
-import inspect
 import math
+import os
 import time
 import warnings
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import lightning.pytorch as pl
 import torch
@@ -25,12 +25,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.warnings import PossibleUserWarning
 
-from leffa_pl.losses.leffa_loss import LeffaLoss
+from leffa_pl.losses.leffa_loss import LeffaLoss, LeffaLossOutput, LeffaLossSettings
 from leffa_pl.metrics.flow_error import end_point_error
-from leffa_pl.model.leffa_model import LeffaModel
+from leffa_pl.model.leffa_model import Conditioning, LeffaModel
 from leffa_pl.model.lora import LoraSettings
 from leffa_pl.model.provenance import RECORD_KEY, Provenance, check_task, read_provenance
-from leffa_pl.model.sampler import LeffaSampler, SamplerSettings
+from leffa_pl.model.reference_attention import RecordSink
+from leffa_pl.model.sampler import LeffaSampler
+from leffa_pl.training.module_settings import ValidationSamplerSettings, sections_of_flat_settings
 from leffa_pl.training.non_finite_guard import NonFiniteGuard, NonFiniteLossError
 from leffa_pl.training.optimizers import build_optimizer, check_optimizer_name
 from leffa_pl.training.step_outputs import TrainingStepOutput, ValidationStepOutput
@@ -81,6 +83,26 @@ def _check_ranges(**settings: tuple[float, float, float | None]) -> None:
             raise ValueError(f"model.{name}={value!r}: must be a finite number {bound}")
 
 
+class DiffusionInputs(NamedTuple):
+    """A batch's denoising inputs (``LeffaModule.diffusion_inputs``)."""
+
+    noisy: torch.Tensor  # noisy latents
+    noise: torch.Tensor  # the noise added: the prediction's target
+    timesteps: torch.Tensor
+    conditioning: Conditioning
+    keep: torch.Tensor  # [B] bool: the samples whose reference was kept (not dropped)
+
+
+DEFAULT_LEFFA_LOSS = LeffaLossSettings()
+DEFAULT_VALIDATION_SAMPLER = ValidationSamplerSettings()
+
+
+def _section(settings_class: type, value: Any) -> Any:
+    """A config section as given: by jsonargparse (the dataclass, or None), or from a checkpoint's hyper_parameters
+    (a mapping, load_from_checkpoint)."""
+    return settings_class(**value) if isinstance(value, Mapping) else value
+
+
 class LeffaModule(pl.LightningModule):
     def __init__(
         self,
@@ -100,21 +122,18 @@ class LeffaModule(pl.LightningModule):
         optimizer_eps: float | None = None,
         max_non_finite_steps: int = 5,
         seed: int = 0,
-        leffa_tau: float = 2.0,
-        leffa_weight: float = 1e-3,
-        leffa_theta_resolution: float = 1 / 32,
-        leffa_theta_timestep: int = 500,
-        leffa_distance: str = "smooth_l1",
-        validation_scheduler: str = "ddpm",
-        validation_steps: int = 10,
-        validation_guidance_scale: float = 2.5,
+        leffa_loss: LeffaLossSettings = DEFAULT_LEFFA_LOSS,
+        validation_sampler: ValidationSamplerSettings = DEFAULT_VALIDATION_SAMPLER,
         allow_other_task: bool = False,
     ):
         super().__init__()
-        if isinstance(lora, Mapping):  # from a checkpoint's hyper_parameters (load_from_checkpoint)
-            lora = LoraSettings(**lora)
-        self.save_hyperparameters(ignore=["lora"])
-        self.hparams["lora"] = asdict(lora) if lora is not None else None  # plain types: weights-only loadable
+        lora = _section(LoraSettings, lora)
+        leffa_loss = _section(LeffaLossSettings, leffa_loss)
+        validation_sampler = _section(ValidationSamplerSettings, validation_sampler)
+        self.save_hyperparameters(ignore=["lora", "leffa_loss", "validation_sampler"])
+        # plain types: weights-only loadable
+        self.hparams.update(lora=asdict(lora) if lora is not None else None, leffa_loss=asdict(leffa_loss),
+                            validation_sampler=asdict(validation_sampler))
         self.lora_settings = lora
         check_optimizer_name(optimizer)
         _check_ranges(learning_rate=(learning_rate, 0, None), weight_decay=(weight_decay, 0, None),
@@ -123,15 +142,22 @@ class LeffaModule(pl.LightningModule):
             check_compile_options(torch_compile_backend, gradient_checkpointing)
         self.use_model(build_model(base_model, init_checkpoint))
         self.noise_scheduler = DDPMScheduler.from_config(self.model.scheduler_config)
-        self.leffa_loss = LeffaLoss(tau=leffa_tau, weight=leffa_weight, theta_resolution=leffa_theta_resolution,
-                                    theta_timestep=leffa_theta_timestep, distance=leffa_distance)
-        self.validation_sampler = SamplerSettings(scheduler=validation_scheduler, num_inference_steps=validation_steps,
-                                                  guidance_scale=validation_guidance_scale)
+        self.leffa_loss = LeffaLoss(**asdict(leffa_loss))
+        self.validation_sampler = validation_sampler.sampler_settings()
         self.leffa_loss_enabled = False  # set_stage
         self._stage_end_step: int | None = None  # set_stage
         self._image_every_n_steps = 0  # set_image_interval
         self._last_step_time: float | None = None
         self.non_finite_guard = NonFiniteGuard(max_non_finite_steps)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's, with the flat settings of a checkpoint written up to f8eb75b (``model.leffa_weight``, ...)
+        moved into their sections (``leffa_pl/training/module_settings.py``); ``kwargs`` still win."""
+        if isinstance(checkpoint_path, (str, os.PathLike)) and Path(checkpoint_path).is_file():
+            content = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+            kwargs = sections_of_flat_settings(content.get("hyper_parameters") or {}) | kwargs
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def use_model(self, model: LeffaModel) -> None:
         """Train ``model`` with this module's settings: freezing, gradient checkpointing, channels-last, compilation
@@ -156,7 +182,7 @@ class LeffaModule(pl.LightningModule):
 
     def check_leffa_resolution(self, resolution: tuple[int, int]) -> None:
         """``StageSchedule``, at the start, for each Leffa stage: raise when no self-attention layer's grid
-        reaches ``leffa_theta_resolution`` of the image height at ``resolution`` (the loss would have no layer).
+        reaches ``leffa_loss.theta_resolution`` of the image height at ``resolution`` (the loss would have no layer).
         The finest attention grid is the generative UNet's first attention level (each level halves the side)."""
         unet = self.model.unet.config
         level = next((i for i, kind in enumerate(unet.down_block_types) if "Attn" in kind), None)
@@ -166,14 +192,15 @@ class LeffaModule(pl.LightningModule):
         if finest / resolution[0] < theta * (1 - 1e-9):
             raise ValueError(f"the Leffa loss selects no attention layer at {resolution[0]}x{resolution[1]}: the "
                              f"finest attention grid has {finest} rows, {finest / resolution[0]:.4g} of the image "
-                             f"height, below leffa_theta_resolution={theta:.4g}; lower model.leffa_theta_resolution")
+                             f"height, below leffa_loss.theta_resolution={theta:.4g}; lower "
+                             "model.leffa_loss.theta_resolution")
 
     def leffa_settings_changed(self) -> list[str]:
-        """``StageSchedule``, when no stage trains with the Leffa loss: the leffa_* settings given other values
-        than their defaults (they have no effect there)."""
-        defaults = inspect.signature(type(self).__init__).parameters
-        return [f"model.{name}={self.hparams[name]!r}" for name in defaults
-                if name.startswith("leffa_") and self.hparams[name] != defaults[name].default]
+        """``StageSchedule``, when no stage trains with the Leffa loss: the model.leffa_loss settings given other
+        values than their defaults (they have no effect there)."""
+        given = self.hparams["leffa_loss"]
+        return [f"model.leffa_loss.{field.name}={given[field.name]!r}" for field in fields(LeffaLossSettings)
+                if given[field.name] != getattr(DEFAULT_LEFFA_LOSS, field.name)]
 
     def set_image_interval(self, every_n_steps: int) -> None:
         """``LeffaImageLogger``: keep the warped references of every n-th optimizer step (0: never)."""
@@ -200,7 +227,8 @@ class LeffaModule(pl.LightningModule):
         return generators
 
     def diffusion_inputs(self, batch: Mapping[str, Any], generators: list[torch.Generator],
-                         timesteps: torch.Tensor | None = None, reference_dropout: float | None = None):
+                         timesteps: torch.Tensor | None = None, reference_dropout: float | None = None
+                         ) -> DiffusionInputs:
         """Noisy latents, noise, timesteps, conditioning and kept-reference mask of a batch (VAE in its own
         dtype, no grad). Timesteps are drawn uniformly and references dropped unless given."""
         model = self.model
@@ -217,51 +245,44 @@ class LeffaModule(pl.LightningModule):
         conditioning.reference = conditioning.reference * keep.to(self.device, latents.dtype).view(-1, 1, 1, 1)
         noise = randn_tensor(latents.shape, generator=generators, device=self.device, dtype=latents.dtype)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
-        return noisy, noise, timesteps, conditioning, keep.to(self.device)
+        return DiffusionInputs(noisy, noise, timesteps, conditioning, keep.to(self.device))
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> TrainingStepOutput:
         micro_batch = batch_idx % self.trainer.accumulate_grad_batches
-        noisy, noise, timesteps, conditioning, keep = self.diffusion_inputs(
-            batch, self.sample_generators(batch, micro_batch))
+        inputs = self.diffusion_inputs(batch, self.sample_generators(batch, micro_batch))
         log_images = self._is_image_step(micro_batch)
+        losses, leffa = self.training_losses(batch, inputs, log_images)
+        total = sum(losses.values())
+        self.non_finite_guard.record_loss(total, losses["mse"], losses.get("leffa"))
+        self.log_dict({"loss/total": total} | {f"loss/{name}": value for name, value in losses.items()},
+                      prog_bar=True, on_step=True, on_epoch=False, batch_size=inputs.noisy.shape[0])
+        return TrainingStepOutput(loss=total, leffa=leffa, log_images=log_images)
+
+    def training_losses(self, batch: Mapping[str, Any], inputs: DiffusionInputs, log_images: bool
+                        ) -> tuple[dict[str, torch.Tensor], LeffaLossOutput | None]:
+        """The training loss's terms, summed and logged as ``loss/<name>``: ``mse`` and, in a Leffa stage,
+        ``leffa``; and the Leffa loss's output (per-layer flows), also computed on image steps, else None.
+        Subclasses add terms here (experiments/teacher_flow.py)."""
         scorer = None
         if self.leffa_loss_enabled or log_images:
             # Scored inside each attention layer, so that with gradient checkpointing the loss's tensors are
             # recomputed with the layer's block; without it, each layer's loss is checkpointed on its own.
-            scorer = self.leffa_loss.scorer(batch["reference"], batch["person"], batch["loss_region"], timesteps,
-                                            self.noise_scheduler.config.num_train_timesteps, keep_warped=log_images,
-                                            sample_mask=keep, recompute=not self.hparams.gradient_checkpointing,
+            scorer = self.leffa_loss.scorer(batch["reference"], batch["person"], batch["loss_region"],
+                                            inputs.timesteps, self.noise_scheduler.config.num_train_timesteps,
+                                            keep_warped=log_images, sample_mask=inputs.keep,
+                                            recompute=not self.hparams.gradient_checkpointing,
                                             grad=self.leffa_loss_enabled)
-        records = [] if self.records_attention else None
-        prediction = self.model(noisy, timesteps, conditioning,
-                                attention_records=records if records is not None else scorer)
-        if records is not None and scorer is not None:
-            for record in records:
-                scorer.append(record)
-        mse = F.mse_loss(prediction.float(), noise.float())
-        total, leffa = mse, None
-        if scorer is not None:
-            leffa = scorer.result()
-            if self.leffa_loss_enabled:
-                total = mse + leffa.loss
-        extra = self.extra_losses(batch, records, timesteps, keep)
-        total = total + sum(extra.values())
-        self.non_finite_guard.record_loss(total, mse, leffa.loss if self.leffa_loss_enabled else None)
-        values = {"loss/total": total, "loss/mse": mse} | {f"loss/{name}": value for name, value in extra.items()}
+        losses = {"mse": self.diffusion_loss(inputs, scorer)}
+        leffa = scorer.result() if scorer is not None else None
         if self.leffa_loss_enabled:
-            values["loss/leffa"] = leffa.loss
-        batch_size = noisy.shape[0]
-        self.log_dict(values, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch_size)
-        return TrainingStepOutput(loss=total, leffa=leffa, log_images=log_images)
+            losses["leffa"] = leffa.loss
+        return losses, leffa
 
-    # Extension point for experiments (experiments/teacher_flow.py): named terms added to the training loss.
-    records_attention = False  # True: training steps record attention even with the Leffa loss off
-
-    def extra_losses(self, batch: Mapping[str, Any], records: list | None, timesteps: torch.Tensor,
-                     keep: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Terms added to the loss and logged as ``loss/<name>``; ``records`` the attention records (a list when
-        ``records_attention``, else None), ``keep`` the samples whose reference was kept. None by default."""
-        return {}
+    def diffusion_loss(self, inputs: DiffusionInputs, attention_records: RecordSink | None = None) -> torch.Tensor:
+        """MSE of the noise prediction; ``attention_records`` receives the generative UNet's attention records."""
+        prediction = self.model(inputs.noisy, inputs.timesteps, inputs.conditioning,
+                                attention_records=attention_records)
+        return F.mse_loss(prediction.float(), inputs.noise.float())
 
     def on_fit_start(self) -> None:
         if self.logger is not None:
@@ -351,7 +372,7 @@ class LeffaModule(pl.LightningModule):
         timestep threshold, with noise seeded by sample ids."""
         generators = [torch.Generator().manual_seed(zlib.crc32(f"{self.hparams.seed}:val:{p}:{r}".encode()))
                       for p, r in zip(batch["person_id"], batch["reference_id"])]
-        timesteps = torch.full((len(generators),), self.hparams.leffa_theta_timestep // 2)
+        timesteps = torch.full((len(generators),), self.hparams.leffa_loss["theta_timestep"] // 2)
         noisy, _, timesteps, conditioning, _ = self.diffusion_inputs(batch, generators, timesteps, 0.0)
         records = []
         self.model(noisy, timesteps, conditioning, attention_records=records)

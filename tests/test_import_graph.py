@@ -1,30 +1,15 @@
-"""No import cycle in leffa_pl: the graph of every import statement (function-local ones too) is acyclic."""
+"""No import cycle in leffa_pl (the graph of every import statement, function-local ones too), and no import from a
+lower layer to a higher one (``leffa_pl.testing.code_shape.LAYERS``)."""
 
-import ast
 from pathlib import Path
+
+from leffa_pl.testing import code_shape
 
 PACKAGE = Path(__file__).resolve().parents[1] / "leffa_pl"
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
 def import_graph() -> dict[str, set[str]]:
-    modules = {module_name(path): path for path in PACKAGE.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in modules}
-    for name, path in modules.items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # ``from leffa_pl.data import masks`` imports the submodule leffa_pl.data.masks
-                targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
-            else:
-                continue
-            graph[name].update(target for target in targets if target in modules and target != name)
-    return graph
+    return code_shape.import_graph(PACKAGE)
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -61,3 +46,16 @@ def test_no_import_cycle():
 
 def test_a_cycle_is_found():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+def test_no_upward_import():
+    assert code_shape.upward_imports(import_graph()) == []
+
+
+def test_an_upward_import_is_found_and_the_data_modules_may_use_the_datasets():
+    graph = {"leffa_pl.data.io": {"leffa_pl.preprocess.prepare"},
+             "leffa_pl.data.datamodule": {"leffa_pl.datasets.vitonhd.reader"},
+             "leffa_pl.data.masks": {"leffa_pl.datasets.vitonhd.reader"},
+             "leffa_pl.evaluation.score": {"leffa_pl.data.io"}}
+    assert code_shape.upward_imports(graph) == [("leffa_pl.data.io", "leffa_pl.preprocess.prepare"),
+                                     ("leffa_pl.data.masks", "leffa_pl.datasets.vitonhd.reader")]

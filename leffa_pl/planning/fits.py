@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import functools
 import hashlib
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from leffa_pl.planning.plan import (
     read_stages,
     static_memory,
 )
+from leffa_pl.revision import commit
 
 ROOT = Path(__file__).resolve().parents[2]
 GPU_YAML, FSDP_YAML = Path("configs/trainer/gpu.yaml"), Path("configs/trainer/gpu_fsdp.yaml")
@@ -188,12 +188,6 @@ def inputs_digest() -> str:
     for stages, architecture in SCHEDULES:
         digest.update(f"{stages} {architecture}: {read_stages(ROOT / stages)!r}\0".encode())
     return digest.hexdigest()[:16]
-
-
-def commit() -> str:
-    result = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True, check=False,
-                            cwd=ROOT)
-    return result.stdout.strip() or "unknown"
 
 
 def header() -> str:

@@ -15,7 +15,6 @@ not recorded (``sha256=None``) is used with a warning saying so.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -24,8 +23,9 @@ from pathlib import Path
 from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+from leffa_pl.model.checkpoint import file_sha256
+
 log = logging.getLogger(__name__)
-HASH_CHUNK = 1 << 24
 
 
 class WeightsNotFoundError(FileNotFoundError):
@@ -104,17 +104,10 @@ def resolve_file(spec: WeightFile, explicit: str | os.PathLike | None = None, of
                                    f"{spec.remedy()}") from None
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def verified(spec: WeightFile, path: Path) -> Path:
     """``path`` (a downloaded or cached copy of ``spec``) when its SHA-256 is the recorded one."""
-    actual = sha256_of(path)
+    actual = file_sha256(path)
     if spec.sha256 is None:
         log.warning("%s (%s): no SHA-256 recorded in leffa_pl/annotators/weight_files.py, so it is not verified; "
                     "its SHA-256 is %s", path, spec.what, actual)

@@ -8,7 +8,6 @@ incomplete, so a failed export (disk full) is redone by rerunning the documented
 
 from __future__ import annotations
 
-import hashlib
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,25 +18,17 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from leffa_pl.atomic_write import atomic_write
-from leffa_pl.model.checkpoint import SAFETENSORS_SUFFIX, save_state_dict
+from leffa_pl.model.checkpoint import SAFETENSORS_SUFFIX, file_sha256, save_state_dict
 from leffa_pl.model.lora import has_lora, merged_state_dict, write_adapter
 from leffa_pl.model.provenance import EXPORT_RECORD, METADATA_PREFIX, Provenance
 
 MODEL_PREFIX = "model."  # LeffaModule.model in the module's state dict
 ADAPTER_FILE = "leffa_lora.safetensors"
-HASH_CHUNK = 1 << 24
 
 
 class ExportError(RuntimeError):
     """An export that could not be written; no export file was replaced."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_export(weights: Mapping[str, torch.Tensor], folder: Path, formats: Sequence[str],
@@ -55,7 +46,7 @@ def write_export(weights: Mapping[str, torch.Tensor], folder: Path, formats: Seq
                 save_state_dict(weights, temporary, current.suffix,
                                 metadata if current.suffix == SAFETENSORS_SUFFIX else None)
         current = record
-        content = {**(provenance.as_dict() if provenance else {}), "files": {p.name: _sha256(p) for p in paths}}
+        content = {**(provenance.as_dict() if provenance else {}), "files": {p.name: file_sha256(p) for p in paths}}
         with atomic_write(record) as temporary:
             temporary.write_text(json.dumps(content, indent=2) + "\n", encoding="utf-8")
     except Exception as error:  # OSError, safetensors' own error on a full disk: all mean the same here

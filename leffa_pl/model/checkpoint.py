@@ -99,6 +99,18 @@ def save_state_dict(state: Mapping[str, torch.Tensor], target: Path, suffix: str
         torch.save(tensors, target)
 
 
+FILE_HASH_CHUNK = 1 << 24  # read 16 MiB at a time: weight files are GiBs
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(FILE_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def weights_fingerprint(state: Mapping[str, torch.Tensor]) -> str:
     """SHA-256 of a state dict's names, dtypes, shapes and bytes: the weights themselves, whatever file or
     format (``.ckpt``, ``.pth``, ``.safetensors``) they came from. Cost: ``make bench-fingerprint``."""
